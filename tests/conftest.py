@@ -1,0 +1,114 @@
+"""Shared test fixtures.
+
+Root, Docker and browser tests must run in CI: when CI=true a missing
+prerequisite fails the test instead of skipping it.  Outside CI (a developer's
+laptop without root, say) they skip with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip outside CI, fail in CI, when a prerequisite is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail("prerequisite missing in CI: %s" % reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def _bcc_importable() -> bool:
+    try:
+        import bcc  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def root():
+    """Root with a working BCC: the real-kernel tests."""
+    require(os.geteuid() == 0, "needs root to load eBPF probes")
+    require(_bcc_importable(), "bcc is not importable from %s (run scripts/setup.sh test)" % sys.executable)
+    return True
+
+
+@pytest.fixture(scope="session")
+def docker_client(root):
+    """A client for a running Docker engine."""
+    try:
+        import docker
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:  # docker.errors.DockerException, connection errors
+        require(False, "Docker engine not reachable (%s); scripts/setup.sh test starts dockerd" % exc)
+    return client
+
+
+@pytest.fixture(scope="session")
+def chromium_path():
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    require(os.path.exists(path), "Debian's chromium is not installed (apt-get install chromium)")
+    return path
+
+
+class EventLog:
+    """Every event a live Collector delivered, for tests to search."""
+
+    def __init__(self, collector):
+        import threading
+        self.collector = collector
+        self._lock = threading.Lock()
+        self._events = []
+        collector.subscribe(self._add)
+
+    def _add(self, event):
+        with self._lock:
+            self._events.append(event)
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    def since(self, mark: int):
+        """Events after mark, once the buffer has been drained."""
+        self.collector_drain()
+        with self._lock:
+            return list(self._events[mark:])
+
+    def collector_drain(self):
+        import time
+        # The poll thread drains on its own; wait until it has been quiet for a moment.
+        last = -1
+        quiet_since = time.monotonic()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            now = self.collector.events
+            if now != last:
+                last = now
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 0.3:
+                return
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def live_events(root):
+    """One set of probes for the whole session (compiling costs about a second)."""
+    from tracer.collector import Collector
+    from tracer.probes import ProbeOptions
+
+    collector = Collector(options=ProbeOptions(proc_events=True))
+    log = EventLog(collector)
+    collector.start()
+    yield log
+    collector.stop()

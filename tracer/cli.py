@@ -1,0 +1,90 @@
+"""The `nsgraph` command: one subcommand per module, each small and self-contained.
+
+Every subcommand module exposes add_parser(subparsers) that registers its parser
+and sets `func` to a function taking the parsed args and returning an exit code.
+
+Exit codes (shared by all subcommands):
+  0   success (trace: ended by Ctrl-C / SIGTERM)
+  1   a runtime failure, explained on stderr
+  2   bad command line
+  77  missing privileges (root, or CAP_BPF + CAP_PERFMON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NO_PRIVILEGES = 77
+
+# Subcommand modules, in the order `nsgraph --help` lists them.
+SUBCOMMANDS = (
+    "tracer.cmd_trace",
+    "tracer.cmd_snapshot",
+    "tracer.cmd_record",
+    "tracer.cmd_doctor",
+    "tracer.cmd_demo_image",
+    "webapp.cmd_serve",
+)
+
+DESCRIPTION = """\
+nsgraph: see which Linux namespaces exist, who created them and who joined them.
+
+examples:
+  nsgraph trace                   # stream namespace events (clone/unshare/setns)
+  nsgraph trace --json --procs    # JSON Lines, including fork/exec/exit
+  nsgraph snapshot                # lsns-like table with containers and hierarchy
+  nsgraph serve                   # the live dashboard on http://127.0.0.1:5000
+  nsgraph doctor                  # check that this machine can trace
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nsgraph", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="nsgraph " + _version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # a subcommand not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("nsgraph")
+    except Exception:
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # `nsgraph trace | head`: the reader left; not an error.
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        except Exception:
+            pass
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

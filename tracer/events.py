@@ -1,0 +1,253 @@
+"""Decoding raw probe records into Event objects.
+
+Input is untrusted bytes (a live buffer, a recorded file): a record of the wrong
+size, version or kind is counted in Decoder.errors and skipped, never raised.
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Optional
+
+from . import abi
+
+_EVENT_SIZE = abi.EVENT_SIZE
+_unpack = abi.EVENT.unpack_from
+_N = abi.NS_COUNT
+
+
+@dataclass
+class Event:
+    """One namespace or process event, as captured in the kernel.
+
+    Namespace sets map a type name from abi.NS_SLOTS to an inode number; a type
+    the task does not have (an exiting task, a kernel without time namespaces) is
+    absent from the map.  `ns_id` holds the kernel's 64-bit namespace ids where it
+    has them (Linux 6.18+), else it is empty.
+    """
+
+    kind: str
+    seq: int
+    ts: float                      # seconds since the epoch, UTC
+    pid: int
+    tid: int
+    ppid: int
+    uid: int
+    vpid: int
+    comm: str
+    syscall: Optional[str] = None  # clone, clone3, unshare, setns; None for fork/vfork
+    raw_flags: int = 0
+    ret: int = 0
+    fd: Optional[int] = None
+    child_pid: Optional[int] = None
+    child_vpid: Optional[int] = None
+    exit_code: Optional[int] = None
+    filename: Optional[str] = None
+    ns: dict = field(default_factory=dict)
+    ns_before: Optional[dict] = None
+    ns_id: dict = field(default_factory=dict)
+    ns_id_before: Optional[dict] = None
+    node: str = ""
+    container: Optional[str] = None
+
+    @property
+    def errno(self) -> Optional[int]:
+        if self.kind in ("exec", "exit") or self.ret >= 0:
+            return None
+        return -self.ret
+
+    @property
+    def failed(self) -> bool:
+        return self.errno is not None
+
+    @property
+    def flags(self) -> list:
+        if self.kind == "clone":
+            return abi.decode_clone_flags(self.raw_flags, self.syscall)
+        if self.kind == "unshare":
+            return abi.decode_unshare_flags(self.raw_flags)
+        if self.kind == "setns":
+            return abi.decode_setns_nstype(self.raw_flags)
+        return []
+
+    def flag_ns_types(self) -> list:
+        """Namespace types the call asked for by flag."""
+        if self.kind == "clone":
+            flags = self.raw_flags if self.syscall == "clone3" else self.raw_flags & ~abi.CSIGNAL
+            return abi.flag_types(flags)
+        if self.kind in ("unshare", "setns"):
+            return abi.flag_types(self.raw_flags)
+        return []
+
+    def changed_types(self) -> list:
+        """Namespace types whose inode differs between before and after."""
+        if self.ns_before is None:
+            return []
+        return [t for t in abi.NS_SLOTS
+                if t in self.ns and self.ns.get(t) != self.ns_before.get(t)]
+
+    def ns_types(self) -> list:
+        """Every namespace type this event is about: asked for, or actually changed."""
+        types = set(self.flag_ns_types()) | set(self.changed_types())
+        return [t for t in abi.NS_SLOTS if t in types]
+
+    @property
+    def is_namespace_event(self) -> bool:
+        return self.kind in ("unshare", "setns") or (self.kind == "clone" and bool(self.flag_ns_types()))
+
+    def iso_time(self) -> str:
+        return datetime.fromtimestamp(self.ts, tz=timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+    def to_json(self) -> dict:
+        """The JSON Lines object of `nsgraph trace --json` (documented in the README)."""
+        out = {
+            "kind": self.kind,
+            "ts": self.iso_time(),
+            "seq": self.seq,
+            "node": self.node,
+            "pid": self.pid,
+            "tid": self.tid,
+            "ppid": self.ppid,
+            "uid": self.uid,
+            "comm": self.comm,
+            "vpid": self.vpid,
+            "syscall": self.syscall,
+            "flags": self.flags,
+            "raw_flags": self.raw_flags,
+            "ret": self.ret,
+            "errno": self.errno,
+            "errno_name": errno_module.errorcode.get(self.errno) if self.errno else None,
+            "ns": dict(self.ns),
+            "ns_before": dict(self.ns_before) if self.ns_before is not None else None,
+            "ns_id": dict(self.ns_id),
+            "container": self.container,
+        }
+        if self.kind == "clone":
+            out["child_pid"] = self.child_pid
+            out["child_vpid"] = self.child_vpid
+        if self.kind == "setns":
+            out["fd"] = self.fd
+        if self.kind == "exec":
+            out["filename"] = self.filename
+        if self.kind == "exit":
+            out["exit_code"] = self.exit_code
+        if self.ns_id_before is not None:
+            out["ns_id_before"] = dict(self.ns_id_before)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Event":
+        """Rebuild an event from to_json() output (recordings, replays)."""
+        ts = obj["ts"]
+        if isinstance(ts, str):
+            ts = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        return cls(
+            kind=obj["kind"], seq=int(obj["seq"]), ts=float(ts), pid=int(obj["pid"]),
+            tid=int(obj.get("tid", obj["pid"])), ppid=int(obj.get("ppid", 0)),
+            uid=int(obj.get("uid", 0)), vpid=int(obj.get("vpid", 0)), comm=str(obj.get("comm", "")),
+            syscall=obj.get("syscall"), raw_flags=int(obj.get("raw_flags", 0)),
+            ret=int(obj.get("ret", 0)), fd=obj.get("fd"), child_pid=obj.get("child_pid"),
+            child_vpid=obj.get("child_vpid"), exit_code=obj.get("exit_code"),
+            filename=obj.get("filename"), ns={k: int(v) for k, v in (obj.get("ns") or {}).items()},
+            ns_before=({k: int(v) for k, v in obj["ns_before"].items()} if obj.get("ns_before") is not None else None),
+            ns_id={k: int(v) for k, v in (obj.get("ns_id") or {}).items()},
+            ns_id_before=({k: int(v) for k, v in obj["ns_id_before"].items()} if obj.get("ns_id_before") is not None else None),
+            node=str(obj.get("node", "")), container=obj.get("container"),
+        )
+
+
+def _ns_maps(ids, inums):
+    ns = {}
+    ns_id = {}
+    for i in range(_N):
+        inum = inums[i]
+        if inum:
+            name = abi.NS_SLOTS[i]
+            ns[name] = inum
+            if ids[i]:
+                ns_id[name] = ids[i]
+    return ns, ns_id
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def boot_to_epoch_offset() -> float:
+    """Seconds to add to CLOCK_BOOTTIME to get the wall clock."""
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class Decoder:
+    """Turns raw records into Events, numbering them and counting what it rejects."""
+
+    def __init__(self, node: Optional[str] = None, clock_offset: Optional[float] = None):
+        self.node = node if node is not None else socket.gethostname()
+        self.clock_offset = boot_to_epoch_offset() if clock_offset is None else clock_offset
+        self.seq = 0
+        self.errors: Counter = Counter()
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.errors.values())
+
+    def decode(self, data) -> Optional[Event]:
+        """Decode one record; None (and a counted error) when it is malformed."""
+        if len(data) < _EVENT_SIZE:
+            self.errors["truncated"] += 1
+            return None
+        try:
+            fields = _unpack(data)
+        except Exception:  # struct.error on odd buffers; bytes-like objects of any kind
+            self.errors["unreadable"] += 1
+            return None
+        (size, version, kind_code, syscall_code, ts_boot_ns, pid, tid, ppid, uid, vpid,
+         child_pid, child_vpid, fd, exit_code, _reserved, flags, ret, comm, filename) = fields[:19]
+        if size != _EVENT_SIZE:
+            self.errors["size_mismatch"] += 1
+            return None
+        if version != abi.ABI_VERSION:
+            self.errors["version_mismatch"] += 1
+            return None
+        kind = abi.KIND_NAMES.get(kind_code)
+        if kind is None:
+            self.errors["unknown_kind"] += 1
+            return None
+        if syscall_code not in abi.SYSCALL_NAMES:
+            self.errors["unknown_syscall"] += 1
+            return None
+        base = 19
+        before_ids = fields[base:base + _N]
+        before_inums = fields[base + _N:base + 2 * _N]
+        after_ids = fields[base + 2 * _N:base + 3 * _N]
+        after_inums = fields[base + 3 * _N:base + 4 * _N]
+        ns, ns_id = _ns_maps(after_ids, after_inums)
+        if kind in ("exec", "exit"):
+            ns_before = ns_id_before = None
+        else:
+            ns_before, ns_id_before = _ns_maps(before_ids, before_inums)
+            if not ns_id_before:
+                ns_id_before = None
+        self.seq += 1
+        return Event(
+            kind=kind,
+            seq=self.seq,
+            ts=ts_boot_ns / 1e9 + self.clock_offset,
+            pid=pid, tid=tid, ppid=ppid, uid=uid, vpid=vpid,
+            comm=_cstr(comm),
+            syscall=abi.SYSCALL_NAMES[syscall_code],
+            raw_flags=flags,
+            ret=ret,
+            fd=fd if kind == "setns" else None,
+            child_pid=child_pid if kind == "clone" and ret >= 0 else None,
+            child_vpid=child_vpid if kind == "clone" and ret >= 0 else None,
+            exit_code=exit_code if kind == "exit" else None,
+            filename=_cstr(filename) if kind == "exec" else None,
+            ns=ns, ns_before=ns_before, ns_id=ns_id, ns_id_before=ns_id_before,
+            node=self.node,
+        )
