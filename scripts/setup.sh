@@ -27,6 +27,7 @@ esac
 
 [ "$(id -u)" -eq 0 ] || die "run me as root (sudo $0 $MODE): installing packages and loading eBPF probes need it"
 
+# shellcheck disable=SC1091  # the running system's file, not part of this repo
 . /etc/os-release 2>/dev/null || die "cannot read /etc/os-release; nsgraph's set-up supports Debian 12 and Ubuntu 24.04"
 case "${ID:-}:${ID_LIKE:-}" in
   debian:*|ubuntu:*|*:*debian*) ;;
@@ -77,11 +78,14 @@ install_headers() {
   [ "${ID:-}" = ubuntu ] && generic=linux-headers-generic
   log "no headers packaged for kernel $KREL; using $generic and linking it (layouts come from BTF)"
   apt_install "$generic"
-  local build common
-  build="$(ls -d /usr/src/linux-headers-*-"${generic#linux-headers-}" 2>/dev/null | sort -V | tail -n 1 || true)"
-  [ -n "$build" ] || build="$(ls -d /usr/src/linux-headers-*/ 2>/dev/null | grep -v common | sort -V | tail -n 1 || true)"
+  local build="" common dir
+  # The newest installed tree of that flavour (e.g. linux-headers-6.1.0-57-amd64).
+  for dir in /usr/src/linux-headers-*-"${generic#linux-headers-}" /usr/src/linux-headers-*; do
+    [ -d "$dir/include" ] || continue
+    case "$dir" in *-common) continue ;; esac
+    build="$(printf '%s\n%s\n' "$build" "$dir" | sed '/^$/d' | sort -V | tail -n 1)"
+  done
   [ -n "$build" ] || die "installed $generic but found no header tree in /usr/src"
-  build="${build%/}"
   common="${build%-*}-common"
   mkdir -p "/lib/modules/$KREL"
   # Never overwrite links or trees that are already there.
@@ -105,7 +109,7 @@ setup_venv() {
   fi
   "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "bcc is not importable from $VENV; python3-bpfcc must belong to /usr/bin/python3 ($(/usr/bin/python3 --version))"
   local stamp="$VENV/.nsgraph-installed" want
-  want="$(cat "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1)-$1"
+  want="$(sha256sum < "$REPO/pyproject.toml" | cut -d' ' -f1)-$1"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     local extra=""
     [ "$1" = test ] && extra="[test]"
@@ -126,8 +130,8 @@ start_dockerd() {
       log "starting dockerd (no systemd here); its log is /var/log/dockerd.log"
       nohup dockerd >/var/log/dockerd.log 2>&1 &
     fi
-    local i
-    for i in $(seq 1 60); do
+    local _
+    for _ in $(seq 1 60); do
       docker info >/dev/null 2>&1 && break
       sleep 0.5
     done
@@ -136,7 +140,7 @@ start_dockerd() {
 }
 
 BASE_PACKAGES=(python3-bpfcc python3-venv python3-pip util-linux iproute2 procps docker.io busybox-static ca-certificates)
-TEST_PACKAGES=(chromium shellcheck debootstrap qemu-system-x86 qemu-utils e2fsprogs fonts-dejavu-core)
+TEST_PACKAGES=(chromium shellcheck debootstrap qemu-system-x86 qemu-utils e2fsprogs fonts-dejavu-core gcc libc6-dev)
 
 log "nsgraph set-up ($MODE) in $REPO"
 apt_install "${BASE_PACKAGES[@]}"
@@ -144,6 +148,8 @@ if [ "$MODE" = test ]; then
   apt_install "${TEST_PACKAGES[@]}"
   # vagrant is packaged by Debian but not by every Ubuntu release.
   if apt_has vagrant; then apt_install vagrant; else log "vagrant is not packaged here; the Vagrantfile tests will say so"; fi
+  # bpftool cross-checks BTF offsets; Ubuntu ships it only inside linux-tools.
+  if apt_has bpftool; then apt_install bpftool; fi
 fi
 install_headers
 mount_tracefs

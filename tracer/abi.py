@@ -53,10 +53,30 @@ CNT_PENDING_FULL = 1
 CNT_EVENTS = 2
 CNT_SLOTS = 4
 
-# struct nsg_event, native alignment (x86-64 and arm64 agree on it).
+# struct nsg_event, field by field, in C order.  Natural alignment with no implicit
+# padding (x86-64 and arm64 agree on it); "pad" is the explicit __u8 pad[3].
 _NS_SET = "%dQ%dI" % (NS_COUNT, NS_COUNT)
-EVENT_FORMAT = "<HBBB3xQ" + "IIIIIIIiiI" + "Qq" + "%ds%ds" % (COMM_LEN, PATH_LEN) + _NS_SET + _NS_SET
+EVENT_FIELDS = (
+    ("size", "H"), ("version", "B"), ("kind", "B"), ("syscall", "B"), ("pad", "3x"),
+    ("ts_boot_ns", "Q"), ("pid", "I"), ("tid", "I"), ("ppid", "I"), ("uid", "I"), ("vpid", "I"),
+    ("child_pid", "I"), ("child_vpid", "I"), ("fd", "i"), ("exit_code", "i"), ("reserved", "I"),
+    ("flags", "Q"), ("ret", "q"), ("comm", "%ds" % COMM_LEN), ("filename", "%ds" % PATH_LEN),
+    ("before", _NS_SET), ("after", _NS_SET),
+)
+EVENT_FORMAT = "<" + "".join(code for _name, code in EVENT_FIELDS)
 EVENT = struct.Struct(EVENT_FORMAT)
+
+
+def field_offsets() -> dict:
+    """Byte offset of each field of struct nsg_event, as this mirror lays it out."""
+    offsets = {}
+    prefix = "<"
+    for name, code in EVENT_FIELDS:
+        offsets[name] = struct.calcsize(prefix)
+        prefix += code
+    return offsets
+
+
 EVENT_SIZE = EVENT.size  # sizeof(struct nsg_event)
 
 # Namespace flags shared by clone, clone3 and unshare, and setns's nstype.
