@@ -12,7 +12,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Optional
+from types import MappingProxyType
+from typing import Mapping, Optional
 
 from . import abi
 
@@ -21,13 +22,14 @@ _unpack = abi.EVENT.unpack_from
 _N = abi.NS_COUNT
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     """One namespace or process event, as captured in the kernel.
 
     Namespace sets map a type name from abi.NS_SLOTS to an inode number; a type
     the task does not have (an exiting task, a kernel without time namespaces) is
-    absent from the map.  `ns_id` holds the kernel's 64-bit namespace ids where it
+    absent from the map.  Decoded events share these maps between events with
+    the same namespaces, so they are read-only (MappingProxyType): copy to modify.  `ns_id` holds the kernel's 64-bit namespace ids where it
     has them (Linux 6.18+), else it is empty.
     """
 
@@ -48,10 +50,10 @@ class Event:
     child_vpid: Optional[int] = None
     exit_code: Optional[int] = None
     filename: Optional[str] = None
-    ns: dict = field(default_factory=dict)
-    ns_before: Optional[dict] = None
-    ns_id: dict = field(default_factory=dict)
-    ns_id_before: Optional[dict] = None
+    ns: Mapping = field(default_factory=dict)
+    ns_before: Optional[Mapping] = None
+    ns_id: Mapping = field(default_factory=dict)
+    ns_id_before: Optional[Mapping] = None
     node: str = ""
     container: Optional[str] = None
 
@@ -161,21 +163,18 @@ class Event:
         )
 
 
-def _ns_maps(ids, inums):
-    ns = {}
-    ns_id = {}
-    for i in range(_N):
-        inum = inums[i]
-        if inum:
-            name = abi.NS_SLOTS[i]
-            ns[name] = inum
-            if ids[i]:
-                ns_id[name] = ids[i]
-    return ns, ns_id
+_SLOTS = abi.NS_SLOTS
+_NS_CACHE_MAX = 4096
+
+
+def _build_ns_maps(ids, inums):
+    ns = {name: inum for name, inum in zip(_SLOTS, inums) if inum}
+    ns_id = {name: i for name, i, inum in zip(_SLOTS, ids, inums) if inum and i}
+    return MappingProxyType(ns), MappingProxyType(ns_id)
 
 
 def _cstr(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return raw.partition(b"\0")[0].decode("utf-8", "replace")
 
 
 def boot_to_epoch_offset() -> float:
@@ -191,6 +190,14 @@ class Decoder:
         self.clock_offset = boot_to_epoch_offset() if clock_offset is None else clock_offset
         self.seq = 0
         self.errors: Counter = Counter()
+        self._ns_cache: dict = {}
+
+    def _cache_ns(self, key):
+        if len(self._ns_cache) >= _NS_CACHE_MAX:
+            self._ns_cache.clear()
+        maps = _build_ns_maps(key[:_N], key[_N:])
+        self._ns_cache[key] = maps
+        return maps
 
     @property
     def rejected(self) -> int:
@@ -222,32 +229,35 @@ class Decoder:
             self.errors["unknown_syscall"] += 1
             return None
         base = 19
-        before_ids = fields[base:base + _N]
-        before_inums = fields[base + _N:base + 2 * _N]
-        after_ids = fields[base + 2 * _N:base + 3 * _N]
-        after_inums = fields[base + 3 * _N:base + 4 * _N]
-        ns, ns_id = _ns_maps(after_ids, after_inums)
+        n = _N
+        # Most events repeat a handful of namespace sets (every fork in a container
+        # has the same ones), so the read-only maps are built once per distinct set.
+        cache = self._ns_cache
+        after_key = fields[base + 2 * n:base + 4 * n]
+        after = cache.get(after_key)
+        if after is None:
+            after = self._cache_ns(after_key)
+        ns, ns_id = after
         if kind in ("exec", "exit"):
             ns_before = ns_id_before = None
         else:
-            ns_before, ns_id_before = _ns_maps(before_ids, before_inums)
+            before_key = fields[base:base + 2 * n]
+            before = cache.get(before_key)
+            if before is None:
+                before = self._cache_ns(before_key)
+            ns_before, ns_id_before = before
             if not ns_id_before:
                 ns_id_before = None
         self.seq += 1
+        is_clone = kind == "clone" and ret >= 0
+        # Positional: this runs for every event, and keyword calls cost a third more.
         return Event(
-            kind=kind,
-            seq=self.seq,
-            ts=ts_boot_ns / 1e9 + self.clock_offset,
-            pid=pid, tid=tid, ppid=ppid, uid=uid, vpid=vpid,
-            comm=_cstr(comm),
-            syscall=abi.SYSCALL_NAMES[syscall_code],
-            raw_flags=flags,
-            ret=ret,
-            fd=fd if kind == "setns" else None,
-            child_pid=child_pid if kind == "clone" and ret >= 0 else None,
-            child_vpid=child_vpid if kind == "clone" and ret >= 0 else None,
-            exit_code=exit_code if kind == "exit" else None,
-            filename=_cstr(filename) if kind == "exec" else None,
-            ns=ns, ns_before=ns_before, ns_id=ns_id, ns_id_before=ns_id_before,
-            node=self.node,
+            kind, self.seq, ts_boot_ns / 1e9 + self.clock_offset,
+            pid, tid, ppid, uid, vpid, _cstr(comm), abi.SYSCALL_NAMES[syscall_code], flags, ret,
+            fd if kind == "setns" else None,
+            child_pid if is_clone else None,
+            child_vpid if is_clone else None,
+            exit_code if kind == "exit" else None,
+            _cstr(filename) if kind == "exec" else None,
+            ns, ns_before, ns_id, ns_id_before, self.node, None,
         )
