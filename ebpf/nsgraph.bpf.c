@@ -168,6 +168,8 @@ static __always_inline void fill_common(struct nsg_event *e, u8 kind, const void
 	e->reserved = 0;
 	e->flags = 0;
 	e->ret = 0;
+	/* The current task's cgroup; a forked child starts in its parent's. */
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_probe_read_kernel(e->comm, sizeof(e->comm), t + OFF_TASK_COMM);
 	e->filename[0] = 0;
 }

@@ -9,7 +9,7 @@
 #ifndef NSGRAPH_H
 #define NSGRAPH_H
 
-#define NSG_ABI_VERSION 1
+#define NSG_ABI_VERSION 2
 
 #define NSG_COMM_LEN 16
 #define NSG_PATH_LEN 96
@@ -72,6 +72,7 @@ struct nsg_event {
 	__u32 reserved;
 	__u64 flags;       /* clone/clone3/unshare flags; setns nstype */
 	__s64 ret;         /* return value; clone: child pid as the caller sees it */
+	__u64 cgroup_id;   /* cgroup v2 id of the task at the event (its cgroupfs inode) */
 	char comm[NSG_COMM_LEN];
 	char filename[NSG_PATH_LEN]; /* exec: the program's path */
 	struct nsg_ns_set before;    /* unshare/setns: before the call; clone: the parent's */

@@ -108,3 +108,35 @@ def test_docker_exec_joins_through_runc_setns(container, live_events):
     assert execs, "exec of ps not seen"
     for t in ("mnt", "net", "uts", "ipc", "pid"):
         assert execs[-1].ns[t] == container["ns"][t], t
+
+
+def test_events_of_a_gone_container_are_attributed_by_cgroup_id(docker_client, live_events):
+    """`docker run --rm IMG ls`: ls is gone before user space looks at it; the cgroup
+    id the kernel captured still names the container (tagged as `nsgraph trace` does,
+    in the collector thread as events arrive)."""
+    from tracer.containers import EventContainers
+    from tracer.demoimage import ensure_demo_image
+
+    image = ensure_demo_image(docker_client)
+    tagger = EventContainers(catalog=None)
+    tagged = []
+
+    def tag_ls(event):
+        if event.kind == "exec" and event.comm == "ls":
+            tagged.append((event, tagger.tag(event)))
+
+    live_events.collector.subscribe(tag_ls)
+    mark = live_events.mark()
+    c = docker_client.containers.run(image, ["ls", "-la", "/proc/self/ns/"], detach=True,
+                                     name="nsgtest-tracer-" + secrets.token_hex(4))
+    try:
+        assert c.wait(timeout=30)["StatusCode"] == 0
+        container_id = c.id
+    finally:
+        c.remove(force=True)
+    live_events.since(mark)
+    assert len(tagged) == 1
+    event, container = tagged[0]
+    assert event.cgroup_id != 0
+    assert container is not None and container.id == container_id
+    assert event.container == container_id[:12]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 COMM_LEN = 16
 PATH_LEN = 96
 
@@ -60,7 +60,7 @@ EVENT_FIELDS = (
     ("size", "H"), ("version", "B"), ("kind", "B"), ("syscall", "B"), ("pad", "3x"),
     ("ts_boot_ns", "Q"), ("pid", "I"), ("tid", "I"), ("ppid", "I"), ("uid", "I"), ("vpid", "I"),
     ("child_pid", "I"), ("child_vpid", "I"), ("fd", "i"), ("exit_code", "i"), ("reserved", "I"),
-    ("flags", "Q"), ("ret", "q"), ("comm", "%ds" % COMM_LEN), ("filename", "%ds" % PATH_LEN),
+    ("flags", "Q"), ("ret", "q"), ("cgroup_id", "Q"), ("comm", "%ds" % COMM_LEN), ("filename", "%ds" % PATH_LEN),
     ("before", _NS_SET), ("after", _NS_SET),
 )
 EVENT_FORMAT = "<" + "".join(code for _name, code in EVENT_FIELDS)

@@ -23,16 +23,17 @@ examples:
   nsgraph trace --type net,pid       # only events about network or PID namespaces
   nsgraph trace --comm 'runc:[1:CHILD]'  # what runc does during `docker exec`
   nsgraph trace --pid 1234           # events of process 1234 (or clones that created it)
+  nsgraph trace --container myapp    # only what happens in container myapp (or an id prefix)
   nsgraph trace --procs              # also every fork, exec and exit
   nsgraph trace --duration 10 --json > events.jsonl
 
-columns: TIME (local), PID (host view), COMM, EVENT, NS (namespace types the event is
-about), DETAILS (e.g. "joined net:[4026532184]", "new uts:[4026532253]", an errno).
+columns: TIME (local), PID (host view), COMM, CONTAINER (as `docker ps` names it;
+"-" on the host), EVENT, NS (namespace types the event is about), DETAILS (e.g. "joined net:[4026532184]", "new uts:[4026532253]", an errno).
 exit status: 0 after Ctrl-C/SIGTERM/--duration, 1 on failure, 2 on bad usage,
 77 without the privileges to load eBPF (root, or CAP_BPF+CAP_PERFMON).
 """
 
-COLUMNS = "%-15s %-7s %-16s %-8s %-18s %s"
+COLUMNS = "%-15s %-7s %-16s %-14s %-8s %-18s %s"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -134,14 +135,16 @@ def format_columns(event: Event) -> str:
         types_text = "any" if event.raw_flags == 0 else ",".join(event.flag_ns_types())
     else:
         types_text = ",".join(types) or "-"
-    line = COLUMNS % (when, event.pid, event.comm, event.kind, types_text, details(event))
-    if event.container:
-        line += "  [%s]" % event.container
-    return line
+    return COLUMNS % (when, event.pid, event.comm, _short(event.container or "-", 14), event.kind,
+                      types_text, details(event))
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "~"
 
 
 def header() -> str:
-    return COLUMNS % ("TIME", "PID", "COMM", "EVENT", "NS", "DETAILS")
+    return COLUMNS % ("TIME", "PID", "COMM", "CONTAINER", "EVENT", "NS", "DETAILS")
 
 
 def run(args) -> int:
@@ -167,18 +170,18 @@ def run(args) -> int:
         options.ringbuf_pages = args.buffer_pages
         options.perf_pages = args.buffer_pages
     keep = make_filter(types, args.pid, args.comm, args.procs, args.failed)
-    attribution = None
-    if args.container:
-        attribution = _container_attribution(args.container)
-        if attribution is None:
-            print("nsgraph trace: --container needs tracer/containers.py", file=sys.stderr)
-            return EXIT_FAILURE
+    from .containers import ContainerCatalog, EventContainers, matches_container
+    # Names come from Docker when it answers; without it, cgroup paths still give ids.
+    catalog = ContainerCatalog().start(wait=0)
+    tagger = EventContainers(catalog)
+    wanted = args.container
 
     out = sys.stdout
     shown = [0]
 
     def on_event(event: Event) -> None:
-        if attribution is not None and not attribution(event):
+        container = tagger.tag(event)
+        if wanted and not matches_container(container, wanted):
             return
         if not keep(event):
             return
@@ -229,6 +232,7 @@ def run(args) -> int:
     finally:
         stats = collector.stats()
         collector.stop()
+        catalog.close(timeout=1)
     lost = stats["lost"]
     summary = "%d events seen, %d shown, %d lost" % (stats["events"], shown[0], lost)
     if stats["rejected"]:
@@ -240,12 +244,3 @@ def run(args) -> int:
                        stats["lost_detail"].get("perf_lost", 0), (args.buffer_pages or 512) * 4)
     print(summary, file=sys.stderr, flush=True)
     return EXIT_OK
-
-
-def _container_attribution(names):
-    """A predicate that tags events with their container and keeps the named ones."""
-    try:
-        from . import containers
-    except ImportError:
-        return None
-    return containers.event_filter(names)

@@ -56,6 +56,7 @@ class Event:
     ns_id_before: Optional[Mapping] = None
     node: str = ""
     container: Optional[str] = None
+    cgroup_id: int = 0             # cgroup v2 id of the task at the event; 0 when unknown
 
     @property
     def errno(self) -> Optional[int]:
@@ -128,6 +129,7 @@ class Event:
             "ns_before": dict(self.ns_before) if self.ns_before is not None else None,
             "ns_id": dict(self.ns_id),
             "container": self.container,
+            "cgroup_id": self.cgroup_id,
         }
         if self.kind == "clone":
             out["child_pid"] = self.child_pid
@@ -160,6 +162,7 @@ class Event:
             ns_id={k: int(v) for k, v in (obj.get("ns_id") or {}).items()},
             ns_id_before=({k: int(v) for k, v in obj["ns_id_before"].items()} if obj.get("ns_id_before") is not None else None),
             node=str(obj.get("node", "")), container=obj.get("container"),
+            cgroup_id=int(obj.get("cgroup_id") or 0),
         )
 
 
@@ -214,7 +217,7 @@ class Decoder:
             self.errors["unreadable"] += 1
             return None
         (size, version, kind_code, syscall_code, ts_boot_ns, pid, tid, ppid, uid, vpid,
-         child_pid, child_vpid, fd, exit_code, _reserved, flags, ret, comm, filename) = fields[:19]
+         child_pid, child_vpid, fd, exit_code, _reserved, flags, ret, cgroup_id, comm, filename) = fields[:20]
         if size != _EVENT_SIZE:
             self.errors["size_mismatch"] += 1
             return None
@@ -228,7 +231,7 @@ class Decoder:
         if syscall_code not in abi.SYSCALL_NAMES:
             self.errors["unknown_syscall"] += 1
             return None
-        base = 19
+        base = 20
         n = _N
         # Most events repeat a handful of namespace sets (every fork in a container
         # has the same ones), so the read-only maps are built once per distinct set.
@@ -259,5 +262,5 @@ class Decoder:
             child_vpid if is_clone else None,
             exit_code if kind == "exit" else None,
             _cstr(filename) if kind == "exec" else None,
-            ns, ns_before, ns_id, ns_id_before, self.node, None,
+            ns, ns_before, ns_id, ns_id_before, self.node, None, cgroup_id,
         )
