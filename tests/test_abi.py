@@ -69,7 +69,7 @@ def test_live_event_has_the_mirrored_size(root):
     from tracer.probes import ProbeOptions, Probes
 
     records = []
-    probes = Probes(records.append, options=ProbeOptions(proc_events=False))
+    probes = Probes(lambda record: records.append(bytes(record)), options=ProbeOptions(proc_events=False))
     probes.load()
     try:
         libc = ctypes.CDLL(None, use_errno=True)

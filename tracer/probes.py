@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Callable, Optional
 
-from . import abi
+from . import abi, ringbuf
 from .btf import BTF, BTFError, VMLINUX_BTF
 
 # (macro, struct, member path) for every member the C code dereferences.
@@ -136,6 +136,7 @@ class ProbeOptions:
     pending_entries: int = DEFAULT_PENDING_ENTRIES
     wakeup_events: int = DEFAULT_WAKEUP_EVENTS
     use_ringbuf: Optional[bool] = None  # None: when the kernel has it
+    reader: Optional[str] = None        # ring buffer reader: "mapped", "bcc"; None: mapped where usable
 
 
 @dataclass
@@ -146,7 +147,11 @@ class ProbeStats:
 
 
 class Probes:
-    """The loaded BPF program.  Call poll() in a loop; every record goes to on_record."""
+    """The loaded BPF program.  Call poll() in a loop; every record goes to on_record.
+
+    A record is a bytes-like object valid only during the call (on x86-64 it is a
+    view of the ring buffer itself): copy it with bytes() to keep it.
+    """
 
     def __init__(self, on_record: Callable[[bytes], None], options: Optional[ProbeOptions] = None,
                  layout: Optional[KernelLayout] = None):
@@ -157,6 +162,7 @@ class Probes:
         self.use_ringbuf = (kernel_has_ringbuf() if self.options.use_ringbuf is None
                             else self.options.use_ringbuf)
         self._bpf = None
+        self._mapped: Optional[ringbuf.MappedRingBuffer] = None
         self._closed = False
         self._lock = threading.Lock()
 
@@ -198,7 +204,11 @@ class Probes:
                 "compiling or loading the probes failed: %s. Run 'nsgraph doctor' to check the "
                 "kernel header tree, tracefs and BPF permissions." % exc) from exc
         try:
-            if self.use_ringbuf:
+            mapped = self.options.reader == "mapped" or (self.options.reader is None and ringbuf.usable())
+            if self.use_ringbuf and mapped:
+                self._mapped = ringbuf.MappedRingBuffer(self._bpf[b"events"].map_fd,
+                                                        self.options.ringbuf_pages * ringbuf.mmap.PAGESIZE)
+            elif self.use_ringbuf:
                 self._bpf[b"events"].open_ring_buffer(self._ring_callback)
             else:
                 self._bpf[b"events"].open_perf_buffer(self._ring_callback, page_cnt=self.options.perf_pages,
@@ -208,15 +218,18 @@ class Probes:
             raise ProbeError("opening the event buffer failed: %s" % exc) from exc
 
     def _ring_callback(self, _ctx, data, size):
+        self._deliver(ctypes.string_at(data, size))
+        return 0
+
+    def _deliver(self, record) -> None:
         try:
-            self.on_record(ctypes.string_at(data, size))
+            self.on_record(record)
         except Exception:
             # A consumer bug must not kill the poll loop silently: counted, shown in the summary.
             self.stats.callback_errors += 1
             if self.stats.callback_errors == 1:
                 import traceback
                 traceback.print_exc()
-        return 0
 
     def _lost_callback(self, lost):
         self.stats.perf_lost += lost
@@ -224,7 +237,9 @@ class Probes:
     def poll(self, timeout_ms: int = POLL_MS) -> None:
         if self._bpf is None:
             raise ProbeError("probes are not loaded")
-        if self.use_ringbuf:
+        if self._mapped is not None:
+            self._mapped.poll(timeout_ms, self._deliver)
+        elif self.use_ringbuf:
             self._bpf.ring_buffer_poll(timeout_ms)
             # Events submitted without a wake-up do not end epoll_wait; pick them up here.
             self._bpf.ring_buffer_consume()
@@ -253,6 +268,9 @@ class Probes:
         with self._lock:
             if self._bpf is not None and not self._closed:
                 self._closed = True
+                if self._mapped is not None:
+                    self._mapped.close()
+                    self._mapped = None
                 self._bpf.cleanup()
                 self._bpf = None
 

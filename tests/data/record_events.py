@@ -17,7 +17,7 @@ from tracer.events import Decoder  # noqa: E402
 from tracer.probes import ProbeOptions, Probes  # noqa: E402
 
 records = []
-probes = Probes(records.append, options=ProbeOptions(proc_events=True))
+probes = Probes(lambda record: records.append(bytes(record)), options=ProbeOptions(proc_events=True))
 probes.load()
 workload = os.path.join(os.path.dirname(HERE), "workloads", "ns_workload.py")
 out = subprocess.run([sys.executable, workload, "--unshare-count", "3"], capture_output=True, text=True, check=True)
