@@ -102,7 +102,7 @@ def measure(n: int, repeat: int) -> dict:
         time.sleep(0.5)
 
         bare_readlinks()           # first touch allocates the /proc dentries: not timed
-        results = {"bare": [], "lsns": [], "snap": [], "snap_nofd": []}
+        results = {"bare": [], "lsns": [], "snap": [], "snap_nofd": [], "snap_serial": []}
         phases = []
         for _ in range(repeat):    # interleaved so that load from others hits all alike
             results["bare"] += timed(bare_readlinks, 1)
@@ -112,6 +112,7 @@ def measure(n: int, repeat: int) -> dict:
             results["snap"].append(time.perf_counter() - t0)
             phases.append(snap.timings)
             results["snap_nofd"] += timed(lambda: take_snapshot(scan_fds=False), 1)
+            results["snap_serial"] += timed(lambda: take_snapshot(workers=1), 1)
         med = {k: statistics.median(v) for k, v in results.items()}
         best = {k: min(v) for k, v in results.items()}
         phase_med = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
@@ -138,20 +139,23 @@ def main() -> int:
         print("N=%d sleepers: %d processes, %d namespaces, errors %s"
               % (n, r["procs"], r["namespaces"], r["errors"]))
         for key, label in (("bare", "bare readlinks"), ("lsns", "lsns -J"),
-                           ("snap", "take_snapshot()"), ("snap_nofd", "take_snapshot(scan_fds=False)")):
+                           ("snap", "take_snapshot()"), ("snap_nofd", "take_snapshot(scan_fds=False)"),
+                           ("snap_serial", "take_snapshot(workers=1)")):
             print("  %-30s median %7.1f ms  best %7.1f ms  %5.1f us/process"
                   % (label, m[key] * 1e3, b[key] * 1e3, m[key] * 1e6 / r["procs"]))
         print("  snapshot phases (median ms): " +
               ", ".join("%s %.1f" % (k, v * 1e3) for k, v in ph.items()))
-        print("  lsns -J / take_snapshot() = %.2fx (median), %.2fx (best); "
-              "take_snapshot() / bare readlinks = %.2fx"
-              % (m["lsns"] / m["snap"], b["lsns"] / b["snap"], m["snap"] / m["bare"]))
+        print("  lsns -J / take_snapshot() = %.2fx (median), %.2fx (best); without fd scan %.2fx; "
+              "one process %.2fx; take_snapshot() / bare readlinks = %.2fx"
+              % (m["lsns"] / m["snap"], b["lsns"] / b["snap"], m["lsns"] / m["snap_nofd"],
+                 m["lsns"] / m["snap_serial"], m["snap"] / m["bare"]))
         print("  target: <= 400 ms at 10 000 processes and >= 3x faster than lsns -J")
     if len(rows) > 1:
         lo, hi = rows[0], rows[-1]
         scale = hi["procs"] / lo["procs"]
-        print("growth %d -> %d processes (x%.1f):" % (lo["procs"], hi["procs"], scale))
-        for key, label in (("snap", "take_snapshot()"), ("lsns", "lsns -J"), ("bare", "bare readlinks")):
+        print("growth %d -> %d processes (x%.1f), median time ratio:" % (lo["procs"], hi["procs"], scale))
+        for key, label in (("snap", "take_snapshot()"), ("snap_nofd", "  scan_fds=False"),
+                           ("snap_serial", "  workers=1"), ("lsns", "lsns -J"), ("bare", "bare readlinks")):
             print("  %-18s x%.2f" % (label, hi["med"][key] / lo["med"][key]))
     return 0
 

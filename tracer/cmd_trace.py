@@ -55,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--failed", action="store_true", help="only calls that failed")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     parser.add_argument("--buffer-pages", type=int, default=None, metavar="N",
-                        help="ring buffer size in pages (power of two; default 512)")
+                        help="ring buffer size in pages (power of two; default 2048)")
     parser.set_defaults(func=run)
     return parser
 
@@ -241,6 +241,6 @@ def run(args) -> int:
         summary += " (ring buffer full %d, syscall entries not remembered %d, perf lost %d: "\
                    "try --buffer-pages %d)" % (
                        stats["lost_detail"].get("ringbuf_full", 0), stats["lost_detail"].get("pending_full", 0),
-                       stats["lost_detail"].get("perf_lost", 0), (args.buffer_pages or 512) * 4)
+                       stats["lost_detail"].get("perf_lost", 0), (args.buffer_pages or 2048) * 4)
     print(summary, file=sys.stderr, flush=True)
     return EXIT_OK

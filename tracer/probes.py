@@ -58,7 +58,7 @@ OPTIONAL_OFFSETS = {
                          ("OFF_TIME_NAMESPACE_NS", "time_namespace", "ns")),
 }
 
-DEFAULT_RINGBUF_PAGES = 512
+DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB: rides out a busy machine not scheduling the reader for ~100 ms at 100k events/s
 DEFAULT_PERF_PAGES = 256
 DEFAULT_PENDING_ENTRIES = 16384
 # Wake the reader once per this many events on a CPU; the reader's poll timeout
