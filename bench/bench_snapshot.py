@@ -36,20 +36,25 @@ GROUPS = (
 )
 
 
-def count_pids() -> int:
-    return sum(1 for name in os.listdir("/proc") if name.isdigit())
-
-
 def start_sleepers(n: int) -> list:
     """n `sleep` processes in len(GROUPS) namespace sets; returns the group leaders."""
     leaders = []
     per = [n // len(GROUPS) + (1 if i < n % len(GROUPS) else 0) for i in range(len(GROUPS))]
     for prefix, k in zip(GROUPS, per):
         # One shell per group forks the sleepers: no Python process per child.
-        script = "i=0; while [ $i -lt %d ]; do sleep 3600 & i=$((i+1)); done; wait" % k
+        script = ("i=0; while [ $i -lt %d ]; do sleep 3600 >/dev/null & i=$((i+1)); done; "
+                  "echo ready; wait" % k)
         leaders.append(subprocess.Popen(prefix + ["sh", "-c", script], start_new_session=True,
-                                        stdin=subprocess.DEVNULL))
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE))
     return leaders
+
+
+def wait_ready(leaders: list) -> None:
+    """Each group's shell says "ready" once it has forked all its sleepers."""
+    for leader in leaders:
+        line = leader.stdout.readline()
+        if line.strip() != b"ready":
+            raise SystemExit("a sleeper group failed to start (pid limit? memory?)")
 
 
 def stop_sleepers(leaders: list) -> None:
@@ -60,6 +65,7 @@ def stop_sleepers(leaders: list) -> None:
             pass
     for leader in leaders:
         leader.wait()
+        leader.stdout.close()
 
 
 def bare_readlinks() -> int:
@@ -90,16 +96,10 @@ def timed(fn, repeat: int) -> list:
 
 
 def measure(n: int, repeat: int) -> dict:
-    base = count_pids()
     leaders = start_sleepers(n)
     try:
-        deadline = time.time() + 120
-        while count_pids() < base + n and time.time() < deadline:
-            time.sleep(0.2)
-        total = count_pids()
-        if total < base + n:
-            raise SystemExit("only %d of %d sleepers started (pid limit? memory?)" % (total - base, n))
-        time.sleep(0.5)
+        wait_ready(leaders)
+        time.sleep(0.5)            # the last forks exec sleep
 
         bare_readlinks()           # first touch allocates the /proc dentries: not timed
         results = {"bare": [], "lsns": [], "snap": [], "snap_nofd": [], "snap_serial": []}

@@ -105,7 +105,9 @@ class WebState:
         demos = self.demos.stats()
         counters["demos_running"] = demos["running"]
         counters["sse_clients"] = self.hub.open_streams
+        warnings = raw.get("warnings") if isinstance(raw, dict) else getattr(raw, "warnings", None)
         return {"state": state or ("running" if graph is not None else "starting"),
+                "warnings": list(warnings or []),
                 "progress": progress, "error": str(err) if err else None,
                 "version": getattr(graph, "version", None), "counters": counters,
                 "read_only": self.config.read_only}

@@ -1,0 +1,108 @@
+"""/metrics in the Prometheus text exposition format (version 0.0.4).
+
+Token-protected like the API (scrape with `authorization: {credentials_file: TOKEN_FILE}`
+in prometheus.yml), unless `public_metrics` is set: the counters reveal activity
+on the host, so they are not public by default.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, current_app
+
+bp = Blueprint("metrics", __name__)
+
+_LABEL_ESCAPE = re.compile(r'(["\\\n])')
+
+
+def _label(value) -> str:
+    return _LABEL_ESCAPE.sub(lambda m: "\\n" if m.group(1) == "\n" else "\\" + m.group(1), str(value))
+
+
+class _Writer:
+    def __init__(self):
+        self.lines = []
+
+    def metric(self, name: str, kind: str, help_text: str, samples) -> None:
+        """samples: a number, or a list of (labels dict, number)."""
+        self.lines.append("# HELP %s %s" % (name, help_text))
+        self.lines.append("# TYPE %s %s" % (name, kind))
+        if not isinstance(samples, list):
+            samples = [({}, samples)]
+        for labels, value in samples:
+            if value is None:
+                continue
+            if labels:
+                text = ",".join('%s="%s"' % (k, _label(v)) for k, v in sorted(labels.items()))
+                self.lines.append("%s{%s} %s" % (name, text, _number(value)))
+            else:
+                self.lines.append("%s %s" % (name, _number(value)))
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _number(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return "NaN"
+
+
+def render(state) -> str:
+    status = state.status()
+    counters = status.get("counters") or {}
+    w = _Writer()
+    w.metric("nsgraph_up", "gauge", "1 when tracing runs, 0 while starting or after an error",
+             1 if status.get("state") == "running" else 0)
+    w.metric("nsgraph_state", "gauge", "the service state (1 for the current one)",
+             [({"state": s}, 1 if status.get("state") == s else 0) for s in ("starting", "running", "error")])
+    for key, help_text in (("events", "events received from the kernel"),
+                           ("lost", "events the kernel could not deliver (buffer full)"),
+                           ("repaired", "graph inconsistencies repaired from /proc"),
+                           ("rejected", "malformed records rejected by the decoder")):
+        w.metric("nsgraph_%s_total" % key, "counter", help_text, _int(counters.get(key)))
+    w.metric("nsgraph_namespaces_alive", "gauge", "namespaces alive in the graph",
+             _int(counters.get("namespaces_alive")))
+    by_type = counters.get("namespaces_by_type") or {}
+    w.metric("nsgraph_namespaces", "gauge", "namespaces alive in the graph, by type",
+             [({"type": t}, _int(n)) for t, n in sorted(by_type.items())])
+    w.metric("nsgraph_graph_version", "gauge", "the graph's version number", _int(status.get("version")))
+
+    demos = state.demos.stats()
+    w.metric("nsgraph_demos_started_total", "counter", "demo runs started", demos["started"])
+    w.metric("nsgraph_demos_running", "gauge", "demo runs in progress", demos["running"])
+    w.metric("nsgraph_demos_failed_total", "counter", "demo runs that failed", demos["failed"])
+    w.metric("nsgraph_demos_refused_total", "counter", "demo launches refused by the caps",
+             [({"reason": "busy"}, demos["refused_busy"]), ({"reason": "rate"}, demos["refused_rate"])])
+
+    hub = state.hub
+    w.metric("nsgraph_sse_clients", "gauge", "open /stream connections", hub.open_streams)
+    w.metric("nsgraph_sse_connections_total", "counter", "/stream connections accepted", hub.streams_total)
+    w.metric("nsgraph_sse_messages_total", "counter", "SSE messages published", hub.published)
+    w.metric("nsgraph_sse_resyncs_total", "counter", "resyncs sent to lagging or stale clients",
+             hub.resyncs_sent)
+    w.metric("nsgraph_sse_max_lag_messages", "gauge", "the largest backlog a client had (messages)",
+             hub.max_lag)
+    w.metric("nsgraph_http_rejected_total", "counter", "requests refused by the security checks",
+             [({"reason": r}, state.counters[r]) for r in
+              ("rejected_host", "rejected_auth", "rejected_origin", "rejected_body")])
+    return w.text()
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@bp.route("/metrics")
+def metrics():
+    state = current_app.extensions["nsgraph"]
+    return Response(render(state), mimetype="text/plain; version=0.0.4; charset=utf-8")
