@@ -165,13 +165,14 @@ static __always_inline void fill_common(struct nsg_event *e, u8 kind, const void
 	e->child_vpid = 0;
 	e->fd = 0;
 	e->exit_code = 0;
-	e->reserved = 0;
+	e->args_len = 0;
 	e->flags = 0;
 	e->ret = 0;
 	/* The current task's cgroup; a forked child starts in its parent's. */
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_probe_read_kernel(e->comm, sizeof(e->comm), t + OFF_TASK_COMM);
 	e->filename[0] = 0;
+	e->args[0] = 0;
 }
 
 #if NSG_USE_RINGBUF
@@ -386,6 +387,18 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	fill_common(e, NSG_KIND_EXEC, task);
 	e->ret = args->old_pid;
 	TP_DATA_LOC_READ_STR(e->filename, filename, sizeof(e->filename));
+	/* argv of the new program: the join-session summary names the command that ran. */
+	const char *mm = read_ptr((const char *)task + OFF_TASK_MM);
+	if (mm) {
+		u64 arg_start = read_u64(mm + OFF_MM_ARG_START);
+		u64 arg_end = read_u64(mm + OFF_MM_ARG_END);
+		u64 len = arg_end > arg_start ? arg_end - arg_start : 0;
+		e->args_len = (u32)len;
+		if (len > NSG_ARGS_LEN)
+			len = NSG_ARGS_LEN;
+		if (len > 0 && bpf_probe_read_user(e->args, len & (NSG_ARGS_LEN * 2 - 1), (const void *)arg_start) != 0)
+			e->args_len = 0;
+	}
 	/* exec moves the task into its time_for_children namespace. */
 	read_ns_set(task, &e->after);
 	__builtin_memset(&e->before, 0, sizeof(e->before));

@@ -9,10 +9,11 @@
 #ifndef NSGRAPH_H
 #define NSGRAPH_H
 
-#define NSG_ABI_VERSION 2
+#define NSG_ABI_VERSION 3
 
 #define NSG_COMM_LEN 16
 #define NSG_PATH_LEN 96
+#define NSG_ARGS_LEN 128
 
 /* Namespace slots of struct nsg_ns_set, in the order of tracer/abi.py NS_SLOTS. */
 #define NSG_NS_MNT 0
@@ -69,12 +70,13 @@ struct nsg_event {
 	__u32 child_vpid;  /* clone: the child's pid in its own pid namespace */
 	__s32 fd;          /* setns: the fd argument */
 	__s32 exit_code;   /* exit: task->exit_code (wait status) */
-	__u32 reserved;
+	__u32 args_len;    /* exec: full length of the argument block (args holds at most NSG_ARGS_LEN) */
 	__u64 flags;       /* clone/clone3/unshare flags; setns nstype */
 	__s64 ret;         /* return value; clone: child pid as the caller sees it */
 	__u64 cgroup_id;   /* cgroup v2 id of the task at the event (its cgroupfs inode) */
 	char comm[NSG_COMM_LEN];
 	char filename[NSG_PATH_LEN]; /* exec: the program's path */
+	char args[NSG_ARGS_LEN];     /* exec: argv, NUL-separated, truncated to NSG_ARGS_LEN */
 	struct nsg_ns_set before;    /* unshare/setns: before the call; clone: the parent's */
 	struct nsg_ns_set after;     /* unshare/setns: after; clone: the child's; exec: after exec */
 };

@@ -151,3 +151,11 @@ def test_runc_setns_sequence_names():
     """The five nstypes runc:[1:CHILD] passes during `docker exec` (GUIDE.md)."""
     names = [abi.decode_setns_nstype(n) for n in (0x08000000, 0x04000000, 0x40000000, 0x20000000, 0x00020000)]
     assert names == [["CLONE_NEWIPC"], ["CLONE_NEWUTS"], ["CLONE_NEWNET"], ["CLONE_NEWPID"], ["CLONE_NEWNS"]]
+
+
+def test_argv_decoding():
+    from tracer.events import _argv
+    assert _argv(b"ps\0aux\0" + b"\0" * 120, 7) == ["ps", "aux"]
+    assert _argv(b"a" * 128, 300) == ["a" * 128 + "..."]
+    assert _argv(b"\0" * 128, 0) == []
+    assert _argv(b"sh\0-c\0\xff\0", 9) == ["sh", "-c", "\ufffd"]

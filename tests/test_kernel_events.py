@@ -172,6 +172,8 @@ def test_fork_exec_exit_follow_processes(live_events, tmp_path):
     execs = [e for e in events if e.kind == "exec" and e.pid == child]
     assert [os.path.basename(e.filename) for e in execs] == ["sh", "true"]
     assert execs[-1].comm == "true"
+    assert execs[0].args == ["sh", "-c", "exec /bin/true"]
+    assert execs[1].args == ["/bin/true"]
     exits = [e for e in events if e.kind == "exit" and e.pid == child]
     assert len(exits) == 1 and exits[0].exit_code == 0
     # A fork copies the parent's namespaces.
@@ -192,3 +194,16 @@ def test_vpid_inside_a_pid_namespace(live_events):
         pass
     host_pid_ns = int(os.readlink("/proc/self/ns/pid").split("[")[1][:-1])
     assert execs[-1].ns["pid"] != host_pid_ns
+
+
+def test_exec_arguments_are_captured_and_cut_visibly(live_events):
+    long_arg = "x" * 300
+    mark = live_events.mark()
+    subprocess.run(["/bin/echo", "short", long_arg], stdout=subprocess.DEVNULL, timeout=10, check=True)
+    events = live_events.since(mark)
+    execs = [e for e in events if e.kind == "exec" and e.filename == "/bin/echo"]
+    assert len(execs) == 1
+    args = execs[0].args
+    assert args[:2] == ["/bin/echo", "short"]
+    assert args[2].endswith("...") and set(args[2][:-3]) == {"x"}
+    assert len("\0".join(args)) - 3 == abi.ARGS_LEN

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import struct
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 COMM_LEN = 16
 PATH_LEN = 96
+ARGS_LEN = 128
 
 # Slot order of struct nsg_ns_set (NSG_NS_*).
 NS_SLOTS = (
@@ -59,8 +60,9 @@ _NS_SET = "%dQ%dI" % (NS_COUNT, NS_COUNT)
 EVENT_FIELDS = (
     ("size", "H"), ("version", "B"), ("kind", "B"), ("syscall", "B"), ("pad", "3x"),
     ("ts_boot_ns", "Q"), ("pid", "I"), ("tid", "I"), ("ppid", "I"), ("uid", "I"), ("vpid", "I"),
-    ("child_pid", "I"), ("child_vpid", "I"), ("fd", "i"), ("exit_code", "i"), ("reserved", "I"),
+    ("child_pid", "I"), ("child_vpid", "I"), ("fd", "i"), ("exit_code", "i"), ("args_len", "I"),
     ("flags", "Q"), ("ret", "q"), ("cgroup_id", "Q"), ("comm", "%ds" % COMM_LEN), ("filename", "%ds" % PATH_LEN),
+    ("args", "%ds" % ARGS_LEN),
     ("before", _NS_SET), ("after", _NS_SET),
 )
 EVENT_FORMAT = "<" + "".join(code for _name, code in EVENT_FIELDS)

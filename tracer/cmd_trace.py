@@ -119,6 +119,8 @@ def details(event: Event) -> str:
             text += ": new " + _ns_text(event, changed)
         return text
     if event.kind == "exec":
+        if event.args:
+            return "%s: %s" % (event.filename or "", " ".join(event.args))
         return event.filename or ""
     if event.kind == "exit":
         code = event.exit_code or 0

@@ -57,6 +57,7 @@ class Event:
     node: str = ""
     container: Optional[str] = None
     cgroup_id: int = 0             # cgroup v2 id of the task at the event; 0 when unknown
+    args: Optional[list] = None    # exec: argv as captured (the last item ends in "..." if cut)
 
     @property
     def errno(self) -> Optional[int]:
@@ -138,6 +139,7 @@ class Event:
             out["fd"] = self.fd
         if self.kind == "exec":
             out["filename"] = self.filename
+            out["args"] = self.args
         if self.kind == "exit":
             out["exit_code"] = self.exit_code
         if self.ns_id_before is not None:
@@ -163,6 +165,7 @@ class Event:
             ns_id_before=({k: int(v) for k, v in obj["ns_id_before"].items()} if obj.get("ns_id_before") is not None else None),
             node=str(obj.get("node", "")), container=obj.get("container"),
             cgroup_id=int(obj.get("cgroup_id") or 0),
+            args=list(obj["args"]) if obj.get("args") is not None else None,
         )
 
 
@@ -178,6 +181,20 @@ def _build_ns_maps(ids, inums):
 
 def _cstr(raw: bytes) -> str:
     return raw.partition(b"\0")[0].decode("utf-8", "replace")
+
+
+def _argv(raw: bytes, full_length: int) -> list:
+    """NUL-separated argv as the kernel laid it out; a cut last argument ends in '...'."""
+    data = raw[:min(full_length, len(raw))]
+    if not data:
+        return []
+    parts = data.split(b"\0")
+    if data.endswith(b"\0"):
+        parts.pop()
+    argv = [p.decode("utf-8", "replace") for p in parts]
+    if full_length > len(raw) and argv:
+        argv[-1] += "..."
+    return argv
 
 
 def boot_to_epoch_offset() -> float:
@@ -217,7 +234,7 @@ class Decoder:
             self.errors["unreadable"] += 1
             return None
         (size, version, kind_code, syscall_code, ts_boot_ns, pid, tid, ppid, uid, vpid,
-         child_pid, child_vpid, fd, exit_code, _reserved, flags, ret, cgroup_id, comm, filename) = fields[:20]
+         child_pid, child_vpid, fd, exit_code, args_len, flags, ret, cgroup_id, comm, filename, args) = fields[:21]
         if size != _EVENT_SIZE:
             self.errors["size_mismatch"] += 1
             return None
@@ -231,7 +248,7 @@ class Decoder:
         if syscall_code not in abi.SYSCALL_NAMES:
             self.errors["unknown_syscall"] += 1
             return None
-        base = 20
+        base = 21
         n = _N
         # Most events repeat a handful of namespace sets (every fork in a container
         # has the same ones), so the read-only maps are built once per distinct set.
@@ -263,4 +280,5 @@ class Decoder:
             exit_code if kind == "exit" else None,
             _cstr(filename) if kind == "exec" else None,
             ns, ns_before, ns_id, ns_id_before, self.node, None, cgroup_id,
+            _argv(args, args_len) if kind == "exec" else None,
         )
