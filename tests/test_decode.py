@@ -158,4 +158,4 @@ def test_argv_decoding():
     assert _argv(b"ps\0aux\0" + b"\0" * 120, 7) == ["ps", "aux"]
     assert _argv(b"a" * 128, 300) == ["a" * 128 + "..."]
     assert _argv(b"\0" * 128, 0) == []
-    assert _argv(b"sh\0-c\0\xff\0", 9) == ["sh", "-c", "\ufffd"]
+    assert _argv(b"sh\0-c\0\xff\0", 8) == ["sh", "-c", "\ufffd"]
