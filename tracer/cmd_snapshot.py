@@ -11,6 +11,7 @@ import json
 import sys
 
 from .cli import EXIT_FAILURE, EXIT_OK
+from .text import printable
 
 EXAMPLES = """\
 examples:
@@ -101,6 +102,8 @@ def run(args) -> int:
 TYPE_ORDER = ("user", "pid", "mnt", "net", "uts", "ipc", "cgroup", "time")
 
 
+
+
 def render_table(data: dict) -> str:
     """lsns-like columns; pid and user namespaces as trees under their parents."""
     procs = {p["pid"]: p for p in data.get("processes", [])}
@@ -142,10 +145,11 @@ def render_table(data: dict) -> str:
             else:
                 command = "(kept alive by its children)"
         lines.append((ns, n["type"], str(len(pids)), str(pids[0]) if pids else "-",
-                      str(first["uid"]) if first else "-", n.get("container") or "-", command[:120]))
+                      str(first["uid"]) if first else "-", printable(n.get("container") or "-"),
+                      printable(command)[:120]))
     widths = [max(len(r[i]) for r in lines + [header]) for i in range(len(header) - 1)]
     out = []
     for row in [header] + lines:
-        out.append("  ".join(c.ljust(w) if i > 1 else c.rjust(w) if i == 2 else c.ljust(w)
+        out.append("  ".join(c.rjust(w) if i == 2 else c.ljust(w)
                              for i, (c, w) in enumerate(zip(row[:-1], widths))) + "  " + row[-1])
     return "\n".join(out) + "\n"

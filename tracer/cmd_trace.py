@@ -15,6 +15,7 @@ from typing import Callable, Optional
 from . import abi
 from .cli import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
 from .events import Event
+from .text import printable
 
 EXAMPLES = """\
 examples:
@@ -137,8 +138,8 @@ def format_columns(event: Event) -> str:
         types_text = "any" if event.raw_flags == 0 else ",".join(event.flag_ns_types())
     else:
         types_text = ",".join(types) or "-"
-    return COLUMNS % (when, event.pid, event.comm, _short(event.container or "-", 14), event.kind,
-                      types_text, details(event))
+    return COLUMNS % (when, event.pid, printable(event.comm), _short(event.container or "-", 14), event.kind,
+                      types_text, printable(details(event)))
 
 
 def _short(text: str, width: int) -> str:
