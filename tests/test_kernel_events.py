@@ -207,3 +207,44 @@ def test_exec_arguments_are_captured_and_cut_visibly(live_events):
     assert args[:2] == ["/bin/echo", "short"]
     assert args[2].endswith("...") and set(args[2][:-3]) == {"x"}
     assert len("\0".join(args)) - 3 == abi.ARGS_LEN
+
+
+def test_ns_ids_only_where_the_kernel_has_them(workload):
+    """On kernels without ns_common.ns_id (before 6.18) events carry no ids at all,
+    never zeros or guesses; where the kernel has them they equal NS_GET_ID's."""
+    truth, _events, ns_events, _stats = workload
+    main_pid = truth[0]["pid"]
+    unshares = [e for e in ns_events if e.kind == "unshare" and e.pid == main_pid]
+    expected = [t for t in truth if t["op"] == "unshare"]
+    for event, t in zip(unshares, expected):
+        if t["after_ids"]:
+            assert dict(event.ns_id) == {k: v for k, v in t["after_ids"].items() if k in event.ns}
+        else:
+            assert dict(event.ns_id) == {} and event.to_json()["ns_id"] == {}
+            assert event.ns_id_before is None
+
+
+def test_doctor_reports_what_this_kernel_has(root):
+    """`nsgraph doctor` says which optional features the running kernel has and uses."""
+    out = subprocess.run([sys.executable, "-m", "tracer.cli", "doctor", "--json", "--quick"],
+                         capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    checks = {c["name"]: c for c in map(json.loads, out.stdout.splitlines())}
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("privileges", "kernel", "btf", "tracefs", "bcc", "headers"):
+        assert checks[name]["status"] == "OK", checks[name]
+    # Ground truth for ns ids: the nsfs ioctl, asked directly.
+    import fcntl
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, (2 << 30) | (8 << 16) | (0xB7 << 8) | 13, bytearray(8))
+        kernel_has_ids = True
+    except OSError:
+        kernel_has_ids = False
+    finally:
+        os.close(fd)
+    detail = checks["feature ns_id"]["detail"]
+    assert detail.startswith("ns_common.ns_id present") == kernel_has_ids, detail
+    assert "ring buffer" in checks["feature ringbuf"]["detail"]
+    assert "kprobes" in checks["feature kprobes"]["detail"] and "not used" in checks["feature kprobes"]["detail"]
+    assert "fentry" in checks["feature fentry"]["detail"]
