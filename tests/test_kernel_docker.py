@@ -4,39 +4,25 @@ namespaces, `docker exec` joins them through runc's setns calls.  Ground truth i
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import time
 
 import pytest
 
+from tests.workloads.ns_workload import own_ns, own_ns_ids
+
 pytestmark = [pytest.mark.docker]
 
-NS_GET_ID = (2 << 30) | (8 << 16) | (0xB7 << 8) | 13
 JOINED_TYPES = ("ipc", "uts", "net", "pid", "mnt")
 
 
 def proc_ns(pid):
-    out = {}
-    for t in ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup"):
-        out[t] = int(os.readlink("/proc/%d/ns/%s" % (pid, t)).split("[")[1][:-1])
-    return out
+    return own_ns(pid, ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup"))
 
 
 def proc_ns_ids(pid):
-    out = {}
-    for t in ("mnt", "pid", "net", "uts", "ipc", "cgroup"):
-        fd = os.open("/proc/%d/ns/%s" % (pid, t), os.O_RDONLY)
-        try:
-            buf = bytearray(8)
-            fcntl.ioctl(fd, NS_GET_ID, buf)
-            out[t] = int.from_bytes(buf, "little")
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return out
+    return own_ns_ids(pid, ("mnt", "pid", "net", "uts", "ipc", "cgroup"))
 
 
 @pytest.fixture(scope="module")

@@ -138,23 +138,12 @@ CLONE_FLAG_NAMES = {
 }
 CSIGNAL = 0x000000FF
 
-# unshare() accepts these besides the namespace flags.
-UNSHARE_FLAG_NAMES = {
-    0x00000080: "CLONE_NEWTIME",
-    0x00000200: "CLONE_FS",
-    0x00000400: "CLONE_FILES",
-    0x00000800: "CLONE_SIGHAND",
-    0x00000100: "CLONE_VM",
-    0x00010000: "CLONE_THREAD",
-    0x00020000: "CLONE_NEWNS",
-    0x00040000: "CLONE_SYSVSEM",
-    0x02000000: "CLONE_NEWCGROUP",
-    0x04000000: "CLONE_NEWUTS",
-    0x08000000: "CLONE_NEWIPC",
-    0x10000000: "CLONE_NEWUSER",
-    0x20000000: "CLONE_NEWPID",
-    0x40000000: "CLONE_NEWNET",
-}
+# unshare() takes the namespace flags (CLONE_NEWTIME included: no exit signal here)
+# and a few of clone's sharing flags.
+_UNSHARE_SHARING_FLAGS = 0x00000100 | 0x00000200 | 0x00000400 | 0x00000800 | 0x00010000 | 0x00040000
+UNSHARE_FLAG_NAMES = {bit: name for bit, name in CLONE_FLAG_NAMES.items()
+                      if bit & (NS_FLAGS_MASK | _UNSHARE_SHARING_FLAGS)}
+UNSHARE_FLAG_NAMES[CLONE_NEWTIME] = "CLONE_NEWTIME"
 
 
 def _names(value: int, table: dict) -> list:

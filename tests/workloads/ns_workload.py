@@ -48,11 +48,12 @@ def syscall(number, *args):
     return ret
 
 
-def own_ns():
+def own_ns(pid="self", types=NS_TYPES):
+    """type -> inode of a process's namespaces, as /proc shows them (default: our own)."""
     out = {}
-    for t in NS_TYPES:
+    for t in types:
         try:
-            link = os.readlink("/proc/self/ns/" + t)
+            link = os.readlink("/proc/%s/ns/%s" % (pid, t))
         except OSError:
             continue
         out[t] = int(link[link.index("[") + 1:-1])
@@ -62,13 +63,13 @@ def own_ns():
 NS_GET_ID = (2 << 30) | (8 << 16) | (0xB7 << 8) | 13  # _IOR(0xb7, 13, __u64), Linux 6.18+
 
 
-def own_ns_ids():
+def own_ns_ids(pid="self", types=NS_TYPES):
     """The kernel's 64-bit namespace ids, where it has them (empty before 6.18)."""
     import fcntl
     out = {}
-    for t in NS_TYPES:
+    for t in types:
         try:
-            fd = os.open("/proc/self/ns/" + t, os.O_RDONLY)
+            fd = os.open("/proc/%s/ns/%s" % (pid, t), os.O_RDONLY)
         except OSError:
             continue
         try:
