@@ -209,3 +209,65 @@ def test_bad_events_are_counted_not_raised():
     assert g.process(6) is None and g.process(8) is None
     assert g.check_invariants() == []
     assert g.to_json()["counters"]["events"] == 5
+
+
+def _stream(n=400, seed=7):
+    """Forks, execs, unshares, setns and exits of a small host, with maps shared as decoded."""
+    import random
+    from types import MappingProxyType
+    rng = random.Random(seed)
+    procs = {50: dict(HOST)}
+    out, next_pid, inode = [], 1000, 900
+    for _ in range(n):
+        pid = rng.choice(sorted(procs))
+        cur = MappingProxyType(dict(procs[pid]))
+        r = rng.random()
+        if r < 0.35 or len(procs) < 3:
+            next_pid += 1
+            procs[next_pid] = dict(cur)
+            out.append(ev("clone", pid, ns=cur, before=cur, child_pid=next_pid, raw_flags=17))
+            out[-1].ns = cur            # ev() copies; decoded events share the map
+        elif r < 0.55:
+            out.append(ev("exec", pid, ns=cur, filename="/bin/true"))
+            out[-1].ns = cur
+        elif r < 0.85 and pid != 50:
+            del procs[pid]
+            out.append(ev("exit", pid))
+        elif r < 0.93:
+            inode += 1
+            procs[pid] = new = with_(cur, uts=inode)
+            out.append(ev("unshare", pid, ns=new, before=cur, raw_flags=abi.CLONE_NEWUTS))
+        else:
+            procs[pid] = new = with_(cur, net=102)          # back to the host's
+            out.append(ev("setns", pid, ns=new, before=cur, raw_flags=abi.CLONE_NEWNET))
+    out.append(ev("clone", 50, ns=HOST, before=HOST, child_pid=5, raw_flags=17, ret=-11))   # failed
+    out.append(ev("bogus", 50))
+    return out
+
+
+def test_apply_batch_is_apply_event_by_event_with_one_notification():
+    events = _stream()
+    one, batched = fresh_graph(pids=(1, 50)), fresh_graph(pids=(1, 50))
+    heard = []
+    batched.subscribe(heard.append)
+    journal_one, journal_batched = [], []
+    one.add_journal(lambda kind, payload, seq: journal_one.append((kind, payload.seq, seq)))
+    batched.add_journal(lambda kind, payload, seq: journal_batched.append((kind, payload.seq, seq)))
+    v0 = one.version
+    for e in events:
+        one.apply(e)
+    batched.apply_batch(events[:150])
+    assert heard == [batched.version]
+    batched.apply_batch(iter(events[150:]))
+    assert heard[-1] == batched.version and len(heard) == 2
+    a, b = one.to_json(), batched.to_json()
+    a.pop("time"), b.pop("time")
+    assert a == b
+    assert one.version == batched.version and one.version - v0 > len(events) // 2
+    assert list(one._changes) == list(batched._changes)
+    assert one.diff_since(v0) == batched.diff_since(v0)
+    assert journal_one == journal_batched and len(journal_one) == len(events)
+    assert one.counters["failed_calls"] == 1 and one.counters["rejected"] == 1
+    assert one.check_invariants() == [] and batched.check_invariants() == []
+    batched.apply_batch([])
+    assert len(heard) == 2                        # nothing changed: nobody is told

@@ -214,84 +214,117 @@ class NamespaceGraph:
     def apply(self, event) -> None:
         """Apply one tracer Event (collector thread)."""
         with self._lock:
-            self._bumped = False
-            if self._journals:
-                self._input("event", event)
-            self._in_apply = True
-            try:
-                self._apply(event)
-            except Exception:
-                self.counters["rejected"] += 1
-                if self.counters["rejected"] == 1:
-                    log.exception("event rejected: %r", event)
-            self._in_apply = False
-            changed = self._bumped
-            self._bumped = False
+            changed = self._apply_one(event)
             version = self.version
         if changed and self._listeners:
             self._notify(version)
 
-    def _apply(self, ev) -> None:
-        self.counters["events"] += 1
-        kind = ev.kind
-        if kind in ("clone", "unshare", "setns") and ev.ret < 0:
-            self.counters["failed_calls"] += 1
-            return
-        if kind == "clone":
-            self._on_clone(ev)
-        elif kind == "unshare" or kind == "setns":
-            self._on_move(ev)
-        elif kind == "exec":
-            self._on_exec(ev)
-        elif kind == "exit":
-            self._on_exit(ev)
-        else:
-            self.counters["rejected"] += 1
-            return
-        joins = self.joins
-        if kind == "setns" or joins.active:
-            joins.feed(ev)
+    def apply_batch(self, events: Iterable) -> None:
+        """Apply events in order under one lock: the same graph, versions and journal
+        as apply() on each, but listeners hear once, with the last version."""
+        changed = False
+        with self._lock:
+            one = self._apply_one
+            for event in events:
+                if one(event):
+                    changed = True
+            version = self.version
+        if changed and self._listeners:
+            self._notify(version)
+
+    def _apply_one(self, ev) -> bool:
+        """One event under the lock; True when it changed the graph (a new version).
+        (One function, not two: this runs for every event.)"""
+        self._bumped = False
+        if self._journals:
+            self._input("event", ev)
+        self._in_apply = True
+        counters = self.counters
+        try:
+            counters["events"] += 1
+            kind = ev.kind
+            if kind in ("clone", "unshare", "setns") and ev.ret < 0:
+                counters["failed_calls"] += 1
+            elif kind == "clone" or kind == "exit" or kind == "exec" or kind == "unshare" or kind == "setns":
+                if kind == "clone":
+                    self._on_clone(ev)
+                elif kind == "exit":
+                    proc = self._procs.get(ev.pid)
+                    if proc is not None:
+                        self._remove_proc(proc, ev.ts)
+                    else:
+                        self._on_exit(ev)
+                elif kind == "exec":
+                    self._on_exec(ev)
+                else:
+                    self._on_move(ev)
+                joins = self.joins
+                if kind == "setns" or joins._open:     # JoinTracker.active, without a property call
+                    joins.feed(ev)
+            else:
+                counters["rejected"] += 1
+        except Exception:
+            counters["rejected"] += 1
+            if counters["rejected"] == 1:
+                log.exception("event rejected: %r", ev)
+        self._in_apply = False
+        changed = self._bumped
+        self._bumped = False
+        return changed
 
     def _on_clone(self, ev) -> None:
-        if ev.raw_flags & CLONE_THREAD or ev.child_pid is None:
+        flags = ev.raw_flags
+        child_pid = ev.child_pid
+        if flags & CLONE_THREAD or child_pid is None:
             return
-        parent = self._procs.get(ev.pid)
-        if parent is None or parent.sig is None or ev.ns != parent.sig:
-            _check_maps(ev.ns, ev.ns_before)
+        procs = self._procs
+        ev_ns = ev.ns
+        parent = procs.get(ev.pid)
+        sig0 = parent.sig if parent is not None else None
+        # Decoded events share their namespace maps, so identity usually settles it.
+        same = sig0 is not None and (ev_ns is sig0 or ev_ns == sig0)
+        if not same:
+            _check_maps(ev_ns, ev.ns_before)
         if parent is None:
-            parent = self._discover(ev.pid, ev.ppid, ev.uid, ev.comm, ev.ns_before or ev.ns,
+            parent = self._discover(ev.pid, ev.ppid, ev.uid, ev.comm, ev.ns_before or ev_ns,
                                     ev.ns_id_before or ev.ns_id, ev.ts)
-        old = self._procs.get(ev.child_pid)
+        old = procs.get(child_pid)
         if old is not None:
             # The pid came back without an exit we saw: the old process is gone.
             self._remove_proc(old, ev.ts)
             self._repaired()
-        child = Process(ev.child_pid, parent.ppid if ev.raw_flags & CLONE_PARENT else ev.pid,
-                        ev.uid, ev.comm)
+        child = Process(child_pid, parent.ppid if flags & CLONE_PARENT else ev.pid, ev.uid, ev.comm)
         child.cmdline = parent.cmdline
         child.cgroup = parent.cgroup
         child.container = parent.container
         child.fresh = parent.fresh
         before = ev.ns_before if ev.ns_before else {s: n.inode for s, n in parent.ns.items()}
-        after = ev.ns if ev.ns else before
-        created = self._created(ev, before, after)
-        if created is None and parent.sig is not None and after == parent.sig:
+        after = ev_ns if ev_ns else before
+        if ev.syscall != "clone3":
+            flags &= ~abi.CSIGNAL
+        created = self._created(ev, before, after) if flags & abi.NS_FLAGS_MASK else None
+        psig = parent.sig
+        if created is None and psig is not None and (
+                after is psig or (same if after is ev_ns and psig is sig0 else after == psig)):
             # A plain fork: the child shares every namespace of its parent.
-            pid = child.pid
-            child.ns = dict(parent.ns)
-            for slot, ns in child.ns.items():
+            child.ns = pns = dict(parent.ns)
+            for slot, ns in pns.items():
                 if slot in MEMBER_SLOTS:
-                    ns.members.add(pid)
+                    ns.members.add(child_pid)
                 else:
                     ns.refs += 1
-            child.sig = parent.sig
+            child.sig = psig
         else:
             _check_maps(after, before)
             self._set_ns(child, child.ns, True, after, ev.ns_id, ev.ts, created, ev,
                          ev.ns_id_before or {}, before)
-        self._procs[child.pid] = child
-        child.version = self.version + (0 if self._bumped else 1)
-        self._log("add", "process", child.pid)
+        procs[child_pid] = child
+        # self._log("add", "process", pid), inline: this runs for every fork.
+        if not self._bumped:
+            self.version += 1
+            self._bumped = True
+        child.version = self.version
+        self._changes.append((self.version, "add", "process", child_pid))
 
     def _on_move(self, ev) -> None:
         _check_maps(ev.ns, ev.ns_before)
@@ -325,11 +358,14 @@ class NamespaceGraph:
         self._log("update", "process", proc.pid)
 
     def _on_exec(self, ev) -> None:
+        ev_ns = ev.ns
         proc = self._procs.get(ev.pid)
-        if proc is None or ev.ns != proc.sig:
-            _check_maps(ev.ns)
+        sig = proc.sig if proc is not None else None
+        same = sig is not None and (ev_ns is sig or ev_ns == sig)
+        if not same:
+            _check_maps(ev_ns)
         if proc is None:
-            proc = self._discover(ev.pid, ev.ppid, ev.uid, ev.comm, ev.ns, ev.ns_id, ev.ts)
+            proc = self._discover(ev.pid, ev.ppid, ev.uid, ev.comm, ev_ns, ev.ns_id, ev.ts)
         proc.comm = ev.comm
         proc.filename = ev.filename
         proc.fresh = False
@@ -338,10 +374,14 @@ class NamespaceGraph:
             # exec ends every other thread.
             for tid in list(proc.threads):
                 self._drop_thread(proc, tid, ev.ts)
-        if ev.ns:
-            self._set_ns(proc, proc.ns, True, ev.ns, ev.ns_id, ev.ts, None, None, {}, {})
-        proc.version = self.version + (0 if self._bumped else 1)
-        self._log("update", "process", proc.pid)
+        # _set_ns returns at once when the map is the process's sig: skip the call then.
+        if ev_ns and not (same and proc.sig is sig):
+            self._set_ns(proc, proc.ns, True, ev_ns, ev.ns_id, ev.ts, None, None, {}, {})
+        if not self._bumped:
+            self.version += 1
+            self._bumped = True
+        proc.version = self.version
+        self._changes.append((self.version, "update", "process", proc.pid))
 
     def _on_exit(self, ev) -> None:
         proc = self._procs.get(ev.pid)
@@ -379,14 +419,18 @@ class NamespaceGraph:
                 self._check_orphan(ns, ts)
         proc.ns = {}
         proc.sig = None
-        held = self._holder_index.pop(pid, None)
-        if held:
-            for ns in held:
-                if pid in ns.holders:
-                    ns.holders = tuple(h for h in ns.holders if h != pid)
-                    self._check_orphan(ns, ts)
-        self._exits.append((self.version + (0 if self._bumped else 1), pid))
-        self._log("remove", "process", pid)
+        if self._holder_index:
+            held = self._holder_index.pop(pid, None)
+            if held:
+                for ns in held:
+                    if pid in ns.holders:
+                        ns.holders = tuple(h for h in ns.holders if h != pid)
+                        self._check_orphan(ns, ts)
+        if not self._bumped:
+            self.version += 1
+            self._bumped = True
+        self._exits.append((self.version, pid))
+        self._changes.append((self.version, "remove", "process", pid))
 
     def _drop_thread(self, proc, tid, ts) -> None:
         tmap = proc.threads.pop(tid, None) if proc.threads else None

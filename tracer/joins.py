@@ -249,6 +249,7 @@ class DockerExecHints:
         self._thread = None
         self._stream = None
         self.error = None
+        self.skipped = 0        # engine events without a command or container id
 
     def start(self) -> "DockerExecHints":
         self._thread = threading.Thread(target=self._run, name="nsgraph-exec-hints", daemon=True)
@@ -276,15 +277,22 @@ class DockerExecHints:
             backoff = min(backoff * 2, 30.0)
 
     def add(self, ev: dict) -> None:
+        """Note one engine event; anything that is not a well-formed exec_start is skipped and counted."""
+        if not isinstance(ev, dict):
+            self.skipped += 1
+            return
         action = ev.get("Action") or ev.get("status") or ""
-        if not action.startswith("exec_start"):
+        if not isinstance(action, str) or not action.startswith("exec_start"):
             return
         command = action.split(":", 1)[1].strip() if ":" in action else None
-        cid = (ev.get("Actor") or {}).get("ID") or ev.get("id")
-        when = ev.get("timeNano", 0) / 1e9 or float(ev.get("time", 0)) or time.time()
-        if command and cid:
+        actor = ev.get("Actor")
+        cid = (actor.get("ID") if isinstance(actor, dict) else None) or ev.get("id")
+        when = _number(ev.get("timeNano")) / 1e9 or _number(ev.get("time")) or time.time()
+        if command and isinstance(cid, str) and cid:
             with self._lock:
                 self._hints.append((when, cid, command))
+        else:
+            self.skipped += 1
 
     def lookup(self, container_id: str, start: float, end: float) -> Optional[str]:
         """The command of the latest exec into the container shortly before or during [start, end]."""
@@ -302,6 +310,13 @@ class DockerExecHints:
                 stream.close()
             except Exception:
                 pass
+
+
+def _number(value) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _docker_client():
