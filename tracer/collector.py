@@ -27,6 +27,8 @@ class Collector:
         self._on_progress = on_progress or (lambda message: None)
         self._subscribers: List[Callable[[Event], None]] = []
         self._lost_subscribers: List[Callable[[int], None]] = []
+        self._batch_subscribers: List[Callable[[list], None]] = []
+        self._batch: list = []
         self._probes: Optional[Probes] = None
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
@@ -40,6 +42,14 @@ class Collector:
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
+
+    def subscribe_batch(self, callback: Callable[[list], None]) -> None:
+        """callback(events) once per poll with everything that poll read, in order.
+
+        For consumers whose per-call cost (a lock, a notification) dominates at
+        high event rates; the list is empty-free and must not be kept.
+        """
+        self._batch_subscribers.append(callback)
 
     def subscribe_lost(self, callback: Callable[[int], None]) -> None:
         """callback(n) when the kernel side reports n more events it could not deliver."""
@@ -83,6 +93,13 @@ class Collector:
     def poll_once(self, timeout_ms: int = POLL_MS) -> None:
         assert self._probes is not None
         self._probes.poll(timeout_ms)
+        if self._batch:
+            batch, self._batch = self._batch, []
+            for callback in self._batch_subscribers:
+                try:
+                    callback(batch)
+                except Exception:
+                    self._subscriber_failed()
         self._check_lost()
 
     def drain(self, quiet_ms: int = 100, limit_s: float = 5.0) -> None:
@@ -114,6 +131,8 @@ class Collector:
         if event is None:
             return
         self.events += 1
+        if self._batch_subscribers:
+            self._batch.append(event)
         for callback in self._subscribers:
             try:
                 callback(event)

@@ -147,7 +147,8 @@ class NsgraphService:
         from .probes import ProbeOptions
         self.collector = Collector(options=cfg.probe_options or ProbeOptions(proc_events=True),
                                    node=graph.node, on_progress=self._progress)
-        self.collector.subscribe(graph.apply)
+        # One lock and one change notification per poll, not per event.
+        self.collector.subscribe_batch(graph.apply_batch)
         self.collector.subscribe_lost(self._on_lost)
         v0 = graph.version
         self.collector.start()
