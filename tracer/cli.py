@@ -21,14 +21,14 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NO_PRIVILEGES = 77
 
-# Subcommand modules, in the order `nsgraph --help` lists them.
+# Subcommand modules and the commands each registers, in `nsgraph --help` order.
 SUBCOMMANDS = (
-    "tracer.cmd_trace",
-    "tracer.cmd_snapshot",
-    "tracer.cmd_record",
-    "tracer.cmd_doctor",
-    "tracer.cmd_demo_image",
-    "webapp.cmd_serve",
+    ("tracer.cmd_trace", ("trace",)),
+    ("tracer.cmd_snapshot", ("snapshot",)),
+    ("tracer.cmd_record", ("record", "replay")),
+    ("tracer.cmd_doctor", ("doctor",)),
+    ("tracer.cmd_demo_image", ("demo-image",)),
+    ("webapp.cmd_serve", ("serve",)),
 )
 
 DESCRIPTION = """\
@@ -48,15 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nsgraph", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="nsgraph " + _version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMANDS:
+    for module_name, commands in SUBCOMMANDS:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # a subcommand not built yet
-            raise
+            # A missing optional dependency (Flask for serve, say) must not take the
+            # other commands down: those commands explain what to install instead.
+            for command in commands:
+                _add_unavailable(sub, command, exc)
+            continue
         module.add_parser(sub)
     return parser
+
+
+def _add_unavailable(sub, command: str, exc: ModuleNotFoundError) -> None:
+    message = ("nsgraph %s needs the Python package %r, which is not installed for %s. "
+               "Install nsgraph with scripts/setup.sh (or pip install -e . in its venv)."
+               % (command, exc.name, sys.executable))
+    parser = sub.add_parser(command, help="(unavailable: %s is not installed)" % exc.name)
+    parser.set_defaults(func=lambda _args: _fail(message))
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def _version() -> str:

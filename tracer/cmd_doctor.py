@@ -138,6 +138,11 @@ def check_headers() -> Check:
 def check_docker() -> Check:
     try:
         import docker
+    except ImportError as exc:
+        return Check("docker", WARN, "the Docker SDK is not importable from %s (%s): tracing works, container "
+                     "names and demos need it" % (sys.executable, exc),
+                     "run nsgraph from the venv scripts/setup.sh makes (it installs the 'docker' package)")
+    try:
         client = docker.from_env(timeout=5)
         info = client.version()
         return Check("docker", OK, "Docker engine %s reachable" % info.get("Version", "?"))
