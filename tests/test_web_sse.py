@@ -178,6 +178,37 @@ def test_reconnect_at_current_version_gets_nothing_to_apply():
     r.close()
 
 
+def test_a_page_that_connected_while_starting_converges_after_the_ready_resync():
+    """Changes made before the hub first sees the graph are in no diff: the
+    "graph is ready" resync sends the page to /api/graph, and diffs continue from there."""
+    service = FakeService(state="starting")
+    graph, service.graph = service.graph, None
+    app, client = authed(service)
+    hub = app.extensions["nsgraph"].hub
+    hub.pump()
+    assert client.get("/api/graph").status_code == 503
+    r = client.get("/stream")
+    it = iter(r.response)
+    msgs = parse_sse("".join(_next(it) for _ in range(3)))
+    assert msgs[-1][0] == "resync" and json.loads(msgs[-1][2])["version"] is None
+    service.graph, service.status = graph, {"state": "running", "progress": "running"}
+    early = graph.add_namespace("uts", 4026536001)      # before the hub's first sight
+    hub.pump()
+    msgs = parse_sse(_next(it))
+    assert [m[0] for m in msgs if m[0] in ("diff", "resync")] == ["resync"]
+    assert json.loads([m for m in msgs if m[0] == "resync"][0][2])["version"] == graph.version
+    browser = client.get("/api/graph").get_json()       # what the page does on resync
+    late = graph.add_namespace("net", 4026536002)
+    hub.pump()
+    diffs = [m for m in parse_sse(_next(it)) if m[0] == "diff"]
+    assert len(diffs) == 1 and [c["id"] for c in json.loads(diffs[0][2])["changes"]] == [late]
+    browser = apply_diff(browser, json.loads(diffs[0][2]))
+    ids = sorted(n["id"] for n in browser["namespaces"])
+    assert early in ids and late in ids
+    assert ids == sorted(n["id"] for n in graph.to_json()["namespaces"])
+    r.close()
+
+
 # -- slow clients ----------------------------------------------------------------------------------
 
 def test_a_stalled_client_is_resynced_and_memory_stays_bounded():
@@ -272,6 +303,41 @@ def test_closed_tabs_are_cleaned_up_over_real_sockets():
 
 # -- the real tracer service -----------------------------------------------------------------------
 
+class SSEReader:
+    """Incremental SSE over a raw HTTP/1.0 socket: each byte is parsed once, so a
+    busy stream (one `event: event` per fork/exec/exit on the machine) is read
+    as fast as it comes and the client never falls behind the hub's ring."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = b""
+        self.headers_done = False
+        self.closed = False
+
+    def messages(self, limit_s: float):
+        """Yield (event, id, data) for complete messages until limit_s passes."""
+        deadline = time.time() + limit_s
+        while time.time() < deadline and not self.closed:
+            self.sock.settimeout(max(0.05, min(1.0, deadline - time.time())))
+            try:
+                chunk = self.sock.recv(262144)
+            except socket.timeout:
+                continue
+            if not chunk:
+                self.closed = True
+            self.buf += chunk
+            if not self.headers_done:
+                if b"\r\n\r\n" not in self.buf:
+                    continue
+                self.buf = self.buf.split(b"\r\n\r\n", 1)[1]
+                self.headers_done = True
+            end = self.buf.rfind(b"\n\n")
+            if end < 0:
+                continue
+            complete, self.buf = self.buf[:end + 2], self.buf[end + 2:]
+            yield from parse_sse(complete.decode(errors="replace"))
+
+
 def _real_service_module():
     try:
         from tracer import service
@@ -283,12 +349,21 @@ def _real_service_module():
 def _make_real_service(tmp_path):
     module, exc = _real_service_module()
     assert module is not None, "tracer/service.py is missing (%s)" % exc
-    config_cls = getattr(module, "ServiceConfig", None)
-    config = config_cls() if config_cls else {}
-    return module.NsgraphService(config)
+    # Never the machine-wide default history database: other runs share it.
+    return module.NsgraphService(module.ServiceConfig(db=str(tmp_path / "history.db")))
+
+
+def _ns_inode(pid: int, ns_type: str) -> int:
+    return int(os.readlink("/proc/%d/ns/%s" % (pid, ns_type)).split("[")[1][:-1])
 
 
 def test_real_service_streams_a_new_namespace(root, tmp_path):
+    """A namespace created after the stream is in sync must arrive in a diff.
+
+    The hub's baseline is its first sight of the graph (the "graph is ready"
+    resync); anything before it reaches pages through GET /api/graph, not a diff.
+    So the namespace is made only after that resync, and any later resync fails
+    the test: it would deliver the namespace without a diff carrying it."""
     module, _ = _real_service_module()
     if module is None:
         pytest.fail("tracer/service.py does not exist yet: the end-to-end SSE check needs it")
@@ -299,33 +374,41 @@ def test_real_service_streams_a_new_namespace(root, tmp_path):
     server = Server(app)
     sleeper = None
     try:
-        sock = server.open_stream()
-        read_until(sock, b"event: status")
-        service.start(lambda m: None)
-        assert wait_for(lambda: state.status()["state"] == "running", 30), state.status()
+        reader = SSEReader(server.open_stream())
+        assert service.start(lambda m: None), service.status.to_json()
+        assert state.status()["state"] == "running", state.status()
+        baseline = None
+        for kind, _, payload in reader.messages(10):
+            if kind == "resync" and json.loads(payload)["version"] is not None:
+                baseline = json.loads(payload)["version"]
+                break
+        assert baseline is not None, "the stream never announced the ready graph (resync with a version)"
+
         sleeper = subprocess.Popen(["unshare", "--uts", "sleep", "30"])
         # Ground truth from /proc, not from the code under test.
-        assert wait_for(lambda: os.readlink("/proc/%d/ns/uts" % sleeper.pid)
-                        != os.readlink("/proc/self/ns/uts"), 5)
-        inode = int(os.readlink("/proc/%d/ns/uts" % sleeper.pid).split("[")[1][:-1])
-        data = b""
-        deadline = time.time() + 10
-        found = False
-        sock.settimeout(1)
-        while time.time() < deadline and not found:
-            try:
-                data += sock.recv(65536)
-            except socket.timeout:
+        assert wait_for(lambda: _ns_inode(sleeper.pid, "uts") != _ns_inode(os.getpid(), "uts"), 5)
+        inode = _ns_inode(sleeper.pid, "uts")
+        carried, seen = None, []
+        for kind, ident, payload in reader.messages(15):
+            if kind == "resync":
+                pytest.fail("resync after the baseline (%s): the namespace would come from "
+                            "/api/graph, not from a diff" % payload)
+            if kind != "diff":
                 continue
-            body = data.decode(errors="replace").split("\r\n\r\n", 1)[-1]
-            body = body[:body.rfind("\n\n") + 2]   # complete messages only
-            for kind, _, payload in parse_sse(body):
-                if kind == "diff":
-                    for c in json.loads(payload)["changes"]:
-                        if c["entity"] == "namespace" and (c.get("data") or {}).get("inode") == inode:
-                            found = True
-        assert found, "no diff carried the uts namespace %d" % inode
-        sock.close()
+            diff = json.loads(payload)
+            assert int(ident) == diff["version"] > baseline
+            seen.append(diff["version"])
+            for c in diff["changes"]:
+                data = c.get("data") or {}
+                if c["entity"] == "namespace" and data.get("inode") == inode and data.get("type") == "uts":
+                    carried = c
+            if carried is not None:
+                break
+        assert carried is not None, "no diff carried the uts namespace %d (diffs seen: %s)" % (inode, seen[-20:])
+        assert carried["op"] in ("add", "update") and carried["data"]["alive"], carried
+        assert carried["id"].startswith("uts:%d:%d:" % (os.stat("/proc/self/ns/uts").st_dev, inode))
+        assert sleeper.pid in carried["data"]["pids"], carried
+        reader.sock.close()
     finally:
         if sleeper is not None:
             sleeper.kill()

@@ -976,7 +976,14 @@ class NamespaceGraph:
             op["nested"] = True
         if self._journals:
             self._input("op", op)
-        self._op(op)
+        if self._in_apply:
+            self._op(op)
+        else:
+            # A read made for a reader (to_json, diff_since, lookups) is a change
+            # of its own, at its own version: not folded into the last published one.
+            self._bumped = False
+            self._op(op)
+            self._bumped = False
 
     def replay_input(self, kind: str, payload) -> None:
         """Feed one journaled input back (offline graphs); see add_journal.
@@ -1115,6 +1122,9 @@ class NamespaceGraph:
                     and changes_log[0][0] > version:
                 return None
             latest = {}
+            # Entity reads below may record changes (lazy /proc reads): those belong
+            # to the next diff, so this one ends at the version seen now.
+            current = self.version
             for v, op, entity, ident in reversed(self._changes):
                 if v <= version:
                     break
@@ -1133,7 +1143,7 @@ class NamespaceGraph:
                         op = "remove"
                 changes.append({"op": op, "entity": entity, "id": ident, "data": data})
             changes.reverse()
-            return {"version": self.version, "since": version, "changes": changes}
+            return {"version": current, "since": version, "changes": changes}
 
     def _entity_json(self, entity, ident, host_ids):
         if entity == "namespace":

@@ -9,6 +9,7 @@ jumps to the head instead of growing a private queue.
 Messages:
   event: diff     id: <graph version>   data: graph.diff_since(previous)
   event: resync   data: {"version": V, "reason": ...}  -> GET /api/graph again
+                  (also once when the hub first sees the graph: its baseline)
   event: event    data: Event.to_json()  (every trace event, in kernel order)
   event: status   data: /api/status
   event: demo     data: a demo run (GET /api/demos/runs/<id>)
@@ -137,7 +138,10 @@ class StreamHub:
         first = True
         while not self._stop.is_set():
             if not first:
-                self._wake.wait(timeout=1.0)
+                # Until the graph is seen, look often: pages that connected while the
+                # tracer started wait for the "graph is ready" resync, and a quiet
+                # machine sends no change notification to wake us sooner.
+                self._wake.wait(timeout=1.0 if self.graph_version is not None else 0.1)
             first = False
             self._wake.clear()
             try:
@@ -198,6 +202,9 @@ class StreamHub:
             return
         version = graph.version
         if self.graph_version is None:
+            # The first sight of the graph is the hub's baseline.  Changes made before it
+            # (the tracer may apply thousands of events between readiness and this pump)
+            # are in no diff: clients get them from GET /api/graph, as this resync asks.
             # Pages that loaded while the tracer was starting got 503 for /api/graph.
             self.graph_version = version
             self.publish("resync", {"version": version, "reason": "the graph is ready"})
