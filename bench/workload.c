@@ -4,7 +4,9 @@
  *
  *   workload fork N          N x (fork, child _exit, waitpid)
  *   workload forkexec N      N x (fork, exec /bin/true, waitpid)
- *   workload unshare N       N x unshare(CLONE_NEWUTS)
+ *   workload unshare N       N x unshare(CLONE_NEWUTS), back to back in one process
+ *   workload forkunshare N   N x (fork, child unshare(CLONE_NEWUTS) and _exit, waitpid):
+ *                            what namespace-making tools do, one namespace per process
  *   workload setns-rate RATE SECONDS
  *                            setns(-1, CLONE_NEWNET) (fails with EBADF: a namespace
  *                            event that costs the kernel almost nothing) at RATE
@@ -29,7 +31,7 @@ static double now(void)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s fork|forkexec|unshare N | setns-rate RATE SECONDS\n", argv[0]);
+		fprintf(stderr, "usage: %s fork|forkexec|unshare|forkunshare N | setns-rate RATE SECONDS\n", argv[0]);
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -69,6 +71,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		if (pid == 0) {
+			if (strcmp(mode, "forkunshare") == 0)
+				_exit(unshare(CLONE_NEWUTS) == 0 ? 0 : 1);
 			if (strcmp(mode, "forkexec") == 0) {
 				execl("/bin/true", "true", (char *)NULL);
 				_exit(127);

@@ -41,6 +41,9 @@ struct nsg_pending {
 };
 BPF_HASH(pending, u32, struct nsg_pending, NSG_PENDING_ENTRIES);
 
+/* LRU: old cgroups' paths make room for new ones on their own. */
+BPF_TABLE("lru_hash", u64, struct nsg_cgroup_path, cgroup_paths, NSG_CGROUP_PATHS);
+
 static __always_inline void count(u32 slot)
 {
 	u64 *value = counters.lookup(&slot);
@@ -426,3 +429,15 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	return 0;
 }
 #endif
+
+/* Only the v2 hierarchy (id 0): its ids are what bpf_get_current_cgroup_id() returns. */
+TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
+{
+	if (args->root != 0)
+		return 0;
+	u64 id = args->id;
+	struct nsg_cgroup_path value = {};
+	TP_DATA_LOC_READ_STR(value.path, path, sizeof(value.path));
+	cgroup_paths.update(&id, &value);
+	return 0;
+}

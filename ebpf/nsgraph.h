@@ -14,6 +14,7 @@
 #define NSG_COMM_LEN 16
 #define NSG_PATH_LEN 96
 #define NSG_ARGS_LEN 128
+#define NSG_CGROUP_PATH_LEN 256
 
 /* Namespace slots of struct nsg_ns_set, in the order of tracer/abi.py NS_SLOTS. */
 #define NSG_NS_MNT 0
@@ -79,6 +80,13 @@ struct nsg_event {
 	char args[NSG_ARGS_LEN];     /* exec: argv, NUL-separated, truncated to NSG_ARGS_LEN */
 	struct nsg_ns_set before;    /* unshare/setns: before the call; clone: the parent's */
 	struct nsg_ns_set after;     /* unshare/setns: after; clone: the child's; exec: after exec */
+};
+
+/* Value of the cgroup_paths map: cgroup v2 id -> path, recorded at mkdir, so that
+ * a cgroup removed before user space looked (a `docker run --rm` container that ran
+ * for a millisecond) can still be named. */
+struct nsg_cgroup_path {
+	char path[NSG_CGROUP_PATH_LEN];
 };
 
 #endif /* NSGRAPH_H */

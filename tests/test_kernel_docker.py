@@ -97,14 +97,14 @@ def test_docker_exec_joins_through_runc_setns(container, live_events):
 
 
 def test_events_of_a_gone_container_are_attributed_by_cgroup_id(docker_client, live_events):
-    """`docker run --rm IMG ls`: ls is gone before user space looks at it; the cgroup
-    id the kernel captured still names the container (tagged as `nsgraph trace` does,
-    in the collector thread as events arrive)."""
-    from tracer.containers import EventContainers
+    """`docker run --rm IMG ls`: ls, and often its cgroup, are gone before user space
+    looks; the cgroup id captured at the event and the path the probes recorded when
+    the cgroup was made still name the container (tagged as `nsgraph trace` does)."""
+    from tracer.containers import CgroupIds, EventContainers
     from tracer.demoimage import ensure_demo_image
 
     image = ensure_demo_image(docker_client)
-    tagger = EventContainers(catalog=None)
+    tagger = EventContainers(catalog=None, cgroup_ids=CgroupIds(kernel_lookup=live_events.collector.probes.cgroup_path))
     tagged = []
 
     def tag_ls(event):

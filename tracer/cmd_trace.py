@@ -173,10 +173,11 @@ def run(args) -> int:
         options.ringbuf_pages = args.buffer_pages
         options.perf_pages = args.buffer_pages
     keep = make_filter(types, args.pid, args.comm, args.procs, args.failed)
-    from .containers import ContainerCatalog, EventContainers, matches_container
+    from .containers import CgroupIds, ContainerCatalog, EventContainers, matches_container
     # Names come from Docker when it answers; without it, cgroup paths still give ids.
     catalog = ContainerCatalog().start(wait=0)
-    tagger = EventContainers(catalog)
+    cgroup_ids = CgroupIds()
+    tagger = EventContainers(catalog, cgroup_ids=cgroup_ids)
     wanted = args.container
 
     out = sys.stdout
@@ -198,6 +199,7 @@ def run(args) -> int:
     collector.subscribe(on_event)
     try:
         collector.load()
+        cgroup_ids.kernel_lookup = collector.probes.cgroup_path
     except PrivilegeError as exc:
         print("nsgraph trace: %s" % exc, file=sys.stderr)
         return EXIT_NO_PRIVILEGES

@@ -599,15 +599,22 @@ class CgroupIds:
 
     Events carry the id the task had in the kernel, so a process that is gone by
     the time we look (`docker run --rm ... ls`) is still attributed.  Unknown ids
-    trigger a rescan of the hierarchy, at most every `rescan_interval` seconds.
+    trigger a rescan of the hierarchy: at once when the id is newer than any seen
+    (the kernel hands out cgroup ids in increasing order, so it names a cgroup made
+    since the last scan), else at most every `rescan_interval` seconds.
     """
 
-    def __init__(self, root: Optional[str] = None, rescan_interval: float = 0.2, max_entries: int = 100000):
+    def __init__(self, root: Optional[str] = None, rescan_interval: float = 0.2, max_entries: int = 100000,
+                 kernel_lookup: Optional[Callable[[int], Optional[str]]] = None):
         self.root = root if root is not None else cgroup2_mount()
+        # The probes' record of paths at mkdir time (Probes.cgroup_path): exact, and
+        # it still knows cgroups that are gone.
+        self.kernel_lookup = kernel_lookup
         self.rescan_interval = rescan_interval
         self.max_entries = max_entries
         self._paths: dict = {}
         self._last_scan = 0.0
+        self._newest_id = 0
         self.scans = 0
 
     def _scan(self) -> None:
@@ -630,12 +637,19 @@ class CgroupIds:
                 continue  # removed while we walked
             paths[st.st_ino] = "/" + os.path.relpath(top, self.root) if top != self.root else "/"
         self._paths = paths
+        self._newest_id = max(paths, default=0)
 
     def path(self, cgroup_id: int) -> Optional[str]:
         if not cgroup_id:
             return None
         found = self._paths.get(cgroup_id)
-        if found is None and time.monotonic() - self._last_scan >= self.rescan_interval:
+        if found is None and self.kernel_lookup is not None:
+            found = self.kernel_lookup(cgroup_id)
+            if found is not None:
+                self._paths[cgroup_id] = found
+                return found
+        if found is None and (cgroup_id > self._newest_id
+                              or time.monotonic() - self._last_scan >= self.rescan_interval):
             self._scan()
             found = self._paths.get(cgroup_id)
         return found

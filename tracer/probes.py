@@ -64,6 +64,7 @@ OPTIONAL_OFFSETS = {
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB: rides out a busy machine not scheduling the reader for ~100 ms at 100k events/s
 DEFAULT_PERF_PAGES = 256
 DEFAULT_PENDING_ENTRIES = 16384
+DEFAULT_CGROUP_PATHS = 8192
 # Wake the reader once per this many events on a CPU; the reader's poll timeout
 # (POLL_MS) picks up the rest, so latency stays bounded without a wake-up per event.
 DEFAULT_WAKEUP_EVENTS = 64
@@ -179,6 +180,7 @@ class Probes:
             "-DNSG_WAKEUP_EVENTS=%d" % o.wakeup_events,
             "-DNSG_PROC_EVENTS=%d" % int(o.proc_events),
             "-DNSG_PENDING_ENTRIES=%d" % o.pending_entries,
+            "-DNSG_CGROUP_PATHS=%d" % DEFAULT_CGROUP_PATHS,
         ]
         return flags
 
@@ -262,6 +264,19 @@ class Probes:
         out["perf_lost"] = self.stats.perf_lost
         out["callback_errors"] = self.stats.callback_errors
         return out
+
+    def cgroup_path(self, cgroup_id: int) -> Optional[str]:
+        """The path a cgroup v2 id had when it was made (since the probes attached), if known."""
+        bpf = self._bpf
+        if bpf is None:
+            return None
+        table = bpf[b"cgroup_paths"]
+        try:
+            value = table[table.Key(cgroup_id)]
+        except KeyError:
+            return None
+        raw = bytes(value.path)
+        return raw.partition(b"\0")[0].decode("utf-8", "replace") or None
 
     def lost(self) -> int:
         c = self.counters()
