@@ -15,15 +15,12 @@ from __future__ import annotations
 import mmap
 import os
 import select
-import struct
 from typing import Callable
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
 
-_u64 = struct.Struct("<Q")
-_u32 = struct.Struct("<I")
 
 
 class RingBufferError(Exception):
@@ -47,6 +44,13 @@ class MappedRingBuffer:
             raise RingBufferError("cannot map the ring buffer: %s" % exc) from exc
         self._page = page
         self._view = memoryview(self._producer)
+        # Positions and record headers are read and written as whole native words
+        # (memoryview item access is one load or store): struct.pack_into writes
+        # byte by byte, and the kernel reading a half-written consumer position
+        # sees a full buffer and drops events.
+        self._consumer_pos = memoryview(self._consumer).cast("Q")
+        self._words64 = self._view.cast("Q")
+        self._words32 = self._view.cast("I")
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
 
@@ -56,24 +60,22 @@ class MappedRingBuffer:
         The view is only valid during the callback (the producer reuses the space
         right after): copy it (bytes(view)) to keep it.
         """
-        producer = self._producer
-        consumer = self._consumer
+        consumer_pos = self._consumer_pos
+        words64 = self._words64
+        words32 = self._words32
         view = self._view
         page = self._page
         mask = self.mask
-        unpack_u64 = _u64.unpack_from
-        unpack_u32 = _u32.unpack_from
-        cons_pos = unpack_u64(consumer, 0)[0]
+        cons_pos = consumer_pos[0]
         count = 0
         while True:
-            prod_pos = unpack_u64(producer, 0)[0]
+            prod_pos = words64[0]
             progressed = False
             while cons_pos < prod_pos:
                 offset = page + (cons_pos & mask)
-                length = unpack_u32(producer, offset)[0]
+                length = words32[offset >> 2]
                 if length & BUSY_BIT:
                     # Reserved but not yet submitted: everything after it waits too.
-                    _u64.pack_into(consumer, 0, cons_pos)
                     return count
                 size = length & ~(BUSY_BIT | DISCARD_BIT)
                 cons_pos += (size + HEADER_SIZE + 7) & ~7
@@ -83,7 +85,7 @@ class MappedRingBuffer:
                     callback(view[start:start + size])
                     count += 1
                 # Give the space back as we go, so the producer can reuse it at once.
-                _u64.pack_into(consumer, 0, cons_pos)
+                consumer_pos[0] = cons_pos
             if not progressed:
                 return count
 
@@ -98,7 +100,8 @@ class MappedRingBuffer:
     def close(self) -> None:
         self._epoll.close()
         try:
-            self._view.release()
+            for view in (self._consumer_pos, self._words64, self._words32, self._view):
+                view.release()
             self._producer.close()
             self._consumer.close()
         except BufferError:
