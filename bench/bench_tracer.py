@@ -44,11 +44,20 @@ def build_workload(tmp: str) -> str:
     return binary
 
 
+# With two or more CPUs the workload runs on CPU 0 and the tracer on the others, in
+# both halves of a pair, so that the comparison is not about where the scheduler
+# happened to put the parent and its children.
+CPUS = sorted(os.sched_getaffinity(0))
+WORKLOAD_CPUS = {CPUS[0]}
+TRACER_CPUS = set(CPUS[1:]) or {CPUS[0]}
+
+
 def start_tracer(extra=()):
     """Start `nsgraph trace` and return (process, seconds until its Tracing line)."""
     started = time.monotonic()
     proc = subprocess.Popen(NSGRAPH + ["trace", "--json", *extra], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, TRACER_CPUS))
     while True:
         line = proc.stderr.readline()
         if not line:
@@ -73,7 +82,8 @@ def rss_mb(pid: int) -> float:
 
 def timed(cmd) -> float:
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
+                   preexec_fn=lambda: os.sched_setaffinity(0, WORKLOAD_CPUS))
     return time.perf_counter() - started
 
 
@@ -159,7 +169,8 @@ def main() -> int:
         s = startup(3 if args.quick else 5)
         print("   median %.2f s, max %.2f s; tracer RSS %.0f MB" % (s["median_s"], s["max_s"], s["rss_mb"]))
 
-        print("== overhead, tracer attached (--procs --json) vs not, %d alternating pairs (target <= 3 %%)" % pairs)
+        print("== overhead, tracer attached (--procs --json) vs not, %d alternating pairs (target <= 3 %%);"
+              " workload on CPU %s, tracer on CPU %s" % (pairs, sorted(WORKLOAD_CPUS), sorted(TRACER_CPUS)))
         for mode, count in (("fork", 3000), ("forkexec", 1000), ("unshare", 50000), ("forkunshare", 3000)):
             r = overhead(workload, mode, count, pairs)
             print("   %-9s x%-6d off %.3f s  on %.3f s  overhead median %+.1f %% (pairs from %+.1f to %+.1f %%)" % (
