@@ -26,6 +26,23 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def inode(path: str) -> int:
+    """The inode of a namespace link such as /proc/<pid>/ns/net."""
+    return os.stat(path).st_ino
+
+
+def wait_for(predicate, what: str, timeout: float = 10.0):
+    """predicate()'s first truthy value, polled; an AssertionError naming `what` on timeout."""
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
 def _bcc_importable() -> bool:
     try:
         import bcc  # noqa: F401

@@ -21,27 +21,13 @@ import uuid
 
 import pytest
 
-from tests.conftest import REPO, require
+from tests.conftest import REPO, require, inode, wait_for
 
 NSGRAPH = os.path.join(REPO, ".venv", "bin", "nsgraph")
 PREFIX = "nsgtest-snapcli-%s" % uuid.uuid4().hex[:8]
 MEMBER_TYPES = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")
 REQUIRED = {"type": str, "inode": int, "pids": list, "container": (str, type(None)),
             "owner": (int, type(None)), "parent": (int, type(None)), "pinned": list}
-
-
-def inode(path):
-    return os.stat(path).st_ino
-
-
-def wait_for(predicate, what, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def children_of(pid):

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import require, inode, wait_for
 from tracer import abi
 from tracer.snapshot import take_snapshot
 
@@ -27,20 +27,6 @@ NS_GET_PARENT = 0xB702
 NS_GET_OWNER_UID = 0xB704
 NS_GET_ID = 0x8008B70D
 NSFS_DEV = os.stat("/proc/self/ns/net").st_dev
-
-
-def inode(path):
-    return os.stat(path).st_ino
-
-
-def wait_for(predicate, what, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def related_inode(path, request):
