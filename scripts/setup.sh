@@ -144,7 +144,7 @@ start_dockerd() {
 }
 
 BASE_PACKAGES=(python3-bpfcc python3-venv python3-pip util-linux iproute2 procps docker.io busybox-static ca-certificates)
-TEST_PACKAGES=(chromium shellcheck debootstrap qemu-system-x86 qemu-utils e2fsprogs fonts-dejavu-core gcc libc6-dev)
+TEST_PACKAGES=(chromium shellcheck debootstrap qemu-system-x86 qemu-utils e2fsprogs fonts-dejavu-core gcc libc6-dev systemd ruby)
 
 log "nsgraph set-up ($MODE) in $REPO"
 apt_install "${BASE_PACKAGES[@]}"
