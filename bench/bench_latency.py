@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+import pageutil
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 URL_LINE = re.compile(r"^(http://[^\s/]+/\?token=\S+)\s*$")
 TARGET_MS = 150.0
@@ -80,13 +82,7 @@ def start_server(tmp):
 
 
 def poll(page, expr, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = page.evaluate(expr)
-        if value:
-            return value
-        time.sleep(0.05)
-    raise SystemExit("timed out waiting for %s" % expr)
+    return pageutil.poll(page, expr, timeout, interval=0.05)
 
 
 def main() -> int:

@@ -29,6 +29,8 @@ import sys
 import threading
 import time
 
+from pageutil import poll
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(REPO, "webapp")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -151,16 +153,6 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def guess_type(self, path):
         return "text/javascript" if str(path).endswith(".js") else super().guess_type(path)
-
-
-def poll(page, expr, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = page.evaluate(expr)
-        if value:
-            return value
-        time.sleep(0.02)
-    raise SystemExit("timed out waiting for %s" % expr)
 
 
 def main() -> int:

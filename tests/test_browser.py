@@ -35,6 +35,8 @@ import urllib.request
 
 import pytest
 
+from tests.workloads.ns_workload import own_ns
+
 from conftest import REPO
 
 pytestmark = pytest.mark.browser
@@ -73,14 +75,7 @@ def free_port() -> int:
 
 def proc_ns(pid, types=("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")) -> dict:
     """type -> inode from /proc/<pid>/ns: the ground truth."""
-    out = {}
-    for t in types:
-        try:
-            link = os.readlink("/proc/%s/ns/%s" % (pid, t))
-        except OSError:
-            continue
-        out[t] = int(link[link.index("[") + 1:-1])
-    return out
+    return own_ns(pid, types)
 
 
 @pytest.fixture(scope="module")
