@@ -11,7 +11,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import List, Optional
 
-from .cli import EXIT_FAILURE, EXIT_OK
+from ..exitcodes import EXIT_FAILURE, EXIT_OK
 
 EXAMPLES = """\
 examples:
@@ -66,7 +66,7 @@ def kernel_config(option: str) -> Optional[str]:
 
 
 def check_privileges() -> Check:
-    from .probes import missing_privileges
+    from ..kernel.probes import missing_privileges
     problem = missing_privileges()
     if problem:
         return Check("privileges", FAIL, problem, "run with sudo, or grant CAP_BPF and CAP_PERFMON")
@@ -86,7 +86,7 @@ def check_kernel() -> Check:
 
 
 def check_btf() -> tuple:
-    from .probes import ProbeError, resolve_layout
+    from ..kernel.probes import ProbeError, resolve_layout
     try:
         layout = resolve_layout()
     except ProbeError as exc:
@@ -96,7 +96,7 @@ def check_btf() -> tuple:
 
 
 def check_tracefs() -> Check:
-    from .probes import TRACEFS, ProbeError, ensure_tracefs, tracefs_mounted
+    from ..kernel.probes import TRACEFS, ProbeError, ensure_tracefs, tracefs_mounted
     if tracefs_mounted():
         return Check("tracefs", OK, "mounted at %s" % TRACEFS)
     if os.geteuid() == 0:
@@ -137,13 +137,14 @@ def check_headers() -> Check:
 
 def check_docker() -> Check:
     try:
-        import docker
+        import docker  # noqa: F401  (only to tell a missing SDK from an unreachable engine)
     except ImportError as exc:
         return Check("docker", WARN, "the Docker SDK is not importable from %s (%s): tracing works, container "
                      "names and demos need it" % (sys.executable, exc),
                      "run nsgraph from the venv scripts/setup.sh makes (it installs the 'docker' package)")
+    from ..containers.docker_client import docker_client
     try:
-        client = docker.from_env(timeout=5)
+        client = docker_client()
         info = client.version()
         return Check("docker", OK, "Docker engine %s reachable" % info.get("Version", "?"))
     except Exception as exc:
@@ -153,7 +154,7 @@ def check_docker() -> Check:
 
 
 def feature_checks(layout) -> List[Check]:
-    from .probes import kernel_has_ringbuf
+    from ..kernel.probes import kernel_has_ringbuf
     checks = []
     ringbuf = kernel_has_ringbuf()
     checks.append(Check("feature ringbuf", INFO, "BPF ring buffer %s; the tracer uses %s" % (
@@ -185,7 +186,7 @@ def feature_checks(layout) -> List[Check]:
 def check_probe_load(layout) -> Check:
     import time
 
-    from .probes import ProbeError, ProbeOptions, Probes
+    from ..kernel.probes import ProbeError, ProbeOptions, Probes
     started = time.monotonic()
     try:
         probes = Probes(lambda data: None, options=ProbeOptions(proc_events=True), layout=layout)

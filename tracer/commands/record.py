@@ -1,25 +1,16 @@
-"""`nsgraph record FILE` and `nsgraph replay FILE`.
-
-A recording is JSON Lines, one object per line:
-  {"kind": "header", "format": "nsgraph-record", "version": 1, "node": ..., "started": T}
-  {"kind": "state", "data": <NamespaceGraph.export_state()>}      the graph when recording began
-  {"kind": "event"|"ops"|"op", "seq": N, "ts": T, "data": ...}     every later graph input
-Inputs are what the graph journals (tracer events, snapshot/repair ops, /proc reads),
-so a replay rebuilds exactly the graph the live run had, offline and without root.
-"""
+"""`nsgraph record FILE` and `nsgraph replay FILE` (the file format: tracer/history/recording.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import queue
 import signal
 import sys
 import threading
 import time
 
-from .cli import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
+from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
 
 RECORD_EXAMPLES = """\
 examples:
@@ -32,103 +23,8 @@ examples:
 File format: JSON Lines. Line 1 is a header, line 2 the whole graph when recording
 began ({"kind": "state"}), then one line per graph input: {"kind": "event"} (a tracer
 event, as `nsgraph trace --json` prints it plus a float "ts"), {"kind": "ops"} (snapshot,
-repair and container updates) and {"kind": "op"} (a /proc read). See tracer/cmd_record.py.
+repair and container updates) and {"kind": "op"} (a /proc read). See tracer/history/recording.py.
 """
-
-
-class JsonlRecorder:
-    """Writes a graph's journal to a file from a writer thread (never blocks the collector)."""
-
-    def __init__(self, path: str, queue_size: int = 200_000):
-        self.path = path
-        self._queue = queue.Queue(maxsize=queue_size)
-        self._file = open(path, "w", encoding="utf-8")
-        self._thread = None
-        self._graph = None
-        self.dropped = 0
-        self.written = 0
-
-    def attach(self, graph) -> None:
-        from .store import encode_input
-        self._encode = encode_input
-        with graph.lock:          # the state and the first journaled input must meet exactly
-            state = graph.export_state()
-            graph.add_journal(self._on_input)
-        self._graph = graph
-        self._file.write(json.dumps({"kind": "header", "format": "nsgraph-record", "version": 1,
-                                     "node": graph.node, "started": time.time()}) + "\n")
-        self._file.write(json.dumps({"kind": "state", "data": state}, separators=(",", ":")) + "\n")
-        self._thread = threading.Thread(target=self._run, name="nsgraph-record", daemon=True)
-        self._thread.start()
-
-    def _on_input(self, kind, payload, seq) -> None:
-        try:
-            self._queue.put_nowait((kind, payload, seq, time.time()))
-        except queue.Full:
-            self.dropped += 1
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                break
-            kind, payload, seq, ts = item
-            self._file.write(json.dumps({"kind": kind, "seq": seq, "ts": ts,
-                                         "data": self._encode(kind, payload)}, separators=(",", ":")) + "\n")
-            self.written += 1
-
-    def detach(self) -> None:
-        if self._graph is not None:
-            self._graph.remove_journal(self._on_input)
-
-    def close(self) -> None:
-        self.detach()
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-        self._file.close()
-
-
-class ReplayError(Exception):
-    pass
-
-
-def replay_file(path: str, until: float = None):
-    """The graph a recording rebuilds (at its end, or at time `until`)."""
-    from .graph import NamespaceGraph, replay_records
-    from .store import decode_input
-    graph = None
-    skipped = 0
-
-    def records():
-        nonlocal skipped
-        for line in f:
-            try:
-                obj = json.loads(line)
-                kind = obj["kind"]
-                if obj["seq"] <= start_seq:
-                    continue
-                if until is not None and obj["ts"] > until:
-                    return
-                yield kind, decode_input(kind, obj["data"])
-            except (ValueError, KeyError, TypeError):
-                skipped += 1
-
-    with open(path, encoding="utf-8") as f:
-        header = f.readline()
-        try:
-            if json.loads(header).get("format") != "nsgraph-record":
-                raise ReplayError("%s is not an nsgraph recording (no header line)" % path)
-            state = json.loads(f.readline())
-            if state.get("kind") != "state":
-                raise ReplayError("%s: the second line must be the initial state" % path)
-        except ValueError as exc:
-            raise ReplayError("%s is not an nsgraph recording (%s)" % (path, exc)) from exc
-        graph = NamespaceGraph.from_state(state["data"])
-        start_seq = state["data"]["input_seq"]
-        replay_records(graph, records())
-    graph.counters["replay_skipped_lines"] = skipped
-    return graph
 
 
 def add_parser(subparsers) -> None:
@@ -154,7 +50,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_record(args) -> int:
-    from .probes import missing_privileges
+    from ..kernel.probes import missing_privileges
     problem = missing_privileges()
     if problem:
         print("nsgraph record: %s" % problem, file=sys.stderr)
@@ -162,7 +58,8 @@ def run_record(args) -> int:
     if args.duration is not None and args.duration <= 0:
         print("nsgraph record: --duration must be positive", file=sys.stderr)
         return EXIT_USAGE
-    from .service import NsgraphService, ServiceConfig
+    from ..history.recording import JsonlRecorder
+    from ..service import NsgraphService, ServiceConfig
     try:
         recorder = JsonlRecorder(args.file)
     except OSError as exc:
@@ -201,6 +98,7 @@ def run_replay(args) -> int:
     if not os.path.exists(args.file):
         print("nsgraph replay: %s does not exist" % args.file, file=sys.stderr)
         return EXIT_USAGE
+    from ..history.recording import ReplayError, replay_file
     try:
         graph = replay_file(args.file, until=args.until)
     except (ReplayError, OSError) as exc:
@@ -212,6 +110,6 @@ def run_replay(args) -> int:
         json.dump(graph.to_json(), sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
     else:
-        from .cmd_snapshot import render_table
+        from .snapshot import render_table
         sys.stdout.write(render_table(graph.to_json(include_ended=False)))
     return EXIT_OK

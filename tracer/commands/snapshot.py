@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 
-from .cli import EXIT_FAILURE, EXIT_OK
-from .text import printable
+from ..exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from ..nstypes import DISPLAY_ORDER, MEMBER_TYPES
+from ..text import printable
 
 EXAMPLES = """\
 examples:
@@ -47,9 +48,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def build_graph(docker: bool = True):
-    from .containers import ContainerCatalog, container_from_ref, parse_cgroup
-    from .graph import NamespaceGraph
-    from .snapshot import take_snapshot
+    from ..containers.catalog import ContainerCatalog
+    from ..containers.cgroups import parse_cgroup
+    from ..containers.records import container_from_ref
+    from ..graph.model import NamespaceGraph
+    from ..host.snapshot import take_snapshot
     catalog = None
     if docker:
         catalog = ContainerCatalog().start(wait=2.0)
@@ -69,12 +72,12 @@ def build_graph(docker: bool = True):
 
 
 def run(args) -> int:
-    valid = {"mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time"}
+    valid = set(MEMBER_TYPES)
     types = set(args.type or ())
     if types - valid:
         print("nsgraph snapshot: unknown --type %s (choose from %s)" % (
             ", ".join(sorted(types - valid)), " ".join(sorted(valid))), file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         graph, snap = build_graph(docker=not args.no_docker)
     except OSError as exc:
@@ -99,18 +102,13 @@ def run(args) -> int:
     return EXIT_OK
 
 
-TYPE_ORDER = ("user", "pid", "mnt", "net", "uts", "ipc", "cgroup", "time")
-
-
-
-
 def render_table(data: dict) -> str:
     """lsns-like columns; pid and user namespaces as trees under their parents."""
     procs = {p["pid"]: p for p in data.get("processes", [])}
     spaces = [n for n in data["namespaces"] if n.get("alive", True)]
     by_id = {n["id"]: n for n in spaces}
     rows = []
-    for t in TYPE_ORDER:
+    for t in DISPLAY_ORDER:
         of_type = sorted((n for n in spaces if n["type"] == t), key=lambda n: n["inode"])
         if t in ("pid", "user"):
             kids = {}

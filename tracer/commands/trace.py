@@ -12,10 +12,11 @@ import time
 from datetime import datetime
 from typing import Callable, Optional
 
-from . import abi
-from .cli import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
-from .events import Event
-from .text import printable
+from ..events.event import Event
+from ..events.kinds import EventKind
+from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
+from ..nstypes import MEMBER_TYPES, NS_SLOTS
+from ..text import printable
 
 EXAMPLES = """\
 examples:
@@ -44,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print JSON Lines instead of columns")
     parser.add_argument("--type", metavar="TYPES",
-                        help="comma-separated namespace types to show: " + ",".join(abi.MEMBER_TYPES))
+                        help="comma-separated namespace types to show: " + ",".join(MEMBER_TYPES))
     parser.add_argument("--pid", type=int, action="append", metavar="PID",
                         help="only events of this process (host pid), or clones that created it; repeatable")
     parser.add_argument("--comm", action="append", metavar="COMM",
@@ -65,11 +66,11 @@ def parse_types(text: Optional[str]) -> Optional[set]:
     if not text:
         return None
     types = {t.strip() for t in text.split(",") if t.strip()}
-    valid = set(abi.NS_SLOTS)
+    valid = set(NS_SLOTS)
     unknown = types - valid
     if unknown:
         raise ValueError("unknown namespace type %s (known: %s)" % (
-            ", ".join(sorted(unknown)), ", ".join(abi.MEMBER_TYPES)))
+            ", ".join(sorted(unknown)), ", ".join(MEMBER_TYPES)))
     return types
 
 
@@ -104,26 +105,26 @@ def details(event: Event) -> str:
     if event.failed:
         code = event.errno
         return "failed: %s (%s)" % (errno_module.errorcode.get(code, str(code)), os.strerror(code))
-    if event.kind == "unshare":
+    if event.kind == EventKind.UNSHARE:
         changed = event.changed_types()
         return ("new " + _ns_text(event, changed)) if changed else "no new namespace"
-    if event.kind == "setns":
+    if event.kind == EventKind.SETNS:
         changed = event.changed_types()
         if changed:
             return "joined " + _ns_text(event, changed)
         asked = event.flag_ns_types()
         return "already in " + _ns_text(event, asked) if asked else "no change"
-    if event.kind == "clone":
+    if event.kind == EventKind.CLONE:
         changed = event.changed_types()
         text = "child %s" % event.child_pid
         if changed:
             text += ": new " + _ns_text(event, changed)
         return text
-    if event.kind == "exec":
+    if event.kind == EventKind.EXEC:
         if event.args:
             return "%s: %s" % (event.filename or "", " ".join(event.args))
         return event.filename or ""
-    if event.kind == "exit":
+    if event.kind == EventKind.EXIT:
         code = event.exit_code or 0
         if code & 0x7F:
             return "killed by signal %d" % (code & 0x7F)
@@ -134,7 +135,7 @@ def details(event: Event) -> str:
 def format_columns(event: Event) -> str:
     when = datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")
     types = event.ns_types()
-    if event.kind == "setns" and not types:
+    if event.kind == EventKind.SETNS and not types:
         types_text = "any" if event.raw_flags == 0 else ",".join(event.flag_ns_types())
     else:
         types_text = ",".join(types) or "-"
@@ -151,7 +152,7 @@ def header() -> str:
 
 
 def run(args) -> int:
-    from .probes import ProbeError, ProbeOptions, PrivilegeError, missing_privileges
+    from ..kernel.probes import ProbeError, ProbeOptions, PrivilegeError, missing_privileges
 
     try:
         types = parse_types(args.type)
@@ -166,14 +167,16 @@ def run(args) -> int:
         print("nsgraph trace: %s" % problem, file=sys.stderr)
         return EXIT_NO_PRIVILEGES
 
-    from .collector import Collector
+    from ..kernel.collector import Collector
 
     options = ProbeOptions(proc_events=args.procs or bool(args.container))
     if args.buffer_pages:
         options.ringbuf_pages = args.buffer_pages
         options.perf_pages = args.buffer_pages
     keep = make_filter(types, args.pid, args.comm, args.procs, args.failed)
-    from .containers import CgroupIds, ContainerCatalog, EventContainers, matches_container
+    from ..containers.attribution import CgroupIds, EventContainers
+    from ..containers.catalog import ContainerCatalog
+    from ..containers.records import matches_container
     # Names come from Docker when it answers; without it, cgroup paths still give ids.
     catalog = ContainerCatalog().start(wait=0)
     cgroup_ids = CgroupIds()

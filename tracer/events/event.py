@@ -1,39 +1,28 @@
-"""Decoding raw probe records into Event objects.
-
-Input is untrusted bytes (a live buffer, a recorded file): a record of the wrong
-size, version or kind is counted in Decoder.errors and skipped, never raised.
-"""
+"""The Event: one namespace or process event, as the decoder or a recording gives it."""
 
 from __future__ import annotations
 
 import errno as errno_module
-import socket
-import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from types import MappingProxyType
 from typing import Mapping, Optional
 
-from . import abi
-
-_EVENT_SIZE = abi.EVENT_SIZE
-_unpack = abi.EVENT.unpack_from
-_N = abi.NS_COUNT
+from ..nstypes import NS_SLOTS, flag_types
+from .flags import CSIGNAL, decode_clone_flags, decode_setns_nstype, decode_unshare_flags
 
 
 @dataclass(slots=True)
 class Event:
     """One namespace or process event, as captured in the kernel.
 
-    Namespace sets map a type name from abi.NS_SLOTS to an inode number; a type
+    Namespace sets map a type name from NS_SLOTS to an inode number; a type
     the task does not have (an exiting task, a kernel without time namespaces) is
     absent from the map.  Decoded events share these maps between events with
     the same namespaces, so they are read-only (MappingProxyType): copy to modify.  `ns_id` holds the kernel's 64-bit namespace ids where it
     has them (Linux 6.18+), else it is empty.
     """
 
-    kind: str
+    kind: str                      # an EventKind (a str) from the decoder; the plain name from JSON
     seq: int
     ts: float                      # seconds since the epoch, UTC
     pid: int
@@ -72,33 +61,33 @@ class Event:
     @property
     def flags(self) -> list:
         if self.kind == "clone":
-            return abi.decode_clone_flags(self.raw_flags, self.syscall)
+            return decode_clone_flags(self.raw_flags, self.syscall)
         if self.kind == "unshare":
-            return abi.decode_unshare_flags(self.raw_flags)
+            return decode_unshare_flags(self.raw_flags)
         if self.kind == "setns":
-            return abi.decode_setns_nstype(self.raw_flags)
+            return decode_setns_nstype(self.raw_flags)
         return []
 
     def flag_ns_types(self) -> list:
         """Namespace types the call asked for by flag."""
         if self.kind == "clone":
-            flags = self.raw_flags if self.syscall == "clone3" else self.raw_flags & ~abi.CSIGNAL
-            return abi.flag_types(flags)
+            flags = self.raw_flags if self.syscall == "clone3" else self.raw_flags & ~CSIGNAL
+            return flag_types(flags)
         if self.kind in ("unshare", "setns"):
-            return abi.flag_types(self.raw_flags)
+            return flag_types(self.raw_flags)
         return []
 
     def changed_types(self) -> list:
         """Namespace types whose inode differs between before and after."""
         if self.ns_before is None:
             return []
-        return [t for t in abi.NS_SLOTS
+        return [t for t in NS_SLOTS
                 if t in self.ns and self.ns.get(t) != self.ns_before.get(t)]
 
     def ns_types(self) -> list:
         """Every namespace type this event is about: asked for, or actually changed."""
         types = set(self.flag_ns_types()) | set(self.changed_types())
-        return [t for t in abi.NS_SLOTS if t in types]
+        return [t for t in NS_SLOTS if t in types]
 
     @property
     def is_namespace_event(self) -> bool:
@@ -166,119 +155,4 @@ class Event:
             node=str(obj.get("node", "")), container=obj.get("container"),
             cgroup_id=int(obj.get("cgroup_id") or 0),
             args=list(obj["args"]) if obj.get("args") is not None else None,
-        )
-
-
-_SLOTS = abi.NS_SLOTS
-_NS_CACHE_MAX = 4096
-
-
-def _build_ns_maps(ids, inums):
-    ns = {name: inum for name, inum in zip(_SLOTS, inums) if inum}
-    ns_id = {name: i for name, i, inum in zip(_SLOTS, ids, inums) if inum and i}
-    return MappingProxyType(ns), MappingProxyType(ns_id)
-
-
-def _cstr(raw: bytes) -> str:
-    return raw.partition(b"\0")[0].decode("utf-8", "replace")
-
-
-def _argv(raw: bytes, full_length: int) -> list:
-    """NUL-separated argv as the kernel laid it out; a cut last argument ends in '...'."""
-    data = raw[:min(full_length, len(raw))]
-    if not data:
-        return []
-    parts = data.split(b"\0")
-    if data.endswith(b"\0"):
-        parts.pop()
-    argv = [p.decode("utf-8", "replace") for p in parts]
-    if full_length > len(raw) and argv:
-        argv[-1] += "..."
-    return argv
-
-
-def boot_to_epoch_offset() -> float:
-    """Seconds to add to CLOCK_BOOTTIME to get the wall clock."""
-    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-class Decoder:
-    """Turns raw records into Events, numbering them and counting what it rejects."""
-
-    def __init__(self, node: Optional[str] = None, clock_offset: Optional[float] = None):
-        self.node = node if node is not None else socket.gethostname()
-        self.clock_offset = boot_to_epoch_offset() if clock_offset is None else clock_offset
-        self.seq = 0
-        self.errors: Counter = Counter()
-        self._ns_cache: dict = {}
-
-    def _cache_ns(self, key):
-        if len(self._ns_cache) >= _NS_CACHE_MAX:
-            self._ns_cache.clear()
-        maps = _build_ns_maps(key[:_N], key[_N:])
-        self._ns_cache[key] = maps
-        return maps
-
-    @property
-    def rejected(self) -> int:
-        return sum(self.errors.values())
-
-    def decode(self, data) -> Optional[Event]:
-        """Decode one record; None (and a counted error) when it is malformed."""
-        if len(data) < _EVENT_SIZE:
-            self.errors["truncated"] += 1
-            return None
-        try:
-            fields = _unpack(data)
-        except Exception:  # struct.error on odd buffers; bytes-like objects of any kind
-            self.errors["unreadable"] += 1
-            return None
-        (size, version, kind_code, syscall_code, ts_boot_ns, pid, tid, ppid, uid, vpid,
-         child_pid, child_vpid, fd, exit_code, args_len, flags, ret, cgroup_id, comm, filename, args) = fields[:21]
-        if size != _EVENT_SIZE:
-            self.errors["size_mismatch"] += 1
-            return None
-        if version != abi.ABI_VERSION:
-            self.errors["version_mismatch"] += 1
-            return None
-        kind = abi.KIND_NAMES.get(kind_code)
-        if kind is None:
-            self.errors["unknown_kind"] += 1
-            return None
-        if syscall_code not in abi.SYSCALL_NAMES:
-            self.errors["unknown_syscall"] += 1
-            return None
-        base = 21
-        n = _N
-        # Most events repeat a handful of namespace sets (every fork in a container
-        # has the same ones), so the read-only maps are built once per distinct set.
-        cache = self._ns_cache
-        after_key = fields[base + 2 * n:base + 4 * n]
-        after = cache.get(after_key)
-        if after is None:
-            after = self._cache_ns(after_key)
-        ns, ns_id = after
-        if kind in ("exec", "exit"):
-            ns_before = ns_id_before = None
-        else:
-            before_key = fields[base:base + 2 * n]
-            before = cache.get(before_key)
-            if before is None:
-                before = self._cache_ns(before_key)
-            ns_before, ns_id_before = before
-            if not ns_id_before:
-                ns_id_before = None
-        self.seq += 1
-        is_clone = kind == "clone" and ret >= 0
-        # Positional: this runs for every event, and keyword calls cost a third more.
-        return Event(
-            kind, self.seq, ts_boot_ns / 1e9 + self.clock_offset,
-            pid, tid, ppid, uid, vpid, _cstr(comm), abi.SYSCALL_NAMES[syscall_code], flags, ret,
-            fd if kind == "setns" else None,
-            child_pid if is_clone else None,
-            child_vpid if is_clone else None,
-            exit_code if kind == "exit" else None,
-            _cstr(filename) if kind == "exec" else None,
-            ns, ns_before, ns_id, ns_id_before, self.node, None, cgroup_id,
-            _argv(args, args_len) if kind == "exec" else None,
         )

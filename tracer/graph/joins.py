@@ -13,23 +13,20 @@ ops only, so a replay closes the same sessions at the same moments.
 
 The exec'd command line is read from /proc at once; a command as short-lived as
 `ps aux` is often gone by then, so the exec event's filename stands in and
-DockerExecHints (Docker's `exec_start: <cmd>` events) refines it afterwards.
+containers.exec_hints.DockerExecHints (Docker's `exec_start: <cmd>` events) refines
+it afterwards.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import deque
-from typing import Callable, Optional
+from typing import Optional
 
-from .graph import SLOT_TYPE
+from ..nstypes import CHILDREN_SLOT, RUNC_JOIN_ORDER, SLOT_TYPE
 
 log = logging.getLogger(__name__)
 
-TYPE_ORDER = ("ipc", "uts", "net", "pid", "mnt", "user", "cgroup", "time")
-_CHILD_SLOT = {"pid": "pid_for_children", "time": "time_for_children"}
 HINT_MAX_AGE = 30.0
 
 
@@ -137,7 +134,7 @@ class JoinTracker:
                 session.types.append(t)
             if t in session.target:
                 continue
-            inode = ev.ns.get(_CHILD_SLOT.get(t, t)) or ev.ns.get(t)
+            inode = ev.ns.get(CHILDREN_SLOT.get(t, t)) or ev.ns.get(t)
             ns = self.graph._alive.get(inode) if inode is not None else None
             if ns is not None and ns.type == t:
                 session.target[t] = ns.id
@@ -164,7 +161,7 @@ class JoinTracker:
     def _container_of(self, session):
         g = self.graph
         host_ids = {n.id for n in g.host_ns.values()}
-        for t in TYPE_ORDER:
+        for t in RUNC_JOIN_ORDER:
             ident = session.target.get(t)
             ns = g._by_id.get(ident) if ident else None
             if ns is not None:
@@ -232,93 +229,3 @@ def summary(container: Optional[str], types: list, command: Optional[str], targe
     if command:
         text += " and ran `%s`" % command
     return text
-
-
-class DockerExecHints:
-    """Commands of `docker exec`, from the engine's exec_start events.
-
-    Docker names the command in the event ("exec_start: ps aux"), which
-    survives a command that exits before /proc can be read.
-    """
-
-    def __init__(self, client_factory: Optional[Callable] = None, keep: int = 256):
-        self._factory = client_factory or _docker_client
-        self._hints = deque(maxlen=keep)     # (time, container id, command)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = None
-        self._stream = None
-        self.error = None
-        self.skipped = 0        # engine events without a command or container id
-
-    def start(self) -> "DockerExecHints":
-        self._thread = threading.Thread(target=self._run, name="nsgraph-exec-hints", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                client = self._factory()
-                self._stream = client.events(decode=True, filters={"type": "container",
-                                                                    "event": ["exec_start"]})
-                backoff = 0.5
-                self.error = None
-                for ev in self._stream:
-                    self.add(ev)
-                    if self._stop.is_set():
-                        break
-            except Exception as exc:   # engine down or restarting: retry with back-off
-                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                self.error = ("Docker events unavailable (%s); docker exec commands fall back to the "
-                              "exec'd file name. Start dockerd or set DOCKER_HOST." % reason)
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 30.0)
-
-    def add(self, ev: dict) -> None:
-        """Note one engine event; anything that is not a well-formed exec_start is skipped and counted."""
-        if not isinstance(ev, dict):
-            self.skipped += 1
-            return
-        action = ev.get("Action") or ev.get("status") or ""
-        if not isinstance(action, str) or not action.startswith("exec_start"):
-            return
-        command = action.split(":", 1)[1].strip() if ":" in action else None
-        actor = ev.get("Actor")
-        cid = (actor.get("ID") if isinstance(actor, dict) else None) or ev.get("id")
-        when = _number(ev.get("timeNano")) / 1e9 or _number(ev.get("time")) or time.time()
-        if command and isinstance(cid, str) and cid:
-            with self._lock:
-                self._hints.append((when, cid, command))
-        else:
-            self.skipped += 1
-
-    def lookup(self, container_id: str, start: float, end: float) -> Optional[str]:
-        """The command of the latest exec into the container shortly before or during [start, end]."""
-        with self._lock:
-            for when, cid, command in reversed(self._hints):
-                if cid == container_id and start - 5.0 <= when <= (end or start) + 2.0:
-                    return command
-        return None
-
-    def close(self) -> None:
-        self._stop.set()
-        stream = self._stream
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                pass
-
-
-def _number(value) -> float:
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _docker_client():
-    import docker
-    return docker.from_env(timeout=10)

@@ -4,8 +4,8 @@ One lock guards everything: the collector thread applies events while web
 threads read.  Every change bumps `version`; a bounded change log serves
 `diff_since`.  All inputs that are not tracer events (snapshot loads, repairs,
 lazy /proc reads, container updates) are expressed as small JSON "ops", so that
-a journal of (events, ops) replays to the very same graph offline (store.py,
-cmd_record.py).
+a journal of (events, ops) replays to the very same graph offline (history/store.py,
+history/recording.py).
 
 Identity: the kernel recycles namespace inode numbers at once, so a namespace
 is keyed by (type, dev, inode, generation); the generation of a (type, inode)
@@ -32,14 +32,12 @@ import time
 from collections import deque
 from typing import Callable, Iterable, Optional
 
-from . import abi
+from ..events.flags import CLONE_PARENT, CLONE_THREAD, CSIGNAL
+from ..nstypes import MEMBER_TYPES, NS_FLAGS_MASK, SLOT_TYPE
 
 log = logging.getLogger(__name__)
 
-SLOT_TYPE = {slot: slot.replace("_for_children", "") for slot in abi.NS_SLOTS}
-MEMBER_SLOTS = frozenset(abi.MEMBER_TYPES)
-CLONE_THREAD = 0x00010000
-CLONE_PARENT = 0x00008000
+MEMBER_SLOTS = frozenset(MEMBER_TYPES)
 
 DEFAULT_ENDED_RETENTION = 2000      # ended namespaces kept for history
 DEFAULT_CHANGELOG = 20000           # change records kept for diff_since
@@ -301,8 +299,8 @@ class NamespaceGraph:
         before = ev.ns_before if ev.ns_before else {s: n.inode for s, n in parent.ns.items()}
         after = ev_ns if ev_ns else before
         if ev.syscall != "clone3":
-            flags &= ~abi.CSIGNAL
-        created = self._created(ev, before, after) if flags & abi.NS_FLAGS_MASK else None
+            flags &= ~CSIGNAL
+        created = self._created(ev, before, after) if flags & NS_FLAGS_MASK else None
         psig = parent.sig
         if created is None and psig is not None and (
                 after is psig or (same if after is ev_ns and psig is sig0 else after == psig)):
@@ -447,8 +445,8 @@ class NamespaceGraph:
         """inode -> type of the namespaces this call created, or None."""
         flags = ev.raw_flags
         if ev.kind == "clone" and ev.syscall != "clone3":
-            flags &= ~abi.CSIGNAL
-        if not flags & abi.NS_FLAGS_MASK:
+            flags &= ~CSIGNAL
+        if not flags & NS_FLAGS_MASK:
             return None
         types = ev.flag_ns_types()
         if not types:

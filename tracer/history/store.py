@@ -30,8 +30,9 @@ import threading
 import time
 from typing import Optional
 
-from .events import Event
-from .graph import NamespaceGraph, replay_records
+from ..graph.model import NamespaceGraph, replay_records
+from .diff import diff_graphs
+from .recording import decode_input, encode_input
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +54,6 @@ def default_path() -> str:
         return "/var/lib/nsgraph/history.db"
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return os.path.join(base, "nsgraph", "history.db")
-
-
-# -- journal records <-> JSON (shared with `nsgraph record`) ----------------------
-
-def encode_input(kind: str, payload):
-    if kind == "event":
-        data = payload.to_json()
-        data["ts"] = payload.ts          # the exact float: a replay must give identical times
-        return data
-    return payload
-
-
-def decode_input(kind: str, data):
-    if kind == "event":
-        return Event.from_json(data)
-    return data
 
 
 class StoreError(Exception):
@@ -310,22 +295,3 @@ class HistoryStore:
         out["path"] = self.path
         out["error"] = self.error
         return out
-
-
-def diff_graphs(a: dict, b: dict, t1=None, t2=None) -> dict:
-    """Add/update/remove changes that turn Graph JSON a into b."""
-    changes = []
-    for entity, key, field in (("namespace", "id", "namespaces"), ("process", "pid", "processes"),
-                               ("container", "id", "containers"), ("join", "id", "joins")):
-        old = {item[key]: item for item in a.get(field, [])}
-        new = {item[key]: item for item in b.get(field, [])}
-        for ident, item in new.items():
-            if ident not in old:
-                changes.append({"op": "add", "entity": entity, "id": ident, "data": item})
-            elif old[ident] != item:
-                changes.append({"op": "update", "entity": entity, "id": ident, "data": item})
-        for ident in old:
-            if ident not in new:
-                changes.append({"op": "remove", "entity": entity, "id": ident, "data": None})
-    return {"from": t1, "to": t2, "from_version": a.get("version"), "version": b.get("version"),
-            "changes": changes}

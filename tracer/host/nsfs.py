@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
+from ..nstypes import NS_FLAG_TYPES
+
 NSIO = 0xB7
 
 
@@ -38,18 +40,6 @@ NS_GET_PARENT = _IO(0x2)
 NS_GET_NSTYPE = _IO(0x3)
 NS_GET_OWNER_UID = _IO(0x4)
 NS_GET_ID = _IOR(13, 8)          # Linux 6.18+: a 64-bit id that is never reused
-
-# NS_GET_NSTYPE answers with the CLONE_NEW* flag of the namespace.
-NSTYPE_NAMES = {
-    0x00020000: "mnt",
-    0x02000000: "cgroup",
-    0x04000000: "uts",
-    0x08000000: "ipc",
-    0x10000000: "user",
-    0x20000000: "pid",
-    0x40000000: "net",
-    0x00000080: "time",
-}
 
 # Types with a parent (NS_GET_PARENT); for the others the kernel says EINVAL.
 HIERARCHICAL = ("pid", "user")
@@ -80,7 +70,7 @@ def nstype(fd: int) -> Optional[str]:
         flag = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError:
         return None
-    return NSTYPE_NAMES.get(flag)
+    return NS_FLAG_TYPES.get(flag)   # NS_GET_NSTYPE answers with the CLONE_NEW* flag
 
 
 def ns_id(fd: int, errors: Optional[Counter] = None) -> Optional[int]:

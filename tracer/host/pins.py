@@ -22,9 +22,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .procfs import SLOT_TYPE
+from ..nstypes import MEMBER_TYPES
 
-NS_TYPES = frozenset(SLOT_TYPE.values())
+_MEMBER_TYPES = frozenset(MEMBER_TYPES)   # for fast membership tests
 _GONE = (errno.ENOENT, errno.ESRCH)
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -77,7 +77,7 @@ def parse_nsfs_mounts(text: str, errors: Optional[Counter] = None) -> list:
             continue
         colon = root.find(":[")
         ns_type, digits = root[:colon], root[colon + 2:-1]
-        if colon <= 0 or not root.endswith("]") or ns_type not in NS_TYPES or not digits.isdigit():
+        if colon <= 0 or not root.endswith("]") or ns_type not in _MEMBER_TYPES or not digits.isdigit():
             if errors is not None:
                 errors["malformed"] += 1
             continue
@@ -129,7 +129,7 @@ def find_fd_holders(pids: Iterable[int], proc_root: str = "/proc",
     if errors is None:
         errors = Counter()
     readlink, listdir = os.readlink, os.listdir
-    types = NS_TYPES
+    types = _MEMBER_TYPES
     out = []
     for pid in pids:
         # listdir(path) costs 4 system calls; listdir(fd) would add dup/lseek.

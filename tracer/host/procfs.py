@@ -24,13 +24,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from . import abi
+from ..nstypes import NS_SLOTS, SLOT_TYPE
 
 NsRef = tuple[str, int, int]  # (type, dev, inode): type is the namespace type ("pid"), never "pid_for_children"
-
-NS_SLOTS = abi.NS_SLOTS
-# The link type of each slot as the kernel writes it ("pid_for_children" -> "pid:[...]").
-SLOT_TYPE = {slot: slot.replace("_for_children", "") for slot in NS_SLOTS}
 
 _O_FILE = os.O_RDONLY | os.O_CLOEXEC
 _GONE = (errno.ENOENT, errno.ESRCH)

@@ -31,8 +31,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
-from . import abi, nsfs, pins
-from .procfs import (NsRef, ProcInfo, SLOT_TYPE, available_slots, nsfs_device, pids,
+from ..nstypes import MEMBER_TYPES, NS_SLOTS, SLOT_TYPE
+from . import nsfs, pins
+from .procfs import (NsRef, ProcInfo, available_slots, nsfs_device, pids,
                      read_ns_links, scan_processes)
 
 __all__ = ["NsRef", "NsInfo", "ProcInfo", "Snapshot", "take_snapshot"]
@@ -68,14 +69,14 @@ class Snapshot:
     errors: Counter
     timings: dict = field(default_factory=dict)   # phase -> seconds, for bench/
 
-    def members(self, ref: NsRef, slots=abi.MEMBER_TYPES) -> list:
+    def members(self, ref: NsRef, slots=MEMBER_TYPES) -> list:
         """Sorted pids whose membership (not *_for_children) is ref."""
         ns_type, dev, inode = ref
         want = (dev, inode)
         return sorted(p.pid for p in self.processes.values()
                       if any(p.ns.get(s) == want for s in slots if SLOT_TYPE[s] == ns_type))
 
-    def member_counts(self, slots=abi.MEMBER_TYPES) -> Counter:
+    def member_counts(self, slots=MEMBER_TYPES) -> Counter:
         """NsRef -> number of member processes, every namespace at once."""
         counts = Counter()
         for p in self.processes.values():
@@ -299,7 +300,7 @@ def take_snapshot(proc_root: str = "/proc", *, scan_fds: bool = True,
 
     # 2. distinct namespaces -> where to open them; membership slots first, so a
     #    user namespace is opened through a member whose uid_map can be read.
-    slot_order = {slot: i for i, slot in enumerate(abi.NS_SLOTS)}
+    slot_order = {slot: i for i, slot in enumerate(NS_SLOTS)}
     sources = {}                 # NsRef -> [(slot, pid_list), ...]
     for combo, pid_list in combos.items():
         for slot, (ns_dev, inode) in combo:

@@ -13,7 +13,8 @@ import time
 import traceback
 from typing import Callable, List, Optional
 
-from .events import Decoder, Event
+from ..events.decode import Decoder
+from ..events.event import Event
 from .probes import POLL_MS, ProbeOptions, Probes
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tracer import demoimage
+from tracer.exitcodes import EXIT_FAILURE, EXIT_OK
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
+from ..demos import image as demoimage
 
 HELP = "make sure the demo container image exists (local alpine, else built from busybox)"
 EPILOG = """\
@@ -52,9 +51,9 @@ def run(args) -> int:
         print("demo-image: the Docker SDK is missing: .venv/bin/pip install -e . (package `docker`)",
               file=sys.stderr)
         return EXIT_FAILURE
+    from tracer.containers.docker_client import WORK_TIMEOUT, docker_client
     try:
-        client = docker.from_env(timeout=120)
-        client.ping()
+        client = docker_client(WORK_TIMEOUT, ping=True)
     except Exception as exc:
         print("demo-image: Docker engine not reachable (%s).\n"
               "start dockerd: `dockerd >/var/log/dockerd.log 2>&1 &` (or `systemctl start docker`), "

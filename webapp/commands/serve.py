@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NO_PRIVILEGES = 0, 1, 2, 77
+from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
 
 EPILOG = """\
 security: the dashboard launches containers, which is root-equivalent, so it
@@ -62,7 +62,7 @@ class UsageError(Exception):
 
 
 def check_address(host: str, allow_remote: bool) -> None:
-    from .config import is_loopback
+    from ..config import is_loopback
     if not is_loopback(host) and not allow_remote:
         raise UsageError(
             "refusing to listen on %s: the dashboard can launch containers (root-equivalent), so it "
@@ -72,7 +72,7 @@ def check_address(host: str, allow_remote: bool) -> None:
 
 def load_token(path):
     """The token from path (created, mode 0600, when missing), or a fresh random one."""
-    from .config import new_token
+    from ..config import new_token
     if not path:
         return new_token()
     try:
@@ -162,13 +162,13 @@ def run(args) -> int:
 def _run(args) -> int:
     from werkzeug.serving import make_server
 
-    from . import create_app
-    from .config import WebConfig
+    from .. import create_app
+    from ..config import WebConfig
 
     if not (0 <= args.port <= 65535):
         raise UsageError("--port must be between 0 and 65535")
     check_address(args.host, args.allow_remote)
-    from tracer.probes import missing_privileges
+    from tracer.kernel.probes import missing_privileges
     problem = missing_privileges()
     if problem:
         print("nsgraph serve: %s" % problem, file=sys.stderr)

@@ -28,6 +28,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from tracer.containers.docker_client import WORK_TIMEOUT, docker_client
+from tracer.nstypes import MEMBER_TYPES
+
 log = logging.getLogger(__name__)
 
 LAUNCHER_LABEL = "org.nsgraph.launcher"      # value: the server instance id
@@ -36,7 +39,6 @@ RUN_LABEL = "org.nsgraph.run"
 EXPIRES_LABEL = "org.nsgraph.expires"        # epoch seconds, honoured by any instance's reaper
 DEMO_LABEL = "org.nsgraph.demo"              # also set by the demo image itself
 
-NS_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 READY = "__NSGRAPH_READY__"
 UNSHARE_SLEEP_S = 120
 CONTAINER_WAIT_S = 60
@@ -143,7 +145,7 @@ def container_options(scenario: Scenario, *, instance: str, run_id: str, expires
 def read_ns_links(pid: int) -> dict:
     """type -> inode of /proc/<pid>/ns/*; empty when the process is gone."""
     out = {}
-    for name in NS_TYPES:
+    for name in MEMBER_TYPES:
         try:
             link = os.readlink("/proc/%d/ns/%s" % (pid, name))
         except OSError:
@@ -325,9 +327,9 @@ class DemoManager:
         if self._image is None:
             client = self.docker()
             try:
-                from tracer.demoimage import ensure_demo_image
+                from .image import ensure_demo_image
             except ImportError as exc:
-                raise DemoError("tracer.demoimage is missing (%s); reinstall nsgraph" % exc, 500)
+                raise DemoError("webapp.demos.image is missing (%s); reinstall nsgraph" % exc, 500)
             progress = (lambda m: self._progress(run, m)) if run is not None else (lambda m: None)
             self._image = ensure_demo_image(client, progress)
         return self._image
@@ -580,10 +582,7 @@ class DemoManager:
 
 
 def _default_docker():
-    import docker
-    client = docker.from_env(timeout=60)
-    client.ping()
-    return client
+    return docker_client(WORK_TIMEOUT, ping=True)
 
 
 def _child_of(pid: int) -> Optional[int]:
@@ -629,10 +628,10 @@ def links_in_output(output: str) -> dict:
     """
     out = {}
     for name, kind, inode in _LS_LINK.findall(output or ""):
-        if name == kind and kind in NS_TYPES:
+        if name == kind and kind in MEMBER_TYPES:
             out[kind] = int(inode)
     for kind, inode in _READLINK.findall(output or ""):
-        if kind in NS_TYPES:
+        if kind in MEMBER_TYPES:
             out.setdefault(kind, int(inode))
     return out
 
