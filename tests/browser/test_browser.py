@@ -39,7 +39,6 @@ from tests.workloads.ns_workload import own_ns
 
 from conftest import REPO
 
-pytestmark = pytest.mark.browser
 
 SHOTS = os.path.join(REPO, "test-artifacts", "screenshots")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -16,10 +16,10 @@ import uuid
 
 import pytest
 
-from tracer import containers as C
-from tracer import demoimage
+from tracer.containers import catalog as C
+from tracer.containers.cgroups import DOCKER
+from webapp.demos import image as demoimage
 
-pytestmark = pytest.mark.docker
 
 WAIT = 15.0  # generous: two shared cores; the events normally arrive in milliseconds
 
@@ -111,7 +111,7 @@ def test_container_start_resolve_exec_die_destroy(docker_client, image, made):
             assert got.id == inspect["Id"] == ps_id
             assert got.name == inspect["Name"].lstrip("/") == ps_names == name
             assert got.image == ps_image
-            assert got.pid == init_pid and got.state == "running" and got.runtime == C.DOCKER
+            assert got.pid == init_pid and got.state == "running" and got.runtime == DOCKER
             assert got.labels.get("nsgtest") == "containers"
             assert got.source == "docker"
         assert catalog.by_name(name).id == c.id

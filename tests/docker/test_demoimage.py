@@ -19,11 +19,10 @@ import uuid
 
 import pytest
 
-from tracer import demoimage as D
+from webapp.demos import image as D
 
-pytestmark = pytest.mark.docker
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "nsgtest-demoimage"
 
 

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from test_web_api import TOKEN, FakeService
+from tests.kernel.test_web_api import TOKEN, FakeService
 from webapp import create_app
 from webapp.config import WebConfig
 from webapp.demos import EXPIRES_LABEL, LAUNCHER_LABEL, SCENARIOS, DemoManager, container_options
@@ -193,7 +193,7 @@ def test_expired_demo_containers_are_reaped_by_any_instance(docker_client):
 
 
 def test_a_foreign_container_named_like_myapp_is_left_alone(docker_client, manager):
-    from tracer.demoimage import ensure_demo_image
+    from webapp.demos.image import ensure_demo_image
     name = "nsgtest-web-%s-foreign" % uuid.uuid4().hex[:6]
     foreign = docker_client.containers.run(ensure_demo_image(docker_client), ["sleep", "60"], name=name,
                                            detach=True)

@@ -16,9 +16,9 @@ import uuid
 
 import pytest
 
-from tracer.cmd_record import JsonlRecorder, replay_file
-from tracer.graph import MEMBER_SLOTS
-from tracer.snapshot import take_snapshot
+from tracer.graph.model import MEMBER_SLOTS
+from tracer.history.recording import JsonlRecorder, replay_file
+from tracer.host.snapshot import take_snapshot
 
 from conftest import require
 
@@ -120,7 +120,7 @@ def a_dev(snap):
 
 @pytest.fixture(scope="module")
 def service(root, docker_client, tmp_path_factory):
-    from tracer.demoimage import ensure_demo_image
+    from webapp.demos.image import ensure_demo_image
     from tracer.service import NsgraphService, ServiceConfig
     image = ensure_demo_image(docker_client)
     tmp = tmp_path_factory.mktemp("graph-live")
@@ -269,7 +269,7 @@ def test_workload_then_graph_equals_proc_and_replays(service, docker_client):
 
 
 def test_forced_loss_is_reported_and_repaired(root):
-    from tracer.probes import ProbeOptions
+    from tracer.kernel.probes import ProbeOptions
     from tracer.service import NsgraphService, ServiceConfig
     svc = NsgraphService(ServiceConfig(db="none", docker=False, reconcile_s=3600,
                                        probe_options=ProbeOptions(ringbuf_pages=1)))

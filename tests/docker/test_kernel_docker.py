@@ -12,7 +12,6 @@ import pytest
 
 from tests.workloads.ns_workload import own_ns, own_ns_ids
 
-pytestmark = [pytest.mark.docker]
 
 JOINED_TYPES = ("ipc", "uts", "net", "pid", "mnt")
 
@@ -27,7 +26,7 @@ def proc_ns_ids(pid):
 
 @pytest.fixture(scope="module")
 def container(docker_client, live_events):
-    from tracer.demoimage import ensure_demo_image
+    from webapp.demos.image import ensure_demo_image
 
     image = ensure_demo_image(docker_client)
     name = "nsgtest-tracer-" + secrets.token_hex(4)
@@ -100,8 +99,8 @@ def test_events_of_a_gone_container_are_attributed_by_cgroup_id(docker_client, l
     """`docker run --rm IMG ls`: ls, and often its cgroup, are gone before user space
     looks; the cgroup id captured at the event and the path the probes recorded when
     the cgroup was made still name the container (tagged as `nsgraph trace` does)."""
-    from tracer.containers import CgroupIds, EventContainers
-    from tracer.demoimage import ensure_demo_image
+    from tracer.containers.attribution import CgroupIds, EventContainers
+    from webapp.demos.image import ensure_demo_image
 
     image = ensure_demo_image(docker_client)
     tagger = EventContainers(catalog=None, cgroup_ids=CgroupIds(kernel_lookup=live_events.collector.probes.cgroup_path))

@@ -120,7 +120,7 @@ def own_namespaces():
 @pytest.fixture(scope="module")
 def world(root, docker_client):
     """A container, a pinned netns and nested user+pid namespaces, all named or killed at the end."""
-    from tracer.demoimage import ensure_demo_image
+    from webapp.demos.image import ensure_demo_image
     require(shutil.which("ip") is not None, "iproute2 `ip` is not installed")
     image = ensure_demo_image(docker_client)
     name = PREFIX + "-c"

@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from test_web_api import TOKEN, FakeService, authed, make_client
+from tests.kernel.test_web_api import TOKEN, FakeService, authed, make_client
 from webapp import create_app
 from webapp.auth import CSP
 from webapp.config import WebConfig, _host_name

@@ -95,7 +95,7 @@ def test_vm_leg_that_selects_no_test_fails(vm_leg, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(REPO, project, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info",
                                                                  ".pytest_cache", ".hypothesis", "node_modules"))
-    for test_file in (project / "tests").glob("test_*.py"):
+    for test_file in (project / "tests").rglob("test_*.py"):
         test_file.unlink()
     proc = run_script(tmp_path / "out", "--project", str(project), timeout=15 * 60)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -12,8 +12,8 @@ import subprocess
 import pytest
 
 from tests.conftest import require
-from tracer.btf import BTF, BTFError
-from tracer.probes import OPTIONAL_OFFSETS, REQUIRED_OFFSETS
+from tracer.kernel.btf import BTF, BTFError
+from tracer.kernel.probes import OPTIONAL_OFFSETS, REQUIRED_OFFSETS
 
 
 class BTFBuilder:
@@ -160,7 +160,6 @@ def _bpftool_offset(dump, struct_name, member):
     return None if bits is None else bits // 8
 
 
-@pytest.mark.kernel
 def test_every_probe_offset_matches_bpftool(root):
     require(shutil.which("bpftool") is not None, "bpftool is not installed (apt-get install bpftool)")
     require(os.path.exists("/sys/kernel/btf/vmlinux"), "kernel has no BTF")

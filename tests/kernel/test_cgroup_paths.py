@@ -6,12 +6,9 @@ import os
 import secrets
 import time
 
-import pytest
-
 from tests.conftest import require
-from tracer.containers import CgroupIds, cgroup2_mount
-
-pytestmark = pytest.mark.kernel
+from tracer.containers.attribution import CgroupIds
+from tracer.containers.cgroups import cgroup2_mount
 
 
 def test_a_removed_cgroup_keeps_its_path(live_events):

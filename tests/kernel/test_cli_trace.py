@@ -9,11 +9,8 @@ import subprocess
 import sys
 import time
 
-import pytest
 
-pytestmark = pytest.mark.kernel
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRACE = [sys.executable, "-m", "tracer.cli", "trace"]
 
 

@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
-from tracer import abi
+from tracer import nstypes
+from tracer.events import flags
+from tracer.kernel import abi
 
-pytestmark = pytest.mark.kernel
 
-WORKLOAD = os.path.join(os.path.dirname(__file__), "workloads", "ns_workload.py")
+WORKLOAD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workloads", "ns_workload.py")
 UNSHARE_COUNT = 23  # prime, so an off-by-a-multiple loss cannot hide
 
 
@@ -72,9 +73,9 @@ def test_unshare_events_match_proc(workload):
 def test_recycled_inodes_have_distinct_ids(workload):
     """The kernel reuses uts inodes at once; the 64-bit ids must still differ."""
     truth, _events, ns_events, _stats = workload
-    uts = [t for t in truth if t["op"] == "unshare" and t["flags"] == abi.CLONE_NEWUTS]
+    uts = [t for t in truth if t["op"] == "unshare" and t["flags"] == nstypes.CLONE_NEWUTS]
     main_pid = truth[0]["pid"]
-    events = [e for e in ns_events if e.kind == "unshare" and e.pid == main_pid and e.raw_flags == abi.CLONE_NEWUTS]
+    events = [e for e in ns_events if e.kind == "unshare" and e.pid == main_pid and e.raw_flags == nstypes.CLONE_NEWUTS]
     assert len(events) == UNSHARE_COUNT
     if not uts[0]["after_ids"]:
         # Before Linux 6.18 the inode is all there is (and it is reused): the events must
@@ -94,7 +95,7 @@ def test_clone_with_new_namespaces(workload):
     event = got[0]
     assert event.pid == t["pid"]
     assert event.syscall == "clone"
-    assert event.raw_flags & ~abi.CSIGNAL == t["flags"]
+    assert event.raw_flags & ~flags.CSIGNAL == t["flags"]
     assert set(event.flags) >= {"CLONE_NEWPID", "CLONE_NEWUTS", "CLONE_NEWNS"}
     assert event.ret == t["ret"]
     assert event.child_vpid == t["child_vpid"] == 1
@@ -112,7 +113,7 @@ def test_clone3_reads_flags_from_user_struct(workload):
     assert len(got) == 1
     event = got[0]
     assert event.syscall == "clone3"
-    assert event.raw_flags == t["flags"] == abi.CLONE_NEWNET
+    assert event.raw_flags == t["flags"] == nstypes.CLONE_NEWNET
     assert event.ret == t["ret"]
     same_ns(event.ns, t["child_ns"])
     same_ns(event.ns_before, t["parent_ns"])
@@ -127,7 +128,7 @@ def test_setns_into_another_process(workload):
     assert len(got) == 1
     event = got[0]
     assert event.fd == t["fd"]
-    assert event.raw_flags == abi.CLONE_NEWNET and event.flags == ["CLONE_NEWNET"]
+    assert event.raw_flags == nstypes.CLONE_NEWNET and event.flags == ["CLONE_NEWNET"]
     assert event.ret == 0
     same_ns(event.ns, t["after"])
     same_ns(event.ns_before, t["before"])
@@ -231,7 +232,7 @@ def test_doctor_reports_what_this_kernel_has(root):
     """`nsgraph doctor` says which optional features the running kernel has and uses."""
     out = subprocess.run([sys.executable, "-m", "tracer.cli", "doctor", "--json", "--quick"],
                          capture_output=True, text=True, timeout=60,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     checks = {c["name"]: c for c in map(json.loads, out.stdout.splitlines())}
     assert out.returncode == 0, out.stdout + out.stderr
     for name in ("privileges", "kernel", "btf", "tracefs", "bcc", "headers"):

@@ -6,13 +6,10 @@ import ctypes
 import os
 import time
 
-import pytest
+from tracer import nstypes
+from tracer.events.decode import Decoder
+from tracer.kernel.probes import ProbeOptions, Probes
 
-from tracer import abi
-from tracer.events import Decoder
-from tracer.probes import ProbeOptions, Probes
-
-pytestmark = pytest.mark.kernel
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -22,7 +19,7 @@ def unshare_children(count, pause=0.0):
     for _ in range(count):
         pid = os.fork()
         if pid == 0:
-            os._exit(0 if libc.unshare(abi.CLONE_NEWUTS) == 0 else 1)
+            os._exit(0 if libc.unshare(nstypes.CLONE_NEWUTS) == 0 else 1)
         pids.append(pid)
         assert os.waitpid(pid, 0)[1] == 0
         if pause:

@@ -1,16 +1,21 @@
 """Throughput through the memory-mapped ring buffer reader, on the host's kernel.
 
-Not marked `kernel`: under the kernel matrix's software-emulated VM a Python consumer
-is ten times slower, and this is a throughput check, not a layout check.
+Marked host_only (left out of the kernel matrix): under its software-emulated VM a
+Python consumer is ten times slower, and this is a throughput check, not a layout check.
 """
 
 from __future__ import annotations
 
 import time
 
-from tests.test_ringbuf import collect
-from tracer.events import Decoder
-from tracer.probes import ProbeOptions, Probes
+import pytest
+
+from tests.kernel.test_ringbuf import collect
+from tracer.events.decode import Decoder
+from tracer.kernel.probes import ProbeOptions, Probes
+
+# Not in the VM leg: under qemu's software emulation it would measure qemu, not the reader.
+pytestmark = pytest.mark.host_only
 
 
 PRODUCER = r"""

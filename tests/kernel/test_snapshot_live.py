@@ -1,7 +1,7 @@
 """take_snapshot() on the real system, as root, against util-linux lsns and the kernel.
 
 Ground truth comes from lsns, from stat() of /proc/<pid>/ns/* and pin files,
-and from nsfs ioctls issued here directly with fcntl (not through tracer.nsfs).
+and from nsfs ioctls issued here directly with fcntl (not through tracer.host.nsfs).
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ import uuid
 import pytest
 
 from tests.conftest import require, inode, wait_for
-from tracer import abi
-from tracer.snapshot import take_snapshot
+from tracer import nstypes
+from tracer.host.snapshot import take_snapshot
+
+# Not in the VM leg (it never ran there; the VM leg runs the tracer tests).
+pytestmark = pytest.mark.host_only
 
 NS_GET_USERNS = 0xB701
 NS_GET_PARENT = 0xB702
@@ -69,7 +72,7 @@ def member_sets(snap):
     """NsRef -> member pids, from the processes' membership slots (not *_for_children)."""
     out = {}
     for proc in snap.processes.values():
-        for slot in abi.MEMBER_TYPES:
+        for slot in nstypes.MEMBER_TYPES:
             if slot in proc.ns:
                 out.setdefault((slot,) + proc.ns[slot], set()).add(proc.pid)
     return out
@@ -89,7 +92,7 @@ def compare_with_lsns():
     after = take_snapshot()
     problems = []
     was, now = member_sets(before), member_sets(after)
-    ours = {(t, NSFS_DEV, inode("/proc/self/ns/" + t)) for t in abi.MEMBER_TYPES
+    ours = {(t, NSFS_DEV, inode("/proc/self/ns/" + t)) for t in nstypes.MEMBER_TYPES
             if os.path.exists("/proc/self/ns/" + t)}
     for row in rows:
         ns_type, ns_inode, nprocs, pid = row["type"], int(row["ns"]), int(row["nprocs"]), int(row["pid"])

@@ -15,9 +15,12 @@ import time
 
 import pytest
 
-from tracer.events import Event
+from tracer.events.event import Event
 from webapp import create_app
 from webapp.config import WebConfig
+
+# Not in the VM leg: the VM image has no Flask.
+pytestmark = pytest.mark.host_only
 
 TOKEN = "test-token-0123456789abcdef"
 HOST_NS = {"net": "net:4:4026531840:0", "pid": "pid:4:4026531836:0", "uts": "uts:4:4026531838:0"}
@@ -347,7 +350,7 @@ import subprocess as _subprocess
 import sys as _sys
 import urllib.request as _urlreq
 
-from webapp import cmd_serve
+from webapp.commands import serve as cmd_serve
 
 
 def _parse(argv):
@@ -397,7 +400,7 @@ def test_serve_prints_the_url_first_and_answers_status_at_once(root, tmp_path):
     the server listens, /api/status answering (starting/running/error, never a
     refusal) and a clean exit on SIGTERM."""
     token_file = tmp_path / "token"
-    repo = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    repo = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))))
     proc = _subprocess.Popen([_sys.executable, "-m", "tracer.cli", "serve", "--port", "0", "--read-only",
                               "--token-file", str(token_file)], cwd=repo,
                              stdout=_subprocess.PIPE, stderr=_subprocess.PIPE, text=True)

@@ -23,6 +23,9 @@ from test_web_api import TOKEN, FakeService, authed
 from webapp import create_app
 from webapp.config import WebConfig
 
+# Not in the VM leg: the VM image has no Flask.
+pytestmark = pytest.mark.host_only
+
 
 def parse_sse(text: str) -> list:
     """[(event, id, data)] from SSE text; comments come back as ("comment", None, text)."""

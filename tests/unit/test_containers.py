@@ -14,7 +14,9 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tracer import containers as C
+from tracer.containers import cgroups as C
+from tracer.containers import records
+from tracer.containers.catalog import ContainerCatalog
 
 ID_A = "ee7cde410171c8b145152a7279659c1be3e43ca16fe1fa4fc03bdb64df1fa5b4"
 ID_B = "9ec39b91f3d70e1beff50a308f77067065ea6be0d91a3378375056cd4422cf3d"
@@ -187,12 +189,12 @@ def test_systemd_unescape():
 def test_short_id_and_json():
     ref = C.parse_cgroup("0::/docker/%s" % ID_A)
     assert ref.short_id == ID_A[:12]
-    c = C.container_from_ref(ref)
+    c = records.container_from_ref(ref)
     assert c.name == ID_A[:12] and c.image is None and c.state == "unknown" and c.source == "cgroup"
     j = c.to_json()
     for key in ("id", "name", "image", "runtime", "pid", "labels", "state"):
         assert key in j
-    nspawn = C.container_from_ref(C.parse_cgroup("0::/machine.slice/machine-web.scope"))
+    nspawn = records.container_from_ref(C.parse_cgroup("0::/machine.slice/machine-web.scope"))
     assert nspawn.name == "web" and nspawn.short_id == "web"
 
 
@@ -200,14 +202,14 @@ def test_container_from_inspect_uses_docker_ps_conventions():
     attrs = {"Id": ID_A, "Name": "/myapp", "Image": "sha256:" + "0" * 64,
              "Config": {"Image": "nsgraph-demo:latest", "Labels": {"k": "v"}},
              "State": {"Status": "running", "Running": True, "Pid": 4242}}
-    c = C.container_from_inspect(attrs)
+    c = records.container_from_inspect(attrs)
     assert (c.name, c.image, c.pid, c.state, c.labels) == ("myapp", "nsgraph-demo:latest", 4242,
                                                            "running", {"k": "v"})
     # the `docker ps` row wins for the image column (it shows an id when the tag moved)
-    c = C.container_from_inspect(attrs, {"Id": ID_A, "Image": "0123456789ab"})
+    c = records.container_from_inspect(attrs, {"Id": ID_A, "Image": "0123456789ab"})
     assert c.image == "0123456789ab"
     stopped = dict(attrs, State={"Status": "exited", "Running": False, "Pid": 0})
-    assert C.container_from_inspect(stopped).pid is None
+    assert records.container_from_inspect(stopped).pid is None
 
 
 def test_read_cgroup_of_vanished_or_bogus_pid():
@@ -226,7 +228,7 @@ def test_catalog_without_docker_degrades_to_cgroups():
         return docker.DockerClient(base_url="unix:///nonexistent/nsgraph-test/docker.sock", timeout=2)
 
     seen = []
-    with C.ContainerCatalog(client_factory=factory, backoff=(0.05, 0.2)) as catalog:
+    with ContainerCatalog(client_factory=factory, backoff=(0.05, 0.2)) as catalog:
         catalog.subscribe(lambda action, c: seen.append(action))
         assert not catalog.connected
         assert "start dockerd" in catalog.status and "cgroup paths only" in catalog.status

@@ -8,10 +8,13 @@ import struct
 
 from hypothesis import given, settings, strategies as st
 
-from tracer import abi
-from tracer.events import Decoder, Event
+from tracer import nstypes
+from tracer.events import flags
+from tracer.events.decode import Decoder
+from tracer.events.event import Event
+from tracer.kernel import abi
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "recorded_events.json")
+DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "recorded_events.json")
 
 
 def load_recording():
@@ -134,27 +137,27 @@ def test_memoryview_input():
 
 
 def test_flag_names():
-    assert abi.decode_unshare_flags(abi.CLONE_NEWNET | abi.CLONE_NEWIPC) == ["CLONE_NEWIPC", "CLONE_NEWNET"]
-    assert abi.decode_unshare_flags(0) == []
-    assert abi.decode_unshare_flags(abi.CLONE_NEWTIME) == ["CLONE_NEWTIME"]
+    assert flags.decode_unshare_flags(nstypes.CLONE_NEWNET | nstypes.CLONE_NEWIPC) == ["CLONE_NEWIPC", "CLONE_NEWNET"]
+    assert flags.decode_unshare_flags(0) == []
+    assert flags.decode_unshare_flags(nstypes.CLONE_NEWTIME) == ["CLONE_NEWTIME"]
     # clone(): the low byte is the exit signal (SIGCHLD = 17), not flags.
-    assert abi.decode_clone_flags(abi.CLONE_NEWPID | 17, "clone") == ["CLONE_NEWPID"]
-    assert abi.decode_clone_flags(abi.CLONE_NEWTIME, "clone3") == ["CLONE_NEWTIME"]
-    assert abi.decode_clone_flags(0x1000000000, "clone3") == ["0x1000000000"]
-    assert abi.decode_setns_nstype(0) == []
-    assert abi.decode_setns_nstype(abi.CLONE_NEWNS) == ["CLONE_NEWNS"]
-    assert abi.decode_setns_nstype(0x08000000) == ["CLONE_NEWIPC"]
-    assert abi.flag_types(abi.CLONE_NEWNET | abi.CLONE_NEWPID | abi.CLONE_NEWNS) == ["mnt", "pid", "net"]
+    assert flags.decode_clone_flags(nstypes.CLONE_NEWPID | 17, "clone") == ["CLONE_NEWPID"]
+    assert flags.decode_clone_flags(nstypes.CLONE_NEWTIME, "clone3") == ["CLONE_NEWTIME"]
+    assert flags.decode_clone_flags(0x1000000000, "clone3") == ["0x1000000000"]
+    assert flags.decode_setns_nstype(0) == []
+    assert flags.decode_setns_nstype(nstypes.CLONE_NEWNS) == ["CLONE_NEWNS"]
+    assert flags.decode_setns_nstype(0x08000000) == ["CLONE_NEWIPC"]
+    assert nstypes.flag_types(nstypes.CLONE_NEWNET | nstypes.CLONE_NEWPID | nstypes.CLONE_NEWNS) == ["mnt", "pid", "net"]
 
 
 def test_runc_setns_sequence_names():
     """The five nstypes runc:[1:CHILD] passes during `docker exec` (GUIDE.md)."""
-    names = [abi.decode_setns_nstype(n) for n in (0x08000000, 0x04000000, 0x40000000, 0x20000000, 0x00020000)]
+    names = [flags.decode_setns_nstype(n) for n in (0x08000000, 0x04000000, 0x40000000, 0x20000000, 0x00020000)]
     assert names == [["CLONE_NEWIPC"], ["CLONE_NEWUTS"], ["CLONE_NEWNET"], ["CLONE_NEWPID"], ["CLONE_NEWNS"]]
 
 
 def test_argv_decoding():
-    from tracer.events import _argv
+    from tracer.events.decode import _argv
     assert _argv(b"ps\0aux\0" + b"\0" * 120, 7) == ["ps", "aux"]
     assert _argv(b"a" * 128, 300) == ["a" * 128 + "..."]
     assert _argv(b"\0" * 128, 0) == []

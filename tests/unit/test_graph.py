@@ -9,10 +9,10 @@ from __future__ import annotations
 import collections
 import itertools
 
-from tracer import abi
-from tracer.events import Event
-from tracer.graph import NamespaceGraph
-from tracer.snapshot import NsInfo, ProcInfo, Snapshot
+from tracer import nstypes
+from tracer.events.event import Event
+from tracer.graph.model import NamespaceGraph
+from tracer.host.snapshot import NsInfo, ProcInfo, Snapshot
 
 DEV = 4
 HOST = {"mnt": 100, "pid": 101, "pid_for_children": 101, "net": 102, "uts": 103, "ipc": 104,
@@ -70,7 +70,7 @@ def test_snapshot_load_gives_host_namespaces_and_members():
 def test_clone_with_new_uts_records_creator_and_moves_only_the_child():
     g = fresh_graph(pids=(1, 50))
     g.apply(ev("clone", 50, ns=with_(HOST, uts=200), before=HOST, child_pid=51,
-               raw_flags=abi.CLONE_NEWUTS | 17, comm="unshare", ts=1001.0))
+               raw_flags=nstypes.CLONE_NEWUTS | 17, comm="unshare", ts=1001.0))
     child = g.process(51)
     assert child["ns"]["uts"] == "uts:4:200:0"
     assert g.process(50)["ns"]["uts"] == "uts:4:103:0"
@@ -86,7 +86,7 @@ def test_recycled_inode_gives_distinct_namespaces_with_their_own_times():
     cur = dict(HOST)
     for i in range(23):
         new = with_(cur, uts=300 if i % 2 == 0 else 301)   # the kernel hands the same inodes out again
-        g.apply(ev("unshare", 50, ns=new, before=cur, raw_flags=abi.CLONE_NEWUTS, ts=2000.0 + i))
+        g.apply(ev("unshare", 50, ns=new, before=cur, raw_flags=nstypes.CLONE_NEWUTS, ts=2000.0 + i))
         cur = new
     g.apply(ev("exit", 50, ts=2100.0))
     g.end_orphans()
@@ -102,8 +102,8 @@ def test_recycled_inode_gives_distinct_namespaces_with_their_own_times():
 
 def test_orphan_is_confirmed_or_kept_by_a_pin():
     g = fresh_graph(pids=(1, 50, 60))
-    g.apply(ev("unshare", 50, ns=with_(HOST, net=400), before=HOST, raw_flags=abi.CLONE_NEWNET, comm="ip"))
-    g.apply(ev("unshare", 60, ns=with_(HOST, net=401), before=HOST, raw_flags=abi.CLONE_NEWNET, comm="ip"))
+    g.apply(ev("unshare", 50, ns=with_(HOST, net=400), before=HOST, raw_flags=nstypes.CLONE_NEWNET, comm="ip"))
+    g.apply(ev("unshare", 60, ns=with_(HOST, net=401), before=HOST, raw_flags=nstypes.CLONE_NEWNET, comm="ip"))
     v0 = g.version
     g.apply(ev("exit", 50, ts=3000.0))
     g.apply(ev("exit", 60, ts=3001.0))
@@ -121,10 +121,10 @@ def test_orphan_is_confirmed_or_kept_by_a_pin():
 
 def test_ns_id_tells_a_recycled_inode_from_the_same_namespace():
     g = fresh_graph(pids=(1, 50, 60))
-    g.apply(ev("unshare", 50, ns=with_(HOST, ipc=500), before=HOST, raw_flags=abi.CLONE_NEWIPC,
+    g.apply(ev("unshare", 50, ns=with_(HOST, ipc=500), before=HOST, raw_flags=nstypes.CLONE_NEWIPC,
                ns_id={"ipc": 9000}))
     # 60 setns into "ipc 500" but the kernel id differs: 50's namespace is gone (a missed event).
-    g.apply(ev("setns", 60, ns=with_(HOST, ipc=500), before=HOST, raw_flags=abi.CLONE_NEWIPC,
+    g.apply(ev("setns", 60, ns=with_(HOST, ipc=500), before=HOST, raw_flags=nstypes.CLONE_NEWIPC,
                ns_id={"ipc": 9001}))
     ipc = [n for n in g.history("ipc") if n["inode"] == 500]
     assert len(ipc) == 2
@@ -136,13 +136,13 @@ def test_ns_id_tells_a_recycled_inode_from_the_same_namespace():
 
 def test_thread_setns_keeps_the_process_in_place():
     g = fresh_graph(pids=(1, 70))
-    g.apply(ev("unshare", 70, ns=with_(HOST, net=600), before=HOST, raw_flags=abi.CLONE_NEWNET))
-    g.apply(ev("setns", 80, tid=81, ns=with_(HOST, net=600), before=HOST, raw_flags=abi.CLONE_NEWNET,
+    g.apply(ev("unshare", 70, ns=with_(HOST, net=600), before=HOST, raw_flags=nstypes.CLONE_NEWNET))
+    g.apply(ev("setns", 80, tid=81, ns=with_(HOST, net=600), before=HOST, raw_flags=nstypes.CLONE_NEWNET,
                comm="dockerd"))
     g.apply(ev("exit", 70))
     assert g.process(80)["ns"]["net"] == "net:4:102:0"      # discovered, main thread unchanged
     assert g.namespace("net:600")["alive"]                  # the thread still holds it
-    g.apply(ev("setns", 80, tid=81, ns=HOST, before=with_(HOST, net=600), raw_flags=abi.CLONE_NEWNET,
+    g.apply(ev("setns", 80, tid=81, ns=HOST, before=with_(HOST, net=600), raw_flags=nstypes.CLONE_NEWNET,
                comm="dockerd"))
     assert g.orphans == 1
 
@@ -169,7 +169,7 @@ def test_diff_since_and_too_old():
 def test_state_round_trip_and_exports():
     g = fresh_graph(pids=(1, 50))
     g.apply(ev("clone", 50, ns=with_(HOST, pid=700, pid_for_children=700, mnt=701), before=HOST,
-               child_pid=51, raw_flags=abi.CLONE_NEWPID | abi.CLONE_NEWNS | 17))
+               child_pid=51, raw_flags=nstypes.CLONE_NEWPID | nstypes.CLONE_NEWNS | 17))
     g.apply(ev("exec", 51, ns=with_(HOST, pid=700, pid_for_children=700, mnt=701), filename="/bin/sleep",
                comm="sleep"))
     pidns = g.namespace("pid:700")
@@ -202,7 +202,7 @@ def test_bad_events_are_counted_not_raised():
     g.apply(ev("bogus", 5))
     g.apply(ev("clone", 5, ns={"net": "x"}, before=HOST, child_pid=6))   # garbage inode
     g.apply(ev("exit", 424242))                                           # unknown pid: nothing to do
-    g.apply(ev("setns", 7, ns=HOST, before=HOST, ret=-1, raw_flags=abi.CLONE_NEWNET))
+    g.apply(ev("setns", 7, ns=HOST, before=HOST, ret=-1, raw_flags=nstypes.CLONE_NEWNET))
     assert g.counters["failed_calls"] == 1
     g.apply(ev("clone", 1, ns={"bogus_slot": 5}, before=HOST, child_pid=8))
     assert g.counters["rejected"] >= 3
@@ -236,10 +236,10 @@ def _stream(n=400, seed=7):
         elif r < 0.93:
             inode += 1
             procs[pid] = new = with_(cur, uts=inode)
-            out.append(ev("unshare", pid, ns=new, before=cur, raw_flags=abi.CLONE_NEWUTS))
+            out.append(ev("unshare", pid, ns=new, before=cur, raw_flags=nstypes.CLONE_NEWUTS))
         else:
             procs[pid] = new = with_(cur, net=102)          # back to the host's
-            out.append(ev("setns", pid, ns=new, before=cur, raw_flags=abi.CLONE_NEWNET))
+            out.append(ev("setns", pid, ns=new, before=cur, raw_flags=nstypes.CLONE_NEWNET))
     out.append(ev("clone", 50, ns=HOST, before=HOST, child_pid=5, raw_flags=17, ret=-11))   # failed
     out.append(ev("bogus", 50))
     return out

@@ -15,15 +15,15 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer import abi
-from tracer.events import Event
-from tracer.graph import NamespaceGraph, replay_records
-from tracer.snapshot import NsInfo, ProcInfo, Snapshot
+from tracer import nstypes
+from tracer.events.event import Event
+from tracer.graph.model import NamespaceGraph, replay_records
+from tracer.host.snapshot import NsInfo, ProcInfo, Snapshot
 
 DEV = 4
 SLOTS = ("mnt", "pid", "pid_for_children", "net", "uts", "ipc", "user")
 TYPES = ("mnt", "pid", "net", "uts", "ipc", "user")
-FLAG = {t: abi.TYPE_FLAGS[t] for t in TYPES}
+FLAG = {t: nstypes.TYPE_FLAGS[t] for t in TYPES}
 
 
 class Kernel:

@@ -9,7 +9,7 @@ lockstep, and a setns burst that never execs.  Ground truth (the container's
 namespace inodes from /proc/<pid>/ns, the netns pin's inode, Docker's
 exec_start event) was read from the system at recording time; expected
 namespace types come from each call's nstype, decoded here with the kernel's
-constants rather than with tracer.abi.
+constants rather than with tracer.nstypes.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import time
 
 import pytest
 
-from tracer.containers import container_from_ref, parse_cgroup
-from tracer.events import Event
-from tracer.graph import NamespaceGraph
-from tracer.joins import DockerExecHints, summary
+from tracer.containers.cgroups import parse_cgroup
+from tracer.containers.exec_hints import DockerExecHints
+from tracer.containers.records import container_from_ref
+from tracer.events.event import Event
+from tracer.graph.joins import summary
+from tracer.graph.model import NamespaceGraph
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "joins_recorded.json")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "joins_recorded.json")
 # setns(2) nstype values, from <linux/sched.h>.
 NSTYPE = {0x00020000: "mnt", 0x02000000: "cgroup", 0x04000000: "uts", 0x08000000: "ipc",
           0x10000000: "user", 0x20000000: "pid", 0x40000000: "net", 0x00000080: "time"}

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_wheel_ships_probes_and_web_assets(tmp_path):
@@ -18,7 +18,7 @@ def test_wheel_ships_probes_and_web_assets(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, timeout=300)
     probe = (
-        "import os, tracer.probes as p, webapp;"
+        "import os, tracer.kernel.probes as p, webapp;"
         "d = p.ebpf_source_dir();"
         "print(d);"
         "print(os.path.isfile(os.path.join(d, 'nsgraph.bpf.c')), os.path.isfile(os.path.join(d, 'nsgraph.h')));"

@@ -19,8 +19,9 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tracer import abi, nsfs, pins, procfs
-from tracer.snapshot import take_snapshot
+from tracer import nstypes
+from tracer.host import nsfs, pins, procfs
+from tracer.host.snapshot import take_snapshot
 
 HOST_INODES = {t: 4026531830 + i for i, t in enumerate(("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time"))}
 
@@ -47,8 +48,8 @@ def make_proc(root, pid, comm="sleep", ppid=1, state="S", links=None, cmdline=b"
 
 
 def host_links(**override):
-    links = {slot: "%s:[%d]" % (procfs.SLOT_TYPE[slot], HOST_INODES[procfs.SLOT_TYPE[slot]])
-             for slot in abi.NS_SLOTS}
+    links = {slot: "%s:[%d]" % (nstypes.SLOT_TYPE[slot], HOST_INODES[nstypes.SLOT_TYPE[slot]])
+             for slot in nstypes.NS_SLOTS}
     links.update(override)
     return links
 
@@ -81,13 +82,13 @@ def test_pids_lists_only_numeric_entries(fake_root):
 def test_scan_fake_root_skips_and_counts(fake_root):
     errors = Counter()
     found = procfs.scan_processes(procfs.pids(str(fake_root)) + [99], str(fake_root),
-                                  dev=7, slots=abi.NS_SLOTS, errors=errors)
+                                  dev=7, slots=nstypes.NS_SLOTS, errors=errors)
     by_pid = {p.pid: p for p in found}
     assert sorted(by_pid) == [10, 11, 25]
     assert errors == Counter({"vanished": 2, "malformed": 4, "zombie": 1})
 
     p10 = by_pid[10]
-    assert p10.ns == {slot: (7, HOST_INODES[procfs.SLOT_TYPE[slot]]) for slot in abi.NS_SLOTS}
+    assert p10.ns == {slot: (7, HOST_INODES[nstypes.SLOT_TYPE[slot]]) for slot in nstypes.NS_SLOTS}
     assert (p10.ppid, p10.comm, p10.start_ticks, p10.state) == (1, "sleep", 4242, "S")
     assert p10.cmdline == ["sleep", "600"]
     assert p10.cgroup == "0::/user.slice"
@@ -214,7 +215,7 @@ def test_parse_ns_link_never_raises(text):
 def test_parse_nsfs_mounts_never_raises(lines):
     errors = Counter()
     for entry in pins.parse_nsfs_mounts("\n".join(lines), errors):
-        assert entry[0] in pins.NS_TYPES
+        assert entry[0] in nstypes.MEMBER_TYPES
 
 
 def test_read_own_process_matches_proc():
@@ -288,7 +289,7 @@ def test_nsfs_on_own_namespaces():
             fd = handle.fileno()
             st_ = os.fstat(fd)
             meta = nsfs.describe(fd)
-            assert meta.type == procfs.SLOT_TYPE[slot]
+            assert meta.type == nstypes.SLOT_TYPE[slot]
             assert (meta.dev, meta.inode) == (st_.st_dev, st_.st_ino)
             if meta.type != "user":
                 assert meta.owner == (st_.st_dev, os.stat("/proc/self/ns/user").st_ino)

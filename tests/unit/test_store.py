@@ -6,9 +6,10 @@ import json
 import sqlite3
 import time
 
-from tracer import abi
-from tracer.graph import NamespaceGraph
-from tracer.store import HistoryStore, diff_graphs
+from tracer import nstypes
+from tracer.graph.model import NamespaceGraph
+from tracer.history.diff import diff_graphs
+from tracer.history.store import HistoryStore
 
 from test_graph import DEV, HOST, ev, host_snapshot, with_
 
@@ -38,7 +39,7 @@ def test_graph_at_rebuilds_each_moment_and_diff(tmp_path):
         cur = dict(HOST)
         for i in range(5):
             new = with_(cur, uts=300)
-            g.apply(ev("unshare", 50, ns=new, before=cur, raw_flags=abi.CLONE_NEWUTS, comm="unshare"))
+            g.apply(ev("unshare", 50, ns=new, before=cur, raw_flags=nstypes.CLONE_NEWUTS, comm="unshare"))
             cur = new
         g.apply(ev("clone", 50, ns=cur, before=cur, child_pid=51, raw_flags=17))
         middle = _strip(g.to_json())
@@ -110,7 +111,7 @@ def test_unwritable_path_gives_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     import pytest
-    from tracer.store import StoreError
+    from tracer.history.store import StoreError
     with pytest.raises(StoreError) as info:
         HistoryStore(str(blocker / "sub" / "h.db")).open()
     assert "--db" in str(info.value)
