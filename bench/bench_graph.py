@@ -2,7 +2,7 @@
 
 Synthetic but kernel-like input: a host with N processes (a few hundred in
 namespaces of their own), then a stream of forks, execs, exits and unshares
-whose inodes are recycled the way Linux recycles them.  Like tracer.events.Decoder,
+whose inodes are recycled the way Linux recycles them.  Like tracer.events.decode.Decoder,
 events with the same namespaces share one read-only map (--copied-maps gives each
 event its own dict instead, as the first version of this benchmark did).  Offline
 graph (live=False), so /proc is never read and only the model is measured.
@@ -30,13 +30,13 @@ from types import MappingProxyType
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tracer import abi  # noqa: E402
-from tracer.events import Event  # noqa: E402
-from tracer.graph import NamespaceGraph  # noqa: E402
-from tracer.snapshot import NsInfo, ProcInfo, Snapshot  # noqa: E402
+from tracer import nstypes  # noqa: E402
+from tracer.events.event import Event  # noqa: E402
+from tracer.graph.model import NamespaceGraph  # noqa: E402
+from tracer.host.snapshot import NsInfo, ProcInfo, Snapshot  # noqa: E402
 
 DEV = 4
-SLOTS = abi.NS_SLOTS
+SLOTS = nstypes.NS_SLOTS
 HOST = {"mnt": 1000, "pid": 1001, "pid_for_children": 1001, "net": 1002, "uts": 1003, "ipc": 1004,
         "user": 1005, "cgroup": 1006, "time": 1007, "time_for_children": 1007}
 
@@ -160,7 +160,7 @@ class World:
                 self._drop({t: before[t]})
                 out.append(self._ev("unshare", pid, self._map(after),
                                     self._map(before) if self.shared_maps else before,
-                                    syscall="unshare", raw_flags=abi.TYPE_FLAGS[t]))
+                                    syscall="unshare", raw_flags=nstypes.TYPE_FLAGS[t]))
         return out
 
 

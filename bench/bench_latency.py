@@ -33,6 +33,9 @@ import time
 import pageutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from tracer.exitcodes import EXIT_NO_PRIVILEGES  # noqa: E402
+
 URL_LINE = re.compile(r"^(http://[^\s/]+/\?token=\S+)\s*$")
 TARGET_MS = 150.0
 
@@ -94,7 +97,7 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root: nsgraph serve loads eBPF probes (sudo %s)" % sys.argv[0], file=sys.stderr)
-        return 77
+        return EXIT_NO_PRIVILEGES
     from playwright.sync_api import sync_playwright
 
     tmp = tempfile.mkdtemp(prefix="nsgbench-")

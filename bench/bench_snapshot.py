@@ -25,8 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tracer import abi  # noqa: E402
-from tracer.snapshot import take_snapshot  # noqa: E402
+from tracer import nstypes  # noqa: E402
+from tracer.host.snapshot import take_snapshot  # noqa: E402
 
 GROUPS = (
     [],
@@ -73,7 +73,7 @@ def bare_readlinks() -> int:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        for slot in abi.NS_SLOTS:
+        for slot in nstypes.NS_SLOTS:
             try:
                 os.readlink("/proc/%s/ns/%s" % (name, slot))
                 n += 1

@@ -114,8 +114,8 @@ def overhead(workload: str, mode: str, count: int, pairs: int) -> dict:
 
 
 def rate_run(workload: str, rate: int, seconds: float) -> dict:
-    from tracer.collector import Collector
-    from tracer.probes import ProbeOptions
+    from tracer.kernel.collector import Collector
+    from tracer.kernel.probes import ProbeOptions
 
     counted = {"n": 0}
     target = {"pid": None}

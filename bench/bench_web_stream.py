@@ -32,8 +32,8 @@ from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tracer import abi  # noqa: E402
-from tracer.events import Event  # noqa: E402
+from tracer import nstypes  # noqa: E402
+from tracer.events.event import Event  # noqa: E402
 
 TOKEN = "bench-token-0123456789abcdef"
 DEV = 4
@@ -67,8 +67,8 @@ class BenchService:
 
 
 def build_graph():
-    from tracer.graph import NamespaceGraph
-    from tracer.snapshot import NsInfo, ProcInfo, Snapshot
+    from tracer.graph.model import NamespaceGraph
+    from tracer.host.snapshot import NsInfo, ProcInfo, Snapshot
     import collections
     namespaces = {}
     for slot, inode in HOST.items():
@@ -104,7 +104,7 @@ def event_stream():
         if n % 50 == 0:
             uts += 1
             after = dict(HOST, uts=uts)
-            yield make("unshare", pid, syscall="unshare", raw_flags=abi.CLONE_NEWUTS, ns=after)
+            yield make("unshare", pid, syscall="unshare", raw_flags=nstypes.CLONE_NEWUTS, ns=after)
         yield make("exit", pid, exit_code=0)
 
 

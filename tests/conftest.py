@@ -1,4 +1,16 @@
-"""Shared test fixtures.
+"""Shared test fixtures, and the markers of each test lane.
+
+Tests live in lanes, one folder each, by their heaviest requirement; the lane
+decides the markers (pytest_collection_modifyitems below), so that `-m` selects
+what a machine can run:
+  tests/unit     pure logic: no root, Docker or browser (`pytest tests/unit`)
+  tests/kernel   root and the running kernel (eBPF, /proc, nsfs): root, kernel
+  tests/docker   root and a running Docker engine: root, docker
+  tests/browser  root, Chromium and Playwright: root, browser
+  tests/infra    the Vagrantfile, provisioning and the VM kernel matrix: their own
+                 vm / provision markers, set in the files
+The kernel lane also runs inside the Debian 12 VM (scripts/vm/guest-run.sh),
+except tests marked host_only.
 
 Root, Docker and browser tests must run in CI: when CI=true a missing
 prerequisite fails the test instead of skipping it.  Outside CI (a developer's
@@ -15,6 +27,27 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# Lane folder -> the markers every test in it gets.
+LANE_MARKERS = {
+    "unit": (),
+    "kernel": ("root", "kernel"),
+    "docker": ("root", "docker"),
+    "browser": ("root", "browser"),
+    "infra": (),
+}
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        lane = os.path.relpath(str(item.path), TESTS).split(os.sep, 1)[0]
+        if lane not in LANE_MARKERS:
+            raise pytest.UsageError("%s is in no test lane: move it into one of tests/%s/"
+                                    % (item.path, "/, tests/".join(LANE_MARKERS)))
+        for name in LANE_MARKERS[lane]:
+            item.add_marker(name)
 
 
 def require(condition: bool, reason: str) -> None:
@@ -121,8 +154,8 @@ class EventLog:
 @pytest.fixture(scope="session")
 def live_events(root):
     """One set of probes for the whole session (compiling costs about a second)."""
-    from tracer.collector import Collector
-    from tracer.probes import ProbeOptions
+    from tracer.kernel.collector import Collector
+    from tracer.kernel.probes import ProbeOptions
 
     collector = Collector(options=ProbeOptions(proc_events=True))
     log = EventLog(collector)

@@ -1,13 +1,8 @@
 """The `nsgraph` command: one subcommand per module, each small and self-contained.
 
-Every subcommand module exposes add_parser(subparsers) that registers its parser
-and sets `func` to a function taking the parsed args and returning an exit code.
-
-Exit codes (shared by all subcommands):
-  0   success (trace: ended by Ctrl-C / SIGTERM)
-  1   a runtime failure, explained on stderr
-  2   bad command line
-  77  missing privileges (root, or CAP_BPF + CAP_PERFMON)
+Every subcommand module (tracer/commands/, webapp/commands/) exposes
+add_parser(subparsers) that registers its parser and sets `func` to a function
+taking the parsed args and returning an exit code (tracer/exitcodes.py).
 """
 
 from __future__ import annotations
@@ -16,19 +11,16 @@ import argparse
 import importlib
 import sys
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NO_PRIVILEGES = 77
+from .exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 # Subcommand modules and the commands each registers, in `nsgraph --help` order.
 SUBCOMMANDS = (
-    ("tracer.cmd_trace", ("trace",)),
-    ("tracer.cmd_snapshot", ("snapshot",)),
-    ("tracer.cmd_record", ("record", "replay")),
-    ("tracer.cmd_doctor", ("doctor",)),
-    ("tracer.cmd_demo_image", ("demo-image",)),
-    ("webapp.cmd_serve", ("serve",)),
+    ("tracer.commands.trace", ("trace",)),
+    ("tracer.commands.snapshot", ("snapshot",)),
+    ("tracer.commands.record", ("record", "replay")),
+    ("tracer.commands.doctor", ("doctor",)),
+    ("webapp.commands.demo_image", ("demo-image",)),
+    ("webapp.commands.serve", ("serve",)),
 )
 
 DESCRIPTION = """\

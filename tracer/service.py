@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from .graph import DEFAULT_ENDED_RETENTION, NamespaceGraph
+from .graph.model import DEFAULT_ENDED_RETENTION, NamespaceGraph
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class ServiceConfig:
     settle_s: float = 1.0               # confirm ended namespaces at most this often (adapts to snapshot cost)
     ended_retention: int = DEFAULT_ENDED_RETENTION
     docker: bool = True                 # names/images/labels and exec commands from the Docker engine
-    probe_options: object = None        # tracer.probes.ProbeOptions
+    probe_options: object = None        # tracer.kernel.probes.ProbeOptions
     node: Optional[str] = None
     join_gap: float = 1.0
 
@@ -103,8 +103,10 @@ class NsgraphService:
         return True
 
     def _start(self) -> None:
-        from .containers import ContainerCatalog, container_from_ref, parse_cgroup
-        from .snapshot import take_snapshot
+        from .containers.catalog import ContainerCatalog
+        from .containers.cgroups import parse_cgroup
+        from .containers.records import container_from_ref
+        from .host.snapshot import take_snapshot
         cfg = self.config
         t0 = time.perf_counter()
         if cfg.docker:
@@ -112,7 +114,7 @@ class NsgraphService:
             self.catalog = ContainerCatalog().start(wait=2.0)
             if not self.catalog.connected:
                 self.status.warnings.append(self.catalog.status)
-            from .joins import DockerExecHints
+            from .containers.exec_hints import DockerExecHints
             self.hints = DockerExecHints().start()
             resolve = self.catalog.resolve
         else:
@@ -132,7 +134,7 @@ class NsgraphService:
             self.catalog.subscribe(self._on_container)
 
         if cfg.db not in ("", "none"):
-            from .store import HistoryStore, StoreError
+            from .history.store import HistoryStore, StoreError
             self._progress("opening the history database")
             try:
                 self.store = HistoryStore(cfg.db, retention_s=cfg.retention_s,
@@ -143,8 +145,8 @@ class NsgraphService:
                 self.store = None
                 self.status.warnings.append(str(exc))
 
-        from .collector import Collector
-        from .probes import ProbeOptions
+        from .kernel.collector import Collector
+        from .kernel.probes import ProbeOptions
         self.collector = Collector(options=cfg.probe_options or ProbeOptions(proc_events=True),
                                    node=graph.node, on_progress=self._progress)
         # One lock and one change notification per poll, not per event.
@@ -193,7 +195,7 @@ class NsgraphService:
 
     def reconcile(self, since_version: Optional[int] = None, full: bool = True) -> int:
         """Compare with a fresh /proc snapshot and fix the model; returns items repaired."""
-        from .snapshot import take_snapshot
+        from .host.snapshot import take_snapshot
         graph = self.graph
         v0 = graph.version if since_version is None else since_version
         t = time.perf_counter()
@@ -264,7 +266,7 @@ def _hostname() -> str:
 
 def _explain(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    from .probes import PrivilegeError, ProbeError
+    from .kernel.probes import PrivilegeError, ProbeError
     if isinstance(exc, PrivilegeError):
         return text + " (nsgraph serve needs root to load the eBPF probes)"
     if isinstance(exc, ProbeError):

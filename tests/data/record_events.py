@@ -13,8 +13,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from tracer.events import Decoder  # noqa: E402
-from tracer.probes import ProbeOptions, Probes  # noqa: E402
+from tracer.events.decode import Decoder  # noqa: E402
+from tracer.kernel.probes import ProbeOptions, Probes  # noqa: E402
 
 records = []
 probes = Probes(lambda record: records.append(bytes(record)), options=ProbeOptions(proc_events=True))

@@ -1,6 +1,6 @@
 """Regenerate joins_recorded.json: real `nsgraph trace --json --procs` output of
 setns users (docker exec, nsenter, failing and interleaved setns callers), trimmed
-to the processes involved, with /proc and Docker ground truth, for tests/test_joins.py.
+to the processes involved, with /proc and Docker ground truth, for tests/unit/test_joins.py.
 
     sudo .venv/bin/python tests/data/record_joins.py
 
@@ -136,7 +136,7 @@ def dump(truth) -> str:
 
 def main():
     import docker
-    from tracer.demoimage import ensure_demo_image
+    from webapp.demos.image import ensure_demo_image
     client = docker.from_env()
     image = ensure_demo_image(client)
     name = "nsgtest-joins-%s" % uuid.uuid4().hex[:8]

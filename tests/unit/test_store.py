@@ -1,0 +1,117 @@
+"""HistoryStore: inputs and checkpoints in SQLite rebuild the graph at any time T."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from tracer import nstypes
+from tracer.graph.model import NamespaceGraph
+from tracer.history.diff import diff_graphs
+from tracer.history.store import HistoryStore
+
+from test_graph import DEV, HOST, ev, host_snapshot, with_
+
+
+def _strip(data):
+    data = dict(data)
+    data.pop("time")
+    return data
+
+
+def _live_graph(tmp_path, **store_kw):
+    g = NamespaceGraph(dev=DEV, live=False)
+    g.load_snapshot(host_snapshot(pids=(1, 50)))
+    store = HistoryStore(str(tmp_path / "h.db"), **store_kw).open()
+    store.attach(g)
+    store.start()
+    return g, store
+
+
+def test_graph_at_rebuilds_each_moment_and_diff(tmp_path):
+    g, store = _live_graph(tmp_path)
+    try:
+        before = _strip(g.to_json())
+        time.sleep(0.02)
+        t0 = time.time()
+        time.sleep(0.02)
+        cur = dict(HOST)
+        for i in range(5):
+            new = with_(cur, uts=300)
+            g.apply(ev("unshare", 50, ns=new, before=cur, raw_flags=nstypes.CLONE_NEWUTS, comm="unshare"))
+            cur = new
+        g.apply(ev("clone", 50, ns=cur, before=cur, child_pid=51, raw_flags=17))
+        middle = _strip(g.to_json())
+        time.sleep(0.02)
+        t1 = time.time()
+        store.checkpoint()            # a checkpoint in the middle must not change the answers
+        time.sleep(0.02)
+        g.apply(ev("exit", 51))
+        g.apply(ev("exit", 50))
+        g.end_orphans()
+        end = _strip(g.to_json())
+        store.flush()
+        t2 = time.time()
+        assert _strip(store.graph_at(t0).to_json()) == before
+        assert _strip(store.graph_at(t1).to_json()) == middle
+        assert _strip(store.graph_at(t2).to_json()) == end
+        assert store.graph_at(t0 - 3600) is None
+        d = store.diff(t1, t2)
+        ops = {(c["op"], c["entity"], c["id"]) for c in d["changes"]}
+        assert ("remove", "process", 50) in ops and ("remove", "process", 51) in ops
+        assert any(op == "update" and ident.startswith("uts:4:300:") for op, _, ident in ops)
+        assert d == diff_graphs(middle, end, t1, t2) | {"from": t1, "to": t2}
+    finally:
+        store.close()
+    db = sqlite3.connect(str(tmp_path / "h.db"))
+    kinds = dict(db.execute("SELECT kind, count(*) FROM inputs GROUP BY kind").fetchall())
+    assert kinds["event"] == 8
+    assert db.execute("SELECT count(*) FROM changes").fetchone()[0] > 0
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_full_queue_drops_and_counts_without_blocking(tmp_path):
+    g = NamespaceGraph(dev=DEV, live=False)
+    g.load_snapshot(host_snapshot(pids=(1, 50)))
+    store = HistoryStore(str(tmp_path / "h.db"), queue_size=10).open()
+    store.attach(g)                     # not started: nothing drains the queue
+    t = time.perf_counter()
+    for i in range(100):
+        g.apply(ev("clone", 50, ns=HOST, before=HOST, child_pid=1000 + i, raw_flags=17))
+    assert time.perf_counter() - t < 5
+    assert store.counters["dropped"] == 90
+    store.start()
+    store.flush()
+    # the forced checkpoint makes the present exact again
+    assert _strip(store.graph_at(time.time()).to_json())["processes"] == _strip(g.to_json())["processes"]
+    store.close()
+
+
+def test_retention_by_rows_keeps_a_checkpoint_to_replay_from(tmp_path):
+    g, store = _live_graph(tmp_path, retention_rows=50, checkpoint_every_inputs=40)
+    try:
+        for i in range(300):
+            g.apply(ev("clone", 50, ns=HOST, before=HOST, child_pid=2000 + i, raw_flags=17))
+            if i % 50 == 0:
+                store.flush()
+        store.flush()
+        store.checkpoint()
+        g.apply(ev("exit", 2000))
+        store.flush()
+        db = sqlite3.connect(store.path)
+        assert db.execute("SELECT count(*) FROM inputs").fetchone()[0] < 300
+        assert store.counters["pruned"] > 0
+        assert _strip(store.graph_at(time.time()).to_json()) == _strip(g.to_json())
+    finally:
+        store.close()
+
+
+def test_unwritable_path_gives_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    import pytest
+    from tracer.history.store import StoreError
+    with pytest.raises(StoreError) as info:
+        HistoryStore(str(blocker / "sub" / "h.db")).open()
+    assert "--db" in str(info.value)

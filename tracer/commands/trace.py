@@ -1,0 +1,254 @@
+"""`nsgraph trace`: stream namespace events, like a bcc tool."""
+
+from __future__ import annotations
+
+import argparse
+import errno as errno_module
+import json
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+from typing import Callable, Optional
+
+from ..events.event import Event
+from ..events.kinds import EventKind
+from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
+from ..nstypes import MEMBER_TYPES, NS_SLOTS
+from ..text import printable
+
+EXAMPLES = """\
+examples:
+  nsgraph trace                      # namespace events: clone/clone3 with CLONE_NEW*, unshare, setns
+  nsgraph trace --json               # the same as JSON Lines, one object per event
+  nsgraph trace --type net,pid       # only events about network or PID namespaces
+  nsgraph trace --comm 'runc:[1:CHILD]'  # what runc does during `docker exec`
+  nsgraph trace --pid 1234           # events of process 1234 (or clones that created it)
+  nsgraph trace --container myapp    # only what happens in container myapp (or an id prefix)
+  nsgraph trace --procs              # also every fork, exec and exit
+  nsgraph trace --duration 10 --json > events.jsonl
+
+columns: TIME (local), PID (host view), COMM, CONTAINER (as `docker ps` names it;
+"-" on the host), EVENT, NS (namespace types the event is about), DETAILS (e.g. "joined net:[4026532184]", "new uts:[4026532253]", an errno).
+exit status: 0 after Ctrl-C/SIGTERM/--duration, 1 on failure, 2 on bad usage,
+77 without the privileges to load eBPF (root, or CAP_BPF+CAP_PERFMON).
+"""
+
+COLUMNS = "%-15s %-7s %-16s %-14s %-8s %-18s %s"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "trace", help="stream namespace events (clone/unshare/setns; --procs adds fork/exec/exit)",
+        description="Stream namespace events from the kernel (eBPF tracepoints).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print JSON Lines instead of columns")
+    parser.add_argument("--type", metavar="TYPES",
+                        help="comma-separated namespace types to show: " + ",".join(MEMBER_TYPES))
+    parser.add_argument("--pid", type=int, action="append", metavar="PID",
+                        help="only events of this process (host pid), or clones that created it; repeatable")
+    parser.add_argument("--comm", action="append", metavar="COMM",
+                        help="only events of tasks with this command name; repeatable")
+    parser.add_argument("--container", action="append", metavar="NAME",
+                        help="only events of processes in this container (name or id prefix); repeatable")
+    parser.add_argument("--procs", action="store_true",
+                        help="also show every fork, exec and exit (hidden by default)")
+    parser.add_argument("--failed", action="store_true", help="only calls that failed")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    parser.add_argument("--buffer-pages", type=int, default=None, metavar="N",
+                        help="ring buffer size in pages (power of two; default 2048)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def parse_types(text: Optional[str]) -> Optional[set]:
+    if not text:
+        return None
+    types = {t.strip() for t in text.split(",") if t.strip()}
+    valid = set(NS_SLOTS)
+    unknown = types - valid
+    if unknown:
+        raise ValueError("unknown namespace type %s (known: %s)" % (
+            ", ".join(sorted(unknown)), ", ".join(MEMBER_TYPES)))
+    return types
+
+
+def make_filter(types: Optional[set], pids: Optional[list], comms: Optional[list],
+                procs: bool, failed_only: bool) -> Callable[[Event], bool]:
+    pid_set = set(pids or [])
+    comm_set = set(comms or [])
+
+    def keep(event: Event) -> bool:
+        if not procs and not event.is_namespace_event:
+            return False
+        if failed_only and not event.failed:
+            return False
+        if pid_set and event.pid not in pid_set and event.child_pid not in pid_set:
+            return False
+        if comm_set and event.comm not in comm_set:
+            return False
+        if types is not None:
+            event_types = set(event.ns_types())
+            if not event_types & types:
+                return False
+        return True
+
+    return keep
+
+
+def _ns_text(event: Event, types) -> str:
+    return " ".join("%s:[%d]" % (t, event.ns[t]) for t in types if t in event.ns)
+
+
+def details(event: Event) -> str:
+    if event.failed:
+        code = event.errno
+        return "failed: %s (%s)" % (errno_module.errorcode.get(code, str(code)), os.strerror(code))
+    if event.kind == EventKind.UNSHARE:
+        changed = event.changed_types()
+        return ("new " + _ns_text(event, changed)) if changed else "no new namespace"
+    if event.kind == EventKind.SETNS:
+        changed = event.changed_types()
+        if changed:
+            return "joined " + _ns_text(event, changed)
+        asked = event.flag_ns_types()
+        return "already in " + _ns_text(event, asked) if asked else "no change"
+    if event.kind == EventKind.CLONE:
+        changed = event.changed_types()
+        text = "child %s" % event.child_pid
+        if changed:
+            text += ": new " + _ns_text(event, changed)
+        return text
+    if event.kind == EventKind.EXEC:
+        if event.args:
+            return "%s: %s" % (event.filename or "", " ".join(event.args))
+        return event.filename or ""
+    if event.kind == EventKind.EXIT:
+        code = event.exit_code or 0
+        if code & 0x7F:
+            return "killed by signal %d" % (code & 0x7F)
+        return "exit code %d" % (code >> 8)
+    return ""
+
+
+def format_columns(event: Event) -> str:
+    when = datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")
+    types = event.ns_types()
+    if event.kind == EventKind.SETNS and not types:
+        types_text = "any" if event.raw_flags == 0 else ",".join(event.flag_ns_types())
+    else:
+        types_text = ",".join(types) or "-"
+    return COLUMNS % (when, event.pid, printable(event.comm), _short(event.container or "-", 14), event.kind,
+                      types_text, printable(details(event)))
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "~"
+
+
+def header() -> str:
+    return COLUMNS % ("TIME", "PID", "COMM", "CONTAINER", "EVENT", "NS", "DETAILS")
+
+
+def run(args) -> int:
+    from ..kernel.probes import ProbeError, ProbeOptions, PrivilegeError, missing_privileges
+
+    try:
+        types = parse_types(args.type)
+    except ValueError as exc:
+        print("nsgraph trace: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    if args.buffer_pages is not None and (args.buffer_pages < 1 or args.buffer_pages & (args.buffer_pages - 1)):
+        print("nsgraph trace: --buffer-pages must be a power of two (e.g. 512)", file=sys.stderr)
+        return EXIT_USAGE
+    problem = missing_privileges()
+    if problem:
+        print("nsgraph trace: %s" % problem, file=sys.stderr)
+        return EXIT_NO_PRIVILEGES
+
+    from ..kernel.collector import Collector
+
+    options = ProbeOptions(proc_events=args.procs or bool(args.container))
+    if args.buffer_pages:
+        options.ringbuf_pages = args.buffer_pages
+        options.perf_pages = args.buffer_pages
+    keep = make_filter(types, args.pid, args.comm, args.procs, args.failed)
+    from ..containers.attribution import CgroupIds, EventContainers
+    from ..containers.catalog import ContainerCatalog
+    from ..containers.records import matches_container
+    # Names come from Docker when it answers; without it, cgroup paths still give ids.
+    catalog = ContainerCatalog().start(wait=0)
+    cgroup_ids = CgroupIds()
+    tagger = EventContainers(catalog, cgroup_ids=cgroup_ids)
+    wanted = args.container
+
+    out = sys.stdout
+    shown = [0]
+
+    def on_event(event: Event) -> None:
+        container = tagger.tag(event)
+        if wanted and not matches_container(container, wanted):
+            return
+        if not keep(event):
+            return
+        shown[0] += 1
+        if args.json:
+            out.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+        else:
+            out.write(format_columns(event) + "\n")
+
+    collector = Collector(options=options)
+    collector.subscribe(on_event)
+    try:
+        collector.load()
+        cgroup_ids.kernel_lookup = collector.probes.cgroup_path
+    except PrivilegeError as exc:
+        print("nsgraph trace: %s" % exc, file=sys.stderr)
+        return EXIT_NO_PRIVILEGES
+    except ProbeError as exc:
+        print("nsgraph trace: %s" % exc, file=sys.stderr)
+        return EXIT_FAILURE
+
+    stopping = []
+
+    def on_signal(signum, _frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    if not args.json:
+        out.write(header() + "\n")
+        out.flush()
+    print("Tracing namespace events... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    try:
+        while not stopping:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            collector.poll_once()
+            out.flush()
+        collector.drain(quiet_ms=50, limit_s=1.0)
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+    finally:
+        stats = collector.stats()
+        collector.stop()
+        catalog.close(timeout=1)
+    lost = stats["lost"]
+    summary = "%d events seen, %d shown, %d lost" % (stats["events"], shown[0], lost)
+    if stats["rejected"]:
+        summary += ", %d malformed records skipped" % stats["rejected"]
+    if lost:
+        summary += " (ring buffer full %d, syscall entries not remembered %d, perf lost %d: "\
+                   "try --buffer-pages %d)" % (
+                       stats["lost_detail"].get("ringbuf_full", 0), stats["lost_detail"].get("pending_full", 0),
+                       stats["lost_detail"].get("perf_lost", 0), (args.buffer_pages or 2048) * 4)
+    print(summary, file=sys.stderr, flush=True)
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""Containers: cgroup paths, container records, the Docker catalog and client, attribution of events."""

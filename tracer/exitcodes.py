@@ -1,0 +1,12 @@
+"""Exit codes of every `nsgraph` subcommand (the one definition; `nsgraph --help` lists them).
+
+  0   success (trace: ended by Ctrl-C / SIGTERM)
+  1   a runtime failure, explained on stderr
+  2   bad command line
+  77  missing privileges (root, or CAP_BPF + CAP_PERFMON)
+"""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NO_PRIVILEGES = 77

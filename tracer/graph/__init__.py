@@ -1,0 +1,1 @@
+"""The live namespace graph (model.py) and join sessions (joins.py)."""

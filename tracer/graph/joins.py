@@ -1,0 +1,231 @@
+"""Join sessions: a burst of setns calls, the processes it forks, and the command it runs.
+
+`docker exec myapp ps aux` looks like this in the kernel (runc 1.1): runc's
+`runc:[1:CHILD]` calls setns five times (ipc, uts, net, pid, mnt), then
+unshare(0); it clones `runc:[2:INIT]`, which execs `ps`.  nsenter does the same
+with or without a fork.  A session opens at the first setns of a process that is
+in no open session, collects the setns calls of its processes and their clones,
+and closes at the first exec in it (the command) or after a quiet gap.
+
+JoinTracker runs under the graph lock (NamespaceGraph.apply calls feed), so it
+reads the graph's internals directly.  Time comes from events or from journaled
+ops only, so a replay closes the same sessions at the same moments.
+
+The exec'd command line is read from /proc at once; a command as short-lived as
+`ps aux` is often gone by then, so the exec event's filename stands in and
+containers.exec_hints.DockerExecHints (Docker's `exec_start: <cmd>` events) refines
+it afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Optional
+
+from ..nstypes import CHILDREN_SLOT, RUNC_JOIN_ORDER, SLOT_TYPE
+
+log = logging.getLogger(__name__)
+
+HINT_MAX_AGE = 30.0
+
+
+def _tool(comm: str) -> str:
+    if comm.startswith("runc"):
+        return "runc"
+    if comm.startswith("crun"):
+        return "crun"
+    return comm
+
+
+class JoinSession:
+    __slots__ = ("id", "pid", "tid", "comm", "tool", "types", "target", "start", "end", "last",
+                 "procs", "exec_pid", "command", "command_source", "container", "closed", "reason")
+
+    def __init__(self, ident, ev):
+        self.id = ident
+        self.pid = ev.pid
+        self.tid = ev.tid
+        self.comm = ev.comm
+        self.tool = _tool(ev.comm)
+        self.types = []
+        self.target = {}
+        self.start = ev.ts
+        self.end = None
+        self.last = ev.ts
+        self.procs = {ev.pid}
+        self.exec_pid = None
+        self.command = None
+        self.command_source = None
+        self.container = None
+        self.closed = False
+        self.reason = None
+
+
+class JoinTracker:
+    def __init__(self, graph, gap: float = 1.0, retention: int = 500):
+        self.graph = graph
+        self.gap = gap
+        self.retention = retention
+        self.sessions = {}          # id -> JoinSession (open and retained closed)
+        self._open = {}             # id -> JoinSession
+        self._closed = deque()
+        self._next = 1
+
+    @property
+    def active(self) -> bool:
+        return bool(self._open)
+
+    # -- events (under the graph lock) ----------------------------------------
+
+    def feed(self, ev) -> None:
+        if self._open:
+            self.flush(ev.ts)
+        kind = ev.kind
+        if kind == "setns":
+            if ev.ret < 0:
+                return
+            session = self._session_of(ev.pid)
+            if session is None:
+                session = JoinSession(self._next, ev)
+                self._next += 1
+                self._open[session.id] = session
+                self.sessions[session.id] = session
+                self.graph._log("add", "join", session.id)
+            self._add_setns(session, ev)
+            session.last = ev.ts
+        elif kind == "clone":
+            session = self._session_of(ev.pid)
+            if session is not None and ev.child_pid:
+                session.procs.add(ev.child_pid)
+                session.last = ev.ts
+        elif kind == "unshare":
+            session = self._session_of(ev.pid)
+            if session is not None:
+                session.last = ev.ts
+        elif kind == "exec":
+            session = self._session_of(ev.pid)
+            if session is not None:
+                session.exec_pid = ev.pid
+                command = self.graph.command_of(ev.pid)
+                if command:
+                    session.command, session.command_source = command, "proc"
+                else:
+                    session.command = ev.filename or ev.comm
+                    session.command_source = "exec"
+                self._close(session, ev.ts, "exec")
+
+    def _session_of(self, pid):
+        for session in self._open.values():
+            if pid in session.procs:
+                return session
+        return None
+
+    def _add_setns(self, session, ev) -> None:
+        types = []
+        for t in ev.flag_ns_types():
+            types.append(t)
+        for slot in ev.changed_types():
+            t = SLOT_TYPE[slot]
+            if t not in types:
+                types.append(t)
+        for t in types:
+            if t not in session.types:
+                session.types.append(t)
+            if t in session.target:
+                continue
+            inode = ev.ns.get(CHILDREN_SLOT.get(t, t)) or ev.ns.get(t)
+            ns = self.graph._alive.get(inode) if inode is not None else None
+            if ns is not None and ns.type == t:
+                session.target[t] = ns.id
+
+    def flush(self, now: float) -> None:
+        """Close sessions quiet for longer than the gap."""
+        for session in list(self._open.values()):
+            if now - session.last > self.gap:
+                self._close(session, session.last, "quiet")
+
+    def _close(self, session, ts, reason) -> None:
+        session.closed = True
+        session.end = ts
+        session.reason = reason
+        self._open.pop(session.id, None)
+        session.container = self._container_of(session)
+        self.graph._log("update", "join", session.id)
+        self._closed.append(session)
+        while len(self._closed) > self.retention:
+            old = self._closed.popleft()
+            if self.sessions.pop(old.id, None) is not None:
+                self.graph._log("remove", "join", old.id)
+
+    def _container_of(self, session):
+        g = self.graph
+        host_ids = {n.id for n in g.host_ns.values()}
+        for t in RUNC_JOIN_ORDER:
+            ident = session.target.get(t)
+            ns = g._by_id.get(ident) if ident else None
+            if ns is not None:
+                cid = g._ns_container(ns, host_ids)
+                if cid is not None:
+                    return cid
+        return None
+
+    def set_command(self, ident, command, source) -> None:
+        session = self.sessions.get(int(ident))
+        if session is not None and session.command != command:
+            session.command, session.command_source = command, source
+            self.graph._log("update", "join", session.id)
+
+    def pending_hints(self, now: float) -> list:
+        """Closed recent sessions whose command is only the exec'd file name."""
+        return [s for s in self._closed
+                if s.command_source == "exec" and s.container and now - (s.end or now) < HINT_MAX_AGE]
+
+    # -- output -----------------------------------------------------------------
+
+    def _json(self, s) -> dict:
+        g = self.graph
+        name = g._container_name(s.container) if s.container else None
+        types = list(s.types)
+        return {"id": s.id, "pid": s.pid, "tid": s.tid, "comm": s.comm, "tool": s.tool,
+                "container": name, "container_id": s.container, "types": types,
+                "target": dict(s.target), "command": s.command, "command_source": s.command_source,
+                "exec_pid": s.exec_pid, "start": s.start, "end": s.end, "open": not s.closed,
+                "summary": summary(name, types, s.command, s.target)}
+
+    def to_json(self) -> list:
+        return [self._json(s) for s in self.sessions.values()]
+
+    def get_json(self, ident) -> Optional[dict]:
+        s = self.sessions.get(ident)
+        return self._json(s) if s is not None else None
+
+    def export_state(self) -> dict:
+        return {"next": self._next, "sessions": [
+            {a: (sorted(getattr(s, a)) if a == "procs" else getattr(s, a)) for a in JoinSession.__slots__}
+            for s in self.sessions.values()]}
+
+    def load_state(self, state: dict) -> None:
+        self._next = state.get("next", 1)
+        for d in state.get("sessions", []):
+            s = JoinSession.__new__(JoinSession)
+            for a in JoinSession.__slots__:
+                setattr(s, a, d.get(a))
+            s.procs = set(s.procs or ())
+            s.types = list(s.types or [])
+            s.target = dict(s.target or {})
+            self.sessions[s.id] = s
+            (self._closed.append(s) if s.closed else self._open.__setitem__(s.id, s))
+
+
+def summary(container: Optional[str], types: list, command: Optional[str], target: dict) -> str:
+    listed = ", ".join(types) if types else "no"
+    noun = "namespace" if len(types) == 1 else "namespaces"
+    if container:
+        text = "joined container %s's %s %s" % (container, listed, noun)
+    else:
+        where = ", ".join(target[t] for t in types if t in target)
+        text = "joined %s %s%s" % (listed, noun, (" (%s)" % where) if where else "")
+    if command:
+        text += " and ran `%s`" % command
+    return text

@@ -1,0 +1,1 @@
+"""History: the SQLite store, JSON Lines recordings and replay, Graph JSON diffs."""

@@ -1,0 +1,175 @@
+"""The poll loop: probes -> decoder -> subscribers, in one background thread.
+
+Subscribers are called in the collector thread, in the order the kernel put the
+events in the ring buffer, and must be quick (hand work off if it is slow).  A
+subscriber that raises is counted and reported once; it does not stop the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from typing import Callable, List, Optional
+
+from ..events.decode import Decoder
+from ..events.event import Event
+from .probes import POLL_MS, ProbeOptions, Probes
+
+log = logging.getLogger(__name__)
+
+
+class Collector:
+    def __init__(self, options: Optional[ProbeOptions] = None, node: Optional[str] = None,
+                 on_progress: Optional[Callable[[str], None]] = None):
+        self.options = options or ProbeOptions()
+        self.decoder = Decoder(node=node)
+        self._on_progress = on_progress or (lambda message: None)
+        self._subscribers: List[Callable[[Event], None]] = []
+        self._lost_subscribers: List[Callable[[int], None]] = []
+        self._batch_subscribers: List[Callable[[list], None]] = []
+        self._batch: list = []
+        self._probes: Optional[Probes] = None
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._lost_seen = 0
+        self.events = 0
+        self.subscriber_errors = 0
+        self.started_at: Optional[float] = None
+        self.error: Optional[BaseException] = None
+
+    # -- wiring ------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        self._subscribers.append(callback)
+
+    def subscribe_batch(self, callback: Callable[[list], None]) -> None:
+        """callback(events) once per poll with everything that poll read, in order.
+
+        For consumers whose per-call cost (a lock, a notification) dominates at
+        high event rates; the list is empty-free and must not be kept.
+        """
+        self._batch_subscribers.append(callback)
+
+    def subscribe_lost(self, callback: Callable[[int], None]) -> None:
+        """callback(n) when the kernel side reports n more events it could not deliver."""
+        self._lost_subscribers.append(callback)
+
+    # -- life cycle --------------------------------------------------------
+
+    def load(self) -> None:
+        """Compile and attach the probes (about a second; raises ProbeError)."""
+        self._on_progress("resolving kernel struct offsets from BTF")
+        from .probes import resolve_layout
+        layout = resolve_layout()
+        self._on_progress("compiling and attaching eBPF probes")
+        self._probes = Probes(self._on_record, options=self.options, layout=layout)
+        self._probes.load()
+        self.started_at = time.time()
+        self._on_progress("probes attached")
+
+    def start(self) -> None:
+        """load() if needed, then poll in a daemon thread."""
+        if self._probes is None:
+            self.load()
+        self._thread = threading.Thread(target=self._run, name="nsgraph-collector", daemon=True)
+        self._thread.start()
+
+    def run_forever(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Poll in the calling thread until stop() or should_stop()."""
+        if self._probes is None:
+            self.load()
+        while not self._stop.is_set() and not should_stop():
+            self.poll_once()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.poll_once()
+        except BaseException as exc:  # surfaced through .error and stats()
+            self.error = exc
+            log.exception("collector thread died")
+
+    def poll_once(self, timeout_ms: int = POLL_MS) -> None:
+        assert self._probes is not None
+        self._probes.poll(timeout_ms)
+        if self._batch:
+            batch, self._batch = self._batch, []
+            for callback in self._batch_subscribers:
+                try:
+                    callback(batch)
+                except Exception:
+                    self._subscriber_failed()
+        self._check_lost()
+
+    def drain(self, quiet_ms: int = 100, limit_s: float = 5.0) -> None:
+        """Poll until the buffer has been empty for quiet_ms (tests, shutdown)."""
+        deadline = time.monotonic() + limit_s
+        last = -1
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            self.poll_once(10)
+            if self.events != last:
+                last = self.events
+                quiet_since = time.monotonic()
+            elif (time.monotonic() - quiet_since) * 1000 >= quiet_ms:
+                return
+
+    def _check_lost(self) -> None:
+        lost = self._probes.lost() if self._probes else 0
+        if lost > self._lost_seen:
+            delta = lost - self._lost_seen
+            self._lost_seen = lost
+            for callback in self._lost_subscribers:
+                try:
+                    callback(delta)
+                except Exception:
+                    self._subscriber_failed()
+
+    def _on_record(self, data: bytes) -> None:
+        event = self.decoder.decode(data)
+        if event is None:
+            return
+        self.events += 1
+        if self._batch_subscribers:
+            self._batch.append(event)
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:
+                self._subscriber_failed()
+
+    def _subscriber_failed(self) -> None:
+        self.subscriber_errors += 1
+        if self.subscriber_errors == 1:
+            traceback.print_exc()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+        if self._probes is not None:
+            self._probes.close()
+
+    # -- numbers -----------------------------------------------------------
+
+    def stats(self) -> dict:
+        counters = self._probes.counters() if self._probes else {}
+        lost = (counters.get("ringbuf_full", 0) + counters.get("pending_full", 0)
+                + counters.get("perf_lost", 0))
+        return {
+            "events": self.events,
+            "lost": lost,
+            "lost_detail": counters,
+            "rejected": self.decoder.rejected,
+            "rejected_detail": dict(self.decoder.errors),
+            "subscriber_errors": self.subscriber_errors,
+            "buffer": "ringbuf" if (self._probes and self._probes.use_ringbuf) else "perf",
+            "running": self._thread is not None and self._thread.is_alive(),
+            "error": str(self.error) if self.error else None,
+        }
+
+    @property
+    def probes(self) -> Optional[Probes]:
+        return self._probes

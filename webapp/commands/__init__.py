@@ -1,0 +1,1 @@
+"""The web side's `nsgraph` subcommands: `serve` (the dashboard) and `demo-image`."""
