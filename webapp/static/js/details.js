@@ -4,7 +4,8 @@
 
 import { el, clear, fmtTime } from "./dom.js";
 import { getJSON } from "./api.js";
-import { NS_TYPES, typeColor } from "./colors.js";
+import { typeColor } from "./colors.js";
+import { NS_TYPES, SLOT_TYPE, isMembership } from "./vocab.js";
 
 function kv(rows) {
   return el("table", { class: "kv" }, rows.filter((r) => r && r[1] !== undefined && r[1] !== null && r[1] !== "")
@@ -155,7 +156,7 @@ export class DetailsPanel {
       if (!mine && !host) continue;
       const same = mine && mine === host;
       table.appendChild(el("tr", { class: same ? "same" : "differs" },
-        el("td", null, el("span", { class: "swatch", style: { background: typeColor(t.replace("_for_children", "")) } }), t),
+        el("td", null, el("span", { class: "swatch", style: { background: typeColor(SLOT_TYPE[t] || t) } }), t),
         el("td", null, mine ? nsLink(mine, go, mine.split(":")[2]) : "–"),
         el("td", null, host ? nsLink(host, go, host.split(":")[2]) : "–"),
         el("td", { text: same ? "host's" : mine ? "own" : "" })));
@@ -183,7 +184,7 @@ export class DetailsPanel {
       list.appendChild(el("li", null, nsLink(ns.id, go, ns.type + " " + ns.inode)));
     }
     if (init) for (const [t, id] of Object.entries(init.ns || {})) {
-      if (seen.has(id) || t.endsWith("_for_children")) continue;
+      if (seen.has(id) || !isMembership(t)) continue;
       list.appendChild(el("li", null, nsLink(id, go, t + " " + id.split(":")[2]), model.isHostNs(id) ? " (host's)" : " (shared)"));
     }
     box.appendChild(list);
