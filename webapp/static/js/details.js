@@ -84,10 +84,12 @@ export class DetailsPanel {
       if (!local && body && typeof body === "object") {
         // Something only the server knows (e.g. a namespace from history): redraw from its answer.
         clear(this.root);
-        const r = kind === "ns" ? this.renderNamespace(id, body.namespace || body, model, go)
-          : kind === "proc" ? this.renderProcess(id, body.process || body, model, go)
-          : kind === "container" ? this.renderContainer(id, body.container || body, model, go)
-          : this.renderJoin(id, body.join || body, model, go);
+        // The graph's lookups (tracer/graph/schema.py): NamespaceDetail, ProcessJSON,
+        // ContainerDetail ({container, processes, namespaces}), JoinJSON.
+        const r = kind === "ns" ? this.renderNamespace(id, body, model, go)
+          : kind === "proc" ? this.renderProcess(id, body, model, go)
+          : kind === "container" ? this.renderContainer(id, body.container, model, go)
+          : this.renderJoin(id, body, model, go);
         this.root.appendChild(r);
       }
       this.root.appendChild(el("details", { class: "server" }, el("summary", { text: "server details (JSON)" }),
@@ -135,7 +137,7 @@ export class DetailsPanel {
     }
     if (members.length > 200) list.appendChild(el("li", { text: "… and " + (members.length - 200) + " more" }));
     box.appendChild(list);
-    box.appendChild(extraFields(ns, new Set(["id", "type", "inode", "ns_id", "dev", "alive", "created", "ended", "creator", "pids", "container", "owner", "owner_id", "parent", "parent_id", "owner_uid", "pinned", "holders", "ghost"])));
+    box.appendChild(extraFields(ns, new Set(["id", "type", "inode", "ns_id", "dev", "alive", "created", "ended", "creator", "pids", "container", "owner", "owner_id", "parent", "parent_id", "owner_uid", "pinned", "holders", "ghost", "processes"])));
     return box;
   }
 
