@@ -5,7 +5,7 @@ real tracer Events handed to the hub's collector callback.  Disconnects are
 tested over real loopback sockets against werkzeug's threaded server (the one
 `nsgraph serve` uses): the server only learns that a tab closed when its next
 write fails, and must then free the stream (open count back to 0).  The run
-against the real tracer service is in tests/kernel/test_web_sse.py.
+against the real tracer service is in tests/kernel/test_web_live.py.
 """
 
 from __future__ import annotations
