@@ -31,6 +31,9 @@ import time
 
 from pageutil import poll
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from webapp import vocab  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(REPO, "webapp")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -132,6 +135,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         if path == "/":
             with open(os.path.join(WEB, "templates", "index.html"), "rb") as f:
                 return self._send(f.read(), "text/html; charset=utf-8")
+        if path == vocab.PATH:       # generated from Python, as nsgraph serve does
+            return self._send(vocab.render().encode(), "text/javascript")
         if path == "/static/vendor/plotly.min.js":
             with open(plotly_js(), "rb") as f:
                 return self._send(f.read(), "text/javascript")
@@ -140,7 +145,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         if path == "/api/graph":
             return self._send(self.graph_body, "application/json")
         if path == "/api/events":
-            return self._send(b"[]", "application/json")
+            return self._send(b'{"events": [], "last_seq": 0}', "application/json")
         if path == "/api/demos":
             return self._send(b'{"scenarios": [], "read_only": true}', "application/json")
         if path == "/stream":
