@@ -8,8 +8,8 @@ what a machine can run:
   tests/kernel   the running kernel (eBPF, /proc, nsfs, its BTF): kernel
   tests/docker   a running Docker engine: docker
   tests/browser  Chromium and Playwright: browser
-  tests/infra    the Vagrantfile, provisioning and the VM kernel matrix: their own
-                 vm / provision markers, set in the files
+  tests/infra    the Vagrantfile, provisioning, the VM kernel matrix (their own vm /
+                 provision markers, set in the files), and the unit lane run as nobody
 `root` means "needs root", and is derived, not declared: a test gets it when it
 uses the `root` fixture (directly or through live_events, docker_client...), the
 one place that checks for root, or boots a VM (`vm`: debootstrap and chroot).
