@@ -1,7 +1,7 @@
 """Loading the BPF probes and draining their buffer.
 
 Offsets of every kernel struct member the probes read come from the running
-kernel's BTF (tracer/btf.py); the header tree BCC compiles against is used for
+kernel's BTF (btf.py); the header tree BCC compiles against is used for
 nothing but the compiler's own includes.
 """
 
