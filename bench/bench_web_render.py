@@ -32,6 +32,7 @@ import time
 from pageutil import poll
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tracer.exitcodes import EXIT_FAILURE, EXIT_OK  # noqa: E402
 from webapp import vocab  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -169,7 +170,7 @@ def main() -> int:
     args = ap.parse_args()
     if not os.path.exists(args.chromium):
         print("Chromium not found at %s (apt-get install chromium)" % args.chromium, file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     from playwright.sync_api import sync_playwright
 
     graph = synthetic_graph(args.nodes)
@@ -221,7 +222,7 @@ def main() -> int:
     print("live update of the fully drawn graph (50 changes): %.0f ms to paint (Plotly.react %.0f ms)" % (u["paint"], u["react"]))
     print("first render ratio to the %.0f ms target: %.2f (%s)" % (TARGET_S * 1000, worst / (TARGET_S * 1000),
                                                                  "met" if worst <= TARGET_S * 1000 else "NOT met"))
-    return 0
+    return EXIT_OK
 
 
 def measure_update(page, graph) -> dict:
