@@ -13,6 +13,8 @@ from flask import Blueprint, Response, current_app
 
 bp = Blueprint("metrics", __name__)
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
 _LABEL_ESCAPE = re.compile(r'(["\\\n])')
 
 
@@ -94,6 +96,24 @@ def render(state) -> str:
     w.metric("nsgraph_sse_events_unencodable_total", "counter",
              "trace events left out of the stream because they could not be encoded (a bug: see the log)",
              hub.events_unencodable)
+    w.metric("nsgraph_sse_events_dropped_total", "counter",
+             "trace events left out of the stream because the tracer outran the publisher (graph diffs "
+             "still carry every change)", hub.events_dropped)
+    w.metric("nsgraph_sse_refused_total", "counter", "/stream connections refused at the --max-streams cap",
+             hub.streams_refused)
+    server = state.server_stats()
+    if server is not None:
+        w.metric("nsgraph_http_connections", "gauge", "open HTTP connections", server["connections"])
+        w.metric("nsgraph_http_connections_busy", "gauge", "connections with a request being served",
+                 server["connections_busy"])
+        w.metric("nsgraph_http_connections_max", "gauge", "the connection cap (--max-connections)",
+                 server["connections_max"])
+        w.metric("nsgraph_http_accepted_total", "counter", "connections accepted", server["accepted"])
+        w.metric("nsgraph_http_closed_total", "counter", "connections closed by the server's policy",
+                 [({"reason": r}, server["closed"].get(r, 0))
+                  for r in ("request_timeout", "idle", "stalled", "shed")])
+        w.metric("nsgraph_http_queued_requests", "gauge", "requests waiting for a worker thread",
+                 server["queued_requests"])
     w.metric("nsgraph_http_rejected_total", "counter", "requests refused by the security checks",
              [({"reason": r}, state.counters[r]) for r in
               ("rejected_host", "rejected_auth", "rejected_origin", "rejected_body")])
@@ -110,4 +130,5 @@ def _int(value):
 @bp.route("/metrics")
 def metrics():
     state = current_app.extensions["nsgraph"]
-    return Response(render(state), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    # content_type, not mimetype: Flask appends "; charset=utf-8" to a mimetype itself.
+    return Response(render(state), content_type=CONTENT_TYPE)

@@ -32,6 +32,14 @@ class WebState:
         self.demos = demos or DemoManager(config)
         self.demos.set_graph_source(self.graph_json)
         self.demos.add_listener(lambda run: self.hub.publish("demo", run))
+        self._server_stats = None
+
+    def set_server_stats(self, stats_fn) -> None:
+        """The HTTP server's numbers (webapp/server.py stats()), for /metrics and /api/status."""
+        self._server_stats = stats_fn
+
+    def server_stats(self) -> Optional[dict]:
+        return self._server_stats() if self._server_stats is not None else None
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:

@@ -63,7 +63,7 @@ class StoreError(Exception):
 class HistoryStore:
     def __init__(self, path: Optional[str] = None, *, retention_s: Optional[float] = 7 * 86400,
                  retention_rows: Optional[int] = 2_000_000, checkpoint_every_s: float = 300.0,
-                 checkpoint_every_inputs: int = 50_000, queue_size: int = 200_000,
+                 checkpoint_every_inputs: int = 50_000, queue_size: int = 50_000,
                  batch: int = 2000, flush_s: float = 0.2):
         self.path = path or default_path()
         self.retention_s = retention_s
