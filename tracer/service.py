@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServiceConfig:
     db: Optional[str] = None            # history database; None: the default path; "" or "none": no history
-    retention_s: Optional[float] = 7 * 86400
-    retention_rows: Optional[int] = 2_000_000
+    retention_s: Optional[float] = 7 * 86400        # history older than this is deleted
+    history_max_bytes: Optional[int] = 400 * 1024 * 1024   # ... and beyond this size, oldest first
     reconcile_s: float = 30.0           # full /proc reconcile, counted in counters["reconciles"]
     settle_s: float = 1.0               # confirm ended namespaces at most this often (adapts to snapshot cost)
     ended_retention: int = DEFAULT_ENDED_RETENTION
@@ -150,7 +150,9 @@ class NsgraphService:
             self._progress("opening the history database")
             try:
                 self.store = HistoryStore(cfg.db, retention_s=cfg.retention_s,
-                                          retention_rows=cfg.retention_rows).open()
+                                          max_bytes=cfg.history_max_bytes).open()
+                if self.store.notice:
+                    self.status.warnings.append(self.store.notice)
                 self.store.attach(graph)
                 self.store.start()
             except StoreError as exc:

@@ -10,11 +10,12 @@ It is pure Python, one process (the tracer lives in this process), well kept
 
 What waitress leaves to us, and this module adds (`NsgraphHTTPServer.maintenance`,
 run by the loop once a second):
-  * a request deadline: a connection gets `request_timeout_s` to deliver a whole
-    request (headers and body), counted from when it started waiting, so a
-    client trickling a byte every few seconds is cut off (waitress only knows
-    inactivity);
-  * idle keep-alive connections are closed after `idle_timeout_s`;
+  * a request deadline: a connection that has begun a request gets
+    `request_timeout_s` (counted from when it started waiting) to deliver all of
+    it, headers and body, so a client trickling a byte every few seconds is cut
+    off (waitress only knows inactivity);
+  * connections with nothing under way (nothing sent yet, or idle between
+    keep-alive requests) are closed after `idle_timeout_s`;
   * a response that has not drained for `stall_timeout_s` (a stream to a tab
     that stopped reading) is closed, which frees its thread and stream slot;
   * shedding: past `max_connections`, the connections that are not being served
@@ -44,11 +45,13 @@ from waitress.task import ThreadedTaskDispatcher
 # Descriptors kept for everything but client sockets: BPF maps and programs,
 # perf/ring buffers, SQLite, the Docker socket, /proc reads during a reconcile.
 RESERVED_FDS = 256
+# Connections taken from the listen queue per event-loop pass.
+ACCEPT_BATCH = 64
 
 
 @dataclass(frozen=True)
 class ServerLimits:
-    max_connections: int = 1000      # beyond this, unserved connections are shed
+    max_connections: int = 4096      # beyond this, unserved connections are shed
     request_timeout_s: float = 10.0  # to deliver a complete request
     idle_timeout_s: float = 30.0     # a keep-alive connection between requests
     stall_timeout_s: float = 60.0    # a response the client stopped reading
@@ -140,8 +143,25 @@ class NsgraphHTTPServer(TcpWSGIServer):
     # -- connection policy (runs in the event loop thread) ------------------------------------
 
     def handle_accept(self):
-        super().handle_accept()
-        self.accepted += 1
+        # Drain the listen queue (up to ACCEPT_BATCH) per readiness event: waitress takes one
+        # connection per loop pass, and a pass costs a poll over every open connection, so a
+        # flood of connects would queue a real client's behind them in the kernel's backlog.
+        for _ in range(ACCEPT_BATCH):
+            try:
+                accepted = self.accept()
+            except OSError:                  # the peer is gone already, or out of descriptors
+                self.closed["accept_errors"] += 1
+                break
+            if accepted is None:             # the queue is empty
+                break
+            conn, addr = accepted
+            try:
+                self.set_socket_options(conn)
+            except OSError:
+                conn.close()
+                continue
+            self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self.socket_map)
+            self.accepted += 1
         if len(self.active_channels) > self.limits.max_connections:
             self._shed()
 
@@ -170,11 +190,11 @@ class NsgraphHTTPServer(TcpWSGIServer):
                     self.closed["stalled"] += 1
                 continue
             waiting = now - channel.waiting_since
-            if channel.request is not None or not channel.completed_requests:
+            if channel.request is not None:      # a request is arriving, maybe a byte at a time
                 if waiting > limits.request_timeout_s:
                     channel.will_close = True
                     self.closed["request_timeout"] += 1
-            elif waiting > limits.idle_timeout_s:
+            elif waiting > limits.idle_timeout_s:   # nothing sent yet, or between requests
                 channel.will_close = True
                 self.closed["idle"] += 1
 
