@@ -32,6 +32,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+from tracer.exitcodes import EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
 from loadgen import probe  # noqa: E402
 from servectl import Serve, build_workload, load_text  # noqa: E402
 
@@ -121,7 +123,7 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (nsgraph serve loads eBPF probes)", file=sys.stderr)
-        return 77
+        return EXIT_NO_PRIVILEGES
     if not (10 <= args.seconds <= 600) or not (1 <= args.pairs <= 5):
         ap.error("--seconds must be 10..600 and --pairs 1..5 (bounded runs)")
     tmp = tempfile.mkdtemp(prefix="nsgbench-serve-")
@@ -158,7 +160,7 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1, default=str)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

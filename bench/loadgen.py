@@ -18,11 +18,15 @@ import argparse
 import errno
 import http.client
 import json
+import os
 import resource
 import selectors
 import socket
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tracer.exitcodes import EXIT_OK  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -245,7 +249,7 @@ def main() -> int:
     attack = Attack(args.port, args.token, args.idle, args.slow, args.sse, args.stalled,
                     args.slow_every, args.reopen_rate)
     print(json.dumps(attack.run(args.seconds)), flush=True)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tracer.exitcodes import EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
 from servectl import Serve, build_workload, load_text  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +73,7 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (nsgraph serve loads eBPF probes)", file=sys.stderr)
-        return 77
+        return EXIT_NO_PRIVILEGES
     if not (0 < args.minutes <= 180):
         ap.error("--minutes must be in (0, 180]")
     tmp = tempfile.mkdtemp(prefix="nsgsoak-")
@@ -129,7 +131,7 @@ def main() -> int:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"samples": samples, "counts": counts, "args": vars(args)}, f, indent=1)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from .graph.model import DEFAULT_ENDED_RETENTION, NamespaceGraph
+from .health import Health
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ class NsgraphService:
         self._thread = None
         self._progress_cb = None
         self.timings = {}
+        self._health = Health(self)
+
+    def health(self) -> List[dict]:
+        """What is degraded now, each with a message a person can act on (tracer/health.py)."""
+        return self._health.check()
 
     # -- wiring for the web layer ------------------------------------------------
 
@@ -123,9 +129,8 @@ class NsgraphService:
         t0 = time.perf_counter()
         if cfg.docker:
             self._progress("connecting to the Docker engine (optional)")
+            # Not connected: /api/status says so while it lasts (tracer/health.py), not forever.
             self.catalog = ContainerCatalog().start(wait=2.0)
-            if not self.catalog.connected:
-                self.status.warnings.append(self.catalog.status)
             from .containers.exec_hints import DockerExecHints
             self.hints = DockerExecHints().start()
             resolve = self.catalog.resolve
@@ -230,8 +235,13 @@ class NsgraphService:
                 return
             try:
                 self._tick(cfg)
-            except Exception:
-                log.exception("maintenance failed")
+            except Exception as exc:
+                if self._health.reconcile_error is None:
+                    log.exception("maintenance failed")      # once per outage, not every 0.25 s
+                self._health.maintenance_failed(exc)
+                self._stop.wait(1.0)
+            else:
+                self._health.maintenance_ok()
 
     def _tick(self, cfg) -> None:
         graph = self.graph

@@ -14,6 +14,8 @@ from flask import Blueprint, Response, current_app
 bp = Blueprint("metrics", __name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# tracer/health.py's checks (named here: the web layer reaches the core only through contract.py).
+HEALTH_CHECKS = ("collector", "docker", "reconcile", "descriptors", "lost_events", "history")
 
 _LABEL_ESCAPE = re.compile(r'(["\\\n])')
 
@@ -64,6 +66,9 @@ def render(state) -> str:
              1 if status.get("state") == "running" else 0)
     w.metric("nsgraph_state", "gauge", "the service state (1 for the current one)",
              [({"state": s}, 1 if status.get("state") == s else 0) for s in ("starting", "running", "error")])
+    degraded = {h["check"] for h in status.get("health") or []}
+    w.metric("nsgraph_degraded", "gauge", "1 for each degraded part (the message is in /api/status warnings)",
+             [({"check": c}, 1 if c in degraded else 0) for c in HEALTH_CHECKS])
     for key, help_text in (("events", "events received from the kernel"),
                            ("lost", "events the kernel could not deliver (buffer full)"),
                            ("repaired", "graph inconsistencies repaired from /proc"),

@@ -155,7 +155,7 @@ LAYERS = (
     ("tracer.kernel", "tracer.events", "tracer.host", "tracer.containers"),
     ("tracer.graph",),
     ("tracer.history",),
-    ("tracer.service",),
+    ("tracer.health", "tracer.service"),
     ("tracer.commands", "tracer.cli"),
     # the web layer: the core never imports it (tracer.cli registers `serve` and
     # `demo-image` by module name, so that the core runs without Flask)

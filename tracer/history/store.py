@@ -57,7 +57,7 @@ class StoreError(Exception):
 class HistoryStore:
     def __init__(self, path: Optional[str] = None, *, retention_s: Optional[float] = DEFAULT_MAX_AGE_S,
                  max_bytes: Optional[int] = DEFAULT_MAX_BYTES, checkpoint_every_s: float = 300.0,
-                 checkpoint_every_inputs: int = 10_000, queue_size: int = 50_000,
+                 checkpoint_every_inputs: int = 5_000, queue_size: int = 50_000,
                  batch: int = 2000, flush_s: float = 0.2):
         self.path = path or default_path()
         self.retention_s = retention_s
@@ -316,6 +316,12 @@ class HistoryStore:
         if g1 is None or g2 is None:
             return None
         return diff_graphs(g1.to_json(), g2.to_json(), t1, t2)
+
+    def time_range(self):
+        """(first, last): the times the history covers now (None, None when empty)."""
+        with self._read_lock:
+            row = self._read_db().execute("SELECT min(ts) FROM checkpoints").fetchone()
+        return (row[0], time.time()) if row and row[0] is not None else (None, None)
 
     def events(self, since: float = 0.0, limit: int = 1000) -> list:
         """Tracer events recorded at or after `since` (every run), oldest first."""
