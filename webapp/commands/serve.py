@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from tracer.commands.argtypes import int_range
+from tracer.commands import argcheck
 from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
 
 from ..server import ServerLimits
@@ -60,13 +60,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--public-metrics", action="store_true",
                    help="serve /metrics without the token (it reveals host activity)")
     limits = ServerLimits()
-    p.add_argument("--max-connections", type=int_range(16, 1_000_000), default=limits.max_connections,
+    p.add_argument("--max-connections", type=int, default=limits.max_connections,
                    metavar="N", help="open connections before idle ones are shed (default %d; lowered to "
                    "fit the descriptor limit)" % limits.max_connections)
-    p.add_argument("--max-streams", type=int_range(1, 10_000), default=limits.max_streams, metavar="N",
+    p.add_argument("--max-streams", type=int, default=limits.max_streams, metavar="N",
                    help="concurrent live-update streams (/stream; one per open tab); more get 503 "
                    "(default %d)" % limits.max_streams)
     p.add_argument("--no-access-log", action="store_true", help="do not log every request on stderr")
+    p.add_argument("--history-max-mb", type=float, default=HISTORY_MAX_MB, metavar="MB",
+                   help="keep the history database under this size, oldest history first (default %d)"
+                   % HISTORY_MAX_MB)
+    p.add_argument("--history-days", type=float, default=HISTORY_DAYS, metavar="DAYS",
+                   help="delete history older than this (default %d)" % HISTORY_DAYS)
     p.set_defaults(func=run)
 
 
@@ -147,6 +152,10 @@ def load_token(path):
     return token
 
 
+TRIM_EVERY_S = 60.0          # malloc_trim: freed heap pages back to the system
+HISTORY_MAX_MB = 400         # with its write-ahead log, the database stays under ~500 MB
+HISTORY_DAYS = 7
+
 # Descriptors the tracer needs besides client connections (see webapp/server.py).
 RESERVED_FDS_FOR_LIMIT = 1024
 
@@ -174,6 +183,7 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from tracer import malloc
     from tracer.service import NsgraphService, ServiceConfig
 
     from .. import create_app
@@ -181,8 +191,14 @@ def _run(args) -> int:
     from ..config import WebConfig
     from ..server import NsgraphHTTPServer, fit_connections, raise_fd_limit
 
-    if not (0 <= args.port <= 65535):
-        raise UsageError("--port must be between 0 and 65535")
+    problem = argcheck.first_problem(args, (
+        ("port", "--port", argcheck.int_range(0, 65535)),
+        ("max_connections", "--max-connections", argcheck.int_range(16, 1_000_000)),
+        ("max_streams", "--max-streams", argcheck.int_range(1, 10_000)),
+        ("history_max_mb", "--history-max-mb", argcheck.size_mb),
+        ("history_days", "--history-days", argcheck.days)))
+    if problem:
+        raise UsageError(problem)
     check_address(args.host, args.allow_remote)
     from tracer.kernel.probes import missing_privileges
     problem = missing_privileges()
@@ -194,6 +210,7 @@ def _run(args) -> int:
     def progress(message: str) -> None:
         print("nsgraph: %s" % message, file=sys.stderr, flush=True)
 
+    malloc.tune()             # before any thread starts: see tracer/malloc.py
     limits = ServerLimits(max_connections=args.max_connections, max_streams=args.max_streams)
     fd_soft, _fd_hard = raise_fd_limit(limits.max_connections + RESERVED_FDS_FOR_LIMIT)
     fitted = fit_connections(limits, fd_soft)
@@ -217,7 +234,8 @@ def _run(args) -> int:
                        public_metrics=args.public_metrics, sse_max_streams=limits.max_streams)
 
     # Nothing starts at construction: the page answers "starting" until start() is done.
-    service = NsgraphService(ServiceConfig(db=args.db))
+    service = NsgraphService(ServiceConfig(db=args.db, retention_s=args.history_days * 86400,
+                                           history_max_bytes=int(args.history_max_mb * 2**20)))
     app = create_app(config, service=service, machine_addresses=_machine_addresses())
     state = app.extensions["nsgraph"]
     state.set_server_stats(server.stats)
@@ -244,8 +262,11 @@ def _run(args) -> int:
         else:
             progress("tracing failed to start: %s (the dashboard stays up and shows this "
                      "error; fix it and restart nsgraph serve)" % service.status.error)
+        trimmed = time.monotonic()
         while not stop.wait(0.5):
-            pass
+            if time.monotonic() - trimmed >= TRIM_EVERY_S:
+                malloc.trim()
+                trimmed = time.monotonic()
     finally:
         progress("shutting down")
         for s, handler in previous.items():
