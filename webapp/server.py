@@ -186,7 +186,10 @@ class NsgraphHTTPServer(TcpWSGIServer):
             if channel.requests:
                 # Being served.  Only a response the client stopped reading is cut.
                 if channel.total_outbufs_len and now - channel.last_activity > limits.stall_timeout_s:
-                    channel.will_close = True
+                    # Closed here, not by will_close: waitress acts on will_close in handle_write,
+                    # which poll(2) never calls for a socket whose peer stopped reading.  Closing
+                    # wakes the blocked writer thread (ClientDisconnected), freeing its slot.
+                    channel.handle_close()
                     self.closed["stalled"] += 1
                 continue
             waiting = now - channel.waiting_since
@@ -222,7 +225,9 @@ class NsgraphHTTPServer(TcpWSGIServer):
     def stats(self) -> dict:
         channels = list(self.active_channels.values())
         busy = sum(1 for c in channels if c.requests)
+        backlogged = sum(1 for c in channels if c.total_outbufs_len)
         return {"connections": len(channels), "connections_busy": busy,
+                "connections_backlogged": backlogged,
                 "connections_max": self.limits.max_connections, "accepted": self.accepted,
                 "closed": dict(self.closed), "threads": self.adj.threads,
                 "queued_requests": self.task_dispatcher.queue.__len__()}
