@@ -141,7 +141,7 @@ the API is at <a href="/api/status">/api/status</a>.</p></body></html>"""
 
 def create_app(config: Optional[WebConfig] = None, service=None, demos=None,
                machine_addresses=()) -> Flask:
-    from . import api, auth, metrics, stream
+    from . import api, auth, inside, metrics, stream
     config = config or WebConfig()
     app = Flask(__name__, static_folder=os.path.join(HERE, "static"),
                 template_folder=os.path.join(HERE, "templates"))
@@ -152,6 +152,7 @@ def create_app(config: Optional[WebConfig] = None, service=None, demos=None,
     app.register_blueprint(api.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(inside.bp)
 
     @app.route("/")
     def index():

@@ -41,6 +41,7 @@ DEMO_LABEL = "org.nsgraph.demo"              # also set by the demo image itself
 
 READY = "__NSGRAPH_READY__"
 UNSHARE_SLEEP_S = 120
+LINGER_S = 120      # how long a lingering demo container stays for the compare panel
 CONTAINER_WAIT_S = 60
 MAX_RUNS_KEPT = 200
 
@@ -65,6 +66,7 @@ class Scenario:
     network: Optional[str] = None    # "myapp": share myapp's network namespace
     pid_mode: Optional[str] = None   # "host"
     exec_in_myapp: bool = False
+    linger: bool = False         # the container execs `sleep LINGER_S` after its output, to be inspected
 
     def public(self, image: str, myapp: str) -> dict:
         return {"id": self.id, "title": self.title,
@@ -88,9 +90,11 @@ SCENARIOS = {s.id: s for s in (
              argv=("ls", "-la", "/proc/self/ns/")),
     Scenario("hostname-ip-ps", "Hostname, network and processes inside a container",
              "The uts namespace gives it its own hostname, the net namespace its own interfaces, "
-             "the pid namespace a process list that starts at 1.",
-             'docker run --rm {image} sh -c "hostname; ip addr; ps aux"', "docker",
-             argv=("sh", "-c", "hostname; ip addr; ps aux")),
+             "the pid namespace a process list that starts at 1. The container then sleeps "
+             "%d s so the compare panel can show the same three answers read from outside." % LINGER_S,
+             'docker run --rm {image} sh -c "hostname; ip addr; ps aux; exec sleep %d"' % LINGER_S,
+             "docker", argv=("sh", "-c", "hostname; ip addr; ps aux; exec sleep %d" % LINGER_S),
+             linger=True),
     Scenario("exec-myapp", "docker exec into a running container",
              "Starts the long-running container {myapp} if needed, then `docker exec` joins its "
              "ipc, uts, net, pid and mnt namespaces (runc calls setns five times): the output is "
@@ -343,26 +347,35 @@ class DemoManager:
         myapp = None
         if scenario.network == "myapp":
             myapp = self._ensure_myapp(run, client, image)
-        expires = time.time() + self.config.demo_ttl_s
+        expires = time.time() + (min(LINGER_S, self.config.demo_ttl_s) if scenario.linger
+                                 else self.config.demo_ttl_s)
         name = "nsgraph-demo-%s-%s" % (scenario.id, run.id)
         opts = container_options(scenario, instance=self.instance, run_id=run.id,
                                  expires=expires, myapp_container=myapp.id if myapp else None)
         container = client.containers.create(image, list(scenario.argv), name=name, **opts)
         run.container = name
+        lingering = False
         try:
             container.start()
             self._observe_container(run, container)
-            result = container.wait(timeout=CONTAINER_WAIT_S)
-            run.exit_code = int(result.get("StatusCode", -1))
+            if scenario.linger and _wait_for_sleep(run.pids[0] if run.pids else 0):
+                # The output is complete once the shell exec'd sleep; the reaper removes
+                # the container at its expiry label (LINGER_S), the clean-up button sooner.
+                lingering = True
+                run.exit_code = 0
+            else:
+                result = container.wait(timeout=CONTAINER_WAIT_S)
+                run.exit_code = int(result.get("StatusCode", -1))
             logs = container.logs(stdout=True, stderr=True)
             self._append_output(run, logs.decode("utf-8", "replace"))
         finally:
             # `docker run --rm`: created, started, waited for and removed by us
             # (auto_remove would race our reading of the logs).
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
+            if not lingering:
+                try:
+                    container.remove(force=True)
+                except Exception:
+                    pass
         if run.exit_code != 0 and not run.error:
             run.error = "the container exited with status %s" % run.exit_code
 
@@ -598,6 +611,20 @@ def _child_of(pid: int) -> Optional[int]:
             return kids[0]
         time.sleep(0.02)
     return None
+
+
+def _wait_for_sleep(pid: int, timeout: float = CONTAINER_WAIT_S) -> bool:
+    """True once process pid runs `sleep` (a lingering demo's shell exec'd it); False if it exits."""
+    deadline = time.time() + timeout
+    while pid > 0 and time.time() < deadline:
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() == "sleep":
+                    return True
+        except OSError:
+            return False
+        time.sleep(0.02)
+    return False
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
