@@ -72,6 +72,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="comma-separated types for --pid/--container (default: all eight)")
     parser.add_argument("--compare", action="store_true", help="side by side, one column per namespace")
     parser.add_argument("--json", action="store_true", help="JSON Lines")
+    parser.add_argument("--lines", type=int, default=25, metavar="N",
+                        help="with --compare: at most N lines per cell (0: all; --json has everything)")
     parser.add_argument("--no-docker", action="store_true",
                         help="do not ask the Docker engine (container names from cgroup paths only)")
     parser.set_defaults(func=run, targets=[])
@@ -93,7 +95,7 @@ def _types(args) -> list:
     unknown = [t for t in wanted if t not in DISPLAY_ORDER]
     if unknown or not wanted:
         raise UsageError("unknown --type %s (choose from %s)" % (",".join(unknown) or "''", " ".join(DISPLAY_ORDER)))
-    return [t for t in DISPLAY_ORDER if t in wanted]
+    return list(dict.fromkeys(wanted))       # the order asked for, once each
 
 
 def _container_pid(graph_json: dict, name: str):
@@ -184,14 +186,14 @@ def run(args) -> int:
         view = views.get(id(target)) or _ended_view(target, ENDED)
         results.append(view)
     if args.compare:
-        groups = [[v for v in results if v["type"] == t] for t in DISPLAY_ORDER]
-        tables = [compare(g) for g in groups if g]
-        for table, group in zip(tables, [g for g in groups if g]):
+        order = list(dict.fromkeys(v["type"] for v in results))   # first named first
+        for group in ([v for v in results if v["type"] == t] for t in order):
+            table = compare(group)
             if args.json:
                 table["views"] = group
                 print(json.dumps(table, default=str))
             else:
-                sys.stdout.write(render_compare(table))
+                sys.stdout.write(render_compare(table, lines=args.lines))
     else:
         for view in results:
             print(json.dumps(view, default=str) if args.json else render_view(view), end="\n" if args.json else "")
@@ -221,6 +223,12 @@ def _lines(value) -> list:
     return [printable(v) for v in value] if isinstance(value, list) else [printable(str(value))]
 
 
+def _cut_lines(cell: list, limit: int) -> list:
+    if limit <= 0 or len(cell) <= limit:
+        return cell
+    return cell[:limit - 1] + ["… (%d more)" % (len(cell) - limit + 1)]
+
+
 def render_view(view: dict) -> str:
     """One namespace: a header line, then `label  value` rows (lists indented below their label)."""
     head = "%s:[%s]  %s" % (view["type"], view["inode"], printable(view.get("label") or ""))
@@ -239,8 +247,10 @@ def render_view(view: dict) -> str:
     return "\n".join(out) + "\n\n"
 
 
-def render_compare(table: dict, width: int = 0) -> str:
-    """One type, one column per namespace; multi-line values side by side, rows that differ marked '*'."""
+def render_compare(table: dict, width: int = 0, lines: int = 0) -> str:
+    """One type, one column per namespace; multi-line values side by side, rows that differ marked '*'.
+
+    lines > 0 cuts every cell to that many lines (saying how many more there are)."""
     columns = table["columns"]
     width = width or shutil.get_terminal_size((160, 24)).columns
     rows = [(r["label"], r["values"], r["same"]) for r in table["rows"]]
@@ -260,7 +270,7 @@ def render_compare(table: dict, width: int = 0) -> str:
         out.append(line("state", [c["state"] + (": " + c["message"] if c.get("message") else "")
                                   for c in columns]))
     for label, values, same in rows:
-        cells = [_lines(v) if v is not None else ["–"] for v in values]
+        cells = [_cut_lines(_lines(v), lines) if v is not None else ["–"] for v in values]
         for i in range(max(len(c) for c in cells)):
             out.append(line(printable(label) if i == 0 else "", [c[i] if i < len(c) else "" for c in cells],
                             "*" if i == 0 and not same else " "))
