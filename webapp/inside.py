@@ -23,7 +23,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from tracer.host.inside import resolve
 from tracer.host.inside.spawn import STATS
-from tracer.host.inside.view import ENDED, compare, inspect
+from tracer.host.inside.view import ENDED, answer, compare, inspect
 
 from .auth import error
 
@@ -99,13 +99,6 @@ def _refused(retry_after: int, why: str):
     return response
 
 
-def _ended(detail: dict, hosts: set) -> dict:
-    target = resolve.target_from(detail, hosts)
-    return {"id": target.id, "type": target.type, "inode": target.inode, "label": target.label,
-            "state": "ended", "message": ENDED, "read_via": None, "method": None, "view": None,
-            "fields": [], "elapsed_ms": None}
-
-
 def _details(graph, ids: list):
     """(details, None) for ids the graph knows, else (None, error response).  Reads nothing."""
     details = []
@@ -130,7 +123,8 @@ def _read(graph, details: list) -> list:
         if d.get("alive", True) and d["id"] not in unique:
             unique[d["id"]] = resolve.target_from(d, hosts)
     views = dict(zip(unique, inspect(list(unique.values())))) if unique else {}
-    return [views[d["id"]] if d["id"] in views else _ended(d, hosts) for d in details]
+    return [views[d["id"]] if d["id"] in views else answer(resolve.target_from(d, hosts), "ended", ENDED)
+            for d in details]
 
 
 def _admitted_read(graph, details: list):

@@ -134,8 +134,10 @@ def resolve_targets(graph, args) -> list:
             shown = "container %s" % name
         else:
             pid, shown = value, None
-        if graph.process(pid) is None:
+        proc = graph.process(pid)
+        if proc is None:
             raise NotFound("no process %d (it may have exited)" % pid)
+        shown = shown or "pid %d (%s)" % (pid, proc.get("comm", "?"))
         for t in types:
             detail = resolve.of_process(graph, pid, t)
             if detail is None:
@@ -165,6 +167,10 @@ def _host_targets(graph, hosts: set, types: list) -> list:
 def run(args) -> int:
     try:
         _types(args)
+        if os.geteuid() != 0:
+            print("nsgraph inspect needs root: it reads other processes' namespaces and joins them "
+                  "(sudo nsgraph inspect ...)", file=sys.stderr)
+            return EXIT_NO_PRIVILEGES
         from .snapshot import build_graph
         try:
             graph, _snap = build_graph(docker=not args.no_docker)
@@ -178,13 +184,10 @@ def run(args) -> int:
     except NotFound as exc:
         print("nsgraph inspect: %s" % exc, file=sys.stderr)
         return EXIT_NOT_FOUND
-    from ..host.inside.view import ENDED, compare, inspect
+    from ..host.inside.view import ENDED, answer, compare, inspect
     alive = [t for _ty, t, ok in targets if ok]
     views = {id(t): v for t, v in zip(alive, inspect(alive))}
-    results = []
-    for ns_type, target, ok in targets:
-        view = views.get(id(target)) or _ended_view(target, ENDED)
-        results.append(view)
+    results = [views.get(id(target)) or answer(target, "ended", ENDED) for _ty, target, _ok in targets]
     if args.compare:
         order = list(dict.fromkeys(v["type"] for v in results))   # first named first
         for group in ([v for v in results if v["type"] == t] for t in order):
@@ -198,12 +201,6 @@ def run(args) -> int:
         for view in results:
             print(json.dumps(view, default=str) if args.json else render_view(view), end="\n" if args.json else "")
     return _status(results)
-
-
-def _ended_view(target, message: str) -> dict:
-    return {"id": target.id, "type": target.type, "inode": target.inode, "label": target.label,
-            "state": "ended", "message": message, "read_via": None, "method": None, "view": None,
-            "fields": [], "elapsed_ms": None}
 
 
 def _status(results: list) -> int:

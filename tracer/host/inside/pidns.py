@@ -24,7 +24,9 @@ MAX_LISTED = 5000      # processes listed in a view (all are counted)
 
 
 def parse_status(text: str) -> dict:
-    """The fields of /proc/<pid>/status the view needs: name, state, ppid, uid, nspid."""
+    """The fields of /proc/<pid>/status the view needs: name, state, ppid, uid, nspid.
+
+    NSpid comes after the others, so reading stops there (status has ~55 lines)."""
     out = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
@@ -38,6 +40,7 @@ def parse_status(text: str) -> dict:
             out["uid"] = int(value.split()[0])
         elif key == "NSpid":
             out["nspid"] = [int(v) for v in value.split()]
+            break
     return out
 
 

@@ -31,7 +31,12 @@ def read_at(dirfd: int, name: str, cap: int = MAX_FILE_BYTES) -> bytes:
 
 
 def read_fd(fd: int, cap: int = MAX_FILE_BYTES) -> bytes:
-    chunks, size = [], 0
+    """Up to cap bytes.  A /proc file hands over all it has in the first read when it
+    fits, so a short first read is the whole file (one syscall for status, cmdline)."""
+    first = os.read(fd, min(65536, cap))
+    if len(first) < min(65536, cap):
+        return first
+    chunks, size = [first], len(first)
     while size < cap:
         data = os.read(fd, min(65536, cap - size))
         if not data:

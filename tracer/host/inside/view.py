@@ -46,6 +46,13 @@ def fields(ns_type: str, view: Optional[dict]) -> list:
     return [list(row) for row in module(ns_type).fields(view)] if view else []
 
 
+def answer(target: NsTarget, state: Optional[str] = None, message: Optional[str] = None) -> dict:
+    """The answer shape for a target, with no view yet (state "ended" for one known to be gone)."""
+    return {"id": target.id, "type": target.type, "inode": target.inode, "label": target.label,
+            "state": state, "message": message, "read_via": None, "method": None, "view": None,
+            "fields": [], "elapsed_ms": None}
+
+
 class _Job:
     """One target being read: its opener, current handle, and answer."""
 
@@ -53,9 +60,7 @@ class _Job:
         self.target = target
         self.opener = Opener(target, proc_root)
         self.handle: Optional[Handle] = None
-        self.result = {"id": target.id, "type": target.type, "inode": target.inode,
-                       "label": target.label, "state": None, "message": None, "read_via": None,
-                       "method": None, "view": None, "fields": [], "elapsed_ms": None}
+        self.result = answer(target)
         self.started = time.monotonic()
 
     def done(self, state: str, view=None, message=None) -> None:
@@ -82,6 +87,7 @@ def _read_in_process(job: _Job, proc_root: str) -> None:
     """pid always; mnt and user through a member.  Tries the next member when one vanishes."""
     mod = module(job.target.type)
     job.result["method"] = "proc"
+    job.started = time.monotonic()
     while True:
         if job.target.type == "pid":
             view = mod.scan(job.target.inode, proc_root, Counter())
@@ -144,6 +150,8 @@ def _run_helpers(jobs: list, runner: Callable) -> None:
     if current:
         batches.append(current)
     for batch in batches:
+        for job, _ in batch:
+            job.started = time.monotonic()
         try:
             answers = runner([request for _, request in batch])
         except HelperError as exc:

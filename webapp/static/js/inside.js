@@ -134,6 +134,7 @@ export class ComparePanel {
     this.presets = el("div", { class: "cmp-presets", id: "cmp-presets" });
     this.result = el("div", { class: "cmp-result", id: "cmp-result" });
     this.presetKey = "";
+    this.choicesKey = "";
     this.runPreset = null;
     put(clear(root),
       el("div", { class: "cmp-controls" }, el("label", { text: "type " }, this.typeSelect), this.choices,
@@ -157,7 +158,7 @@ export class ComparePanel {
           onclick: () => this.seed([{ label: "host", ns: model.hostNs }, { label: "container " + name, ns: containerNs(this.getModel(), name) }]) }));
       }
     }
-    if (!this.choices.childElementCount) this.listChoices();
+    this.listChoices();
   }
 
   // A demo run created namespaces (hostname-ip-ps): offer it against the host.
@@ -176,15 +177,22 @@ export class ComparePanel {
     this.modelChanged();
   }
 
+  // The live namespaces of the chosen type, as checkboxes (redrawn only when they change).
   listChoices() {
     const model = this.getModel();
     const type = this.typeSelect.value;
-    clear(this.choices);
     const spaces = Array.from(model.namespaces.values()).filter((n) => n.type === type && n.alive !== false)
-      .sort((a, b) => (model.isHostNs(b.id) - model.isHostNs(a.id)) || (a.inode - b.inode));
-    for (const ns of spaces.slice(0, 60)) {
+      .sort((a, b) => (model.isHostNs(b.id) - model.isHostNs(a.id)) || (a.inode - b.inode)).slice(0, 60);
+    const key = type + "|" + spaces.map((n) => n.id + "=" + nsLabel(model, n)).join(" ");
+    if (key === this.choicesKey) return;
+    this.choicesKey = key;
+    const checked = new Set(Array.from(this.choices.querySelectorAll("input:checked")).map((i) => i.value));
+    const fresh = this.choicesType !== type;
+    this.choicesType = type;
+    clear(this.choices);
+    for (const ns of spaces) {
       const cb = el("input", { type: "checkbox", value: ns.id });
-      if (model.isHostNs(ns.id)) cb.checked = true;
+      cb.checked = checked.has(ns.id) || (fresh && model.isHostNs(ns.id));
       this.choices.appendChild(el("label", { class: "cmp-choice" }, cb,
         el("span", { class: "swatch", style: { background: typeColor(type) } }), nsLabel(model, ns) + " [" + ns.inode + "]"));
     }
@@ -198,6 +206,7 @@ export class ComparePanel {
   async compareIds(type, ids, title) {
     const section = this.start(title || "what each " + type + " namespace sees");
     section.appendChild(await this.table(type, ids));
+    section.dataset.done = "1";
     this.root.scrollIntoView({ block: "nearest" });
   }
 
