@@ -11,7 +11,6 @@ container's own view.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import socket
@@ -19,25 +18,14 @@ import time
 
 import pytest
 
-from tests.browser.test_browser import SHOTS, PageLog, Server, playwright_browser, wait_js  # noqa: F401
+# The harness of test_browser.py: its fixtures give this module its own server and browser.
+from tests.browser.test_browser import SHOTS, PageLog, playwright_browser, server, wait_js  # noqa: F401
 from tests.workloads import inside_truth as truth
 
 
 def panel_shot(page, name: str) -> None:
     os.makedirs(SHOTS, exist_ok=True)
     page.locator("#compare-panel").screenshot(path=os.path.join(SHOTS, name + ".png"))
-
-
-@pytest.fixture(scope="module")
-def server(root, docker_client, tmp_path_factory):
-    srv = Server(str(tmp_path_factory.mktemp("serve-inside")))
-    try:
-        srv.wait_url()
-        yield srv
-    finally:
-        with contextlib.suppress(Exception):
-            srv.api("/api/demos/cleanup", "POST", {})
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

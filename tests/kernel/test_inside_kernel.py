@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -60,18 +59,14 @@ def by_type(views: list) -> dict:
     return out
 
 
-def _wait_ready(proc, what: str, timeout: float = 20) -> str:
-    buf = b""
-    deadline = time.time() + timeout
-    while READY.encode() not in buf and time.time() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            buf += chunk
-    assert READY.encode() in buf, "%s did not start: %r" % (what, buf.decode(errors="replace"))
-    return buf.decode()
+def _wait_ready(proc, what: str) -> str:
+    """The lines a set-up script printed up to READY (its stderr too); it fails at EOF without READY."""
+    seen = []
+    for line in iter(proc.stdout.readline, b""):
+        seen.append(line.decode(errors="replace"))
+        if line.strip() == READY.encode():
+            return "".join(seen)
+    raise AssertionError("%s did not start: %r" % (what, "".join(seen)))
 
 
 def _stop(proc) -> None:
