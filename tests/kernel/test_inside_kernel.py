@@ -55,6 +55,13 @@ def inspect_cli(*args) -> list:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
+def read(pid: int, types: str) -> dict:
+    """The inside views of pid's namespaces of these types, read in this process (the CLI path,
+    which adds resolving through a /proc snapshot, is checked by the tests that run nsgraph)."""
+    targets = [NsTarget(t, truth.ns_inode(pid, t), nsfs_device(), pids=[pid]) for t in types.split(",")]
+    return by_type(inspect(targets))
+
+
 def by_type(views: list) -> dict:
     out = {v["type"]: v for v in views}
     for v in out.values():
@@ -137,7 +144,7 @@ def test_every_type_is_the_namespace_lsns_names(nsset):
 
 def test_uts_net_ipc_time_cgroup_match_the_tools_run_inside(nsset):
     pid = nsset["pid"]
-    v = by_type(inspect_cli("--pid", str(pid), "--type", "uts,net,ipc,time,cgroup"))
+    v = read(pid, "uts,net,ipc,time,cgroup")
     assert truth.hostname(pid) == TAG and truth.domainname(pid) == "nsgtest.example"
     assert v["uts"]["view"] == {"hostname": TAG, "domainname": "nsgtest.example"}
     assert v["uts"]["method"] == "helper"
@@ -177,7 +184,7 @@ def test_uts_net_ipc_time_cgroup_match_the_tools_run_inside(nsset):
 
 def test_pid_and_mnt_match_ps_and_mountinfo_inside(nsset):
     pid = nsset["pid"]
-    v = by_type(inspect_cli("--pid", str(pid), "--type", "pid"))
+    v = read(pid, "pid")
     rows = [(p["pid"], p["ppid"], p["comm"]) for p in v["pid"]["view"]["processes"]]
     assert sorted(rows) == sorted(truth.ps_e(pid))
     assert v["pid"]["view"]["init"]["pid"] == 1 and v["pid"]["view"]["init"]["host_pid"] == pid
@@ -187,7 +194,7 @@ def test_pid_and_mnt_match_ps_and_mountinfo_inside(nsset):
     # mount that comes or goes in between makes the comparison meaningless: read again).
     for _ in range(3):
         before = truth.mountinfo(pid)
-        view = by_type(inspect_cli("--pid", str(pid), "--type", "mnt"))["mnt"]["view"]
+        view = read(pid, "mnt")["mnt"]["view"]
         mounts = truth.mountinfo(pid)
         if before == mounts:
             break
@@ -199,8 +206,8 @@ def test_pid_and_mnt_match_ps_and_mountinfo_inside(nsset):
 
 def test_nested_pid_namespace_seen_from_both_levels(nsset):
     outer, nested = nsset["pid"], nsset["nested"]
-    outer_view = by_type(inspect_cli("--pid", str(outer), "--type", "pid"))["pid"]["view"]
-    inner_view = by_type(inspect_cli("--pid", str(nested), "--type", "pid"))["pid"]["view"]
+    outer_view = read(outer, "pid")["pid"]["view"]
+    inner_view = read(nested, "pid")["pid"]["view"]
     assert inner_view["depth"] == outer_view["depth"] + 1
     assert [(p["pid"], p["ppid"], p["comm"]) for p in inner_view["processes"]] == truth.ps_e(nested) == [(1, 0, "sleep")]
     # The outer namespace lists the nested one's process too, under its outer pid.
@@ -216,7 +223,7 @@ def test_user_namespace_of_an_unprivileged_user(root):
     try:
         _wait_ready(proc, "the user namespace")
         pid = proc.pid
-        v = by_type(inspect_cli("--pid", str(pid), "--type", "user"))["user"]["view"]
+        v = read(pid, "user")["user"]["view"]
         assert truth.nsenter(pid, "-U", "cat", "/proc/self/uid_map").split() == ["0", "65534", "1"]
         assert v["uid_map"] == [{"inside": 0, "outside": 65534, "count": 1}]
         assert v["gid_map"] == [{"inside": 0, "outside": 65534, "count": 1}]
@@ -226,6 +233,7 @@ def test_user_namespace_of_an_unprivileged_user(root):
         _stop(proc)
 
 
+@pytest.mark.host_only     # the host's own tools and process churn; nothing kernel-specific
 def test_the_host_as_the_host_tools_see_it(root):
     before_ps = {(p, c) for p, _pp, c in _host_ps()}
     before_ip = truth.ip_addr(os.getpid())
@@ -253,7 +261,7 @@ def _host_ps() -> list:
     return [(int(a), int(b), c.strip()) for a, b, c in (line.split(None, 2) for line in out.splitlines())]
 
 
-def test_side_by_side_text_and_exit_codes(nsset):
+def test_side_by_side_text(nsset):
     proc = subprocess.run(NSGRAPH + ["inspect", "--no-docker", "--compare", "--host", "--pid", str(nsset["pid"]),
                                      "--type", "uts,pid", "--lines", "5"], cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, timeout=60)
@@ -263,6 +271,10 @@ def test_side_by_side_text_and_exit_codes(nsset):
     hostname = next(line for line in lines if line.startswith("* hostname"))
     assert hostname.split()[2:] == [socket.gethostname(), TAG]
     assert any("more)" in line for line in lines)          # the host's ps cut to 5 lines
+
+
+@pytest.mark.host_only     # seven nsgraph runs: slow under the kernel matrix's emulated CPU
+def test_exit_codes(root):
     for args, code in ((["uts:nope"], 2), (["--pid", "1", "--type", "bogus"], 2), ([], 2),
                        (["uts:4026500001"], 3), (["--pid", "999999999"], 3), (["--container", "nsgtest-none"], 3)):
         run = subprocess.run(NSGRAPH + ["inspect", "--no-docker"] + args, cwd=REPO, stdout=subprocess.PIPE,

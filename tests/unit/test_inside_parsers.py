@@ -260,3 +260,46 @@ def test_gate_caps_concurrent_reads():
     assert gate.admit(1) is None
     gate.release()
     assert gate.counters["refused_busy"] == 1
+
+
+# -- the helper process and its bounds (real processes; no root needed) ---------------------
+
+def test_helper_round_trip_over_its_own_uts_namespace():
+    """The real helper, started as the server starts it, asked about this process's own uts
+    namespace: as root it joins and answers; without root setns says EPERM, and the answer says why."""
+    import errno
+    import os
+
+    from tracer.host.inside.spawn import STATS, run_helper
+    fd = os.open("/proc/self/ns/uts", os.O_RDONLY)
+    try:
+        started = STATS.snapshot()["started"]
+        (answer,) = run_helper([{"type": "uts", "fd": fd, "extra": {}}], timeout=60)
+        assert STATS.snapshot()["started"] == started + 1
+    finally:
+        os.close(fd)
+    if os.geteuid() == 0:
+        assert answer == {"view": {"hostname": socket.gethostname(),
+                                   "domainname": open("/proc/sys/kernel/domainname").read().strip()}}
+    else:
+        assert answer["errno"] == errno.EPERM and answer["error"].startswith("setns(uts)")
+
+
+def test_helper_exchange_is_bounded_in_time_and_size():
+    import subprocess
+    import time
+
+    from tracer.host.inside import spawn
+    slow = subprocess.Popen(["sleep", "30"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    t0 = time.monotonic()
+    with pytest.raises(spawn.HelperError) as err:
+        spawn._exchange(slow, b"{}", time.monotonic() + 0.3)
+    spawn._reap(slow, grace=0)
+    assert err.value.reason == "timeout" and time.monotonic() - t0 < 5 and slow.returncode == -9
+    chatty = subprocess.Popen(["cat", "/dev/zero"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    with pytest.raises(spawn.HelperError) as err:
+        spawn._exchange(chatty, b"", time.monotonic() + 60)
+    spawn._reap(chatty, grace=0)
+    assert err.value.reason == "oversize"

@@ -107,7 +107,11 @@ def main() -> int:
     except ValueError as exc:
         sys.stdout.write(json.dumps({"error": "bad request: %s" % exc}))
         return 2
-    sys.stdout.write(json.dumps({"results": run(jobs)}))
+    try:
+        sys.stdout.write(json.dumps({"results": run(jobs)}))
+    except BaseException as exc:   # no traceback: printing one reads source files by path
+        sys.stdout.write(json.dumps({"error": "the helper failed: %s" % type(exc).__name__}))
+        return 1
     return 0
 
 
