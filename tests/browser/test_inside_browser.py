@@ -122,6 +122,26 @@ def test_namespace_details_show_what_it_sees(server, page, docker_client):
     assert tables["uts"]["hostname"] == [socket.gethostname(), container.attrs["Config"]["Hostname"]]
 
 
+def test_compare_any_namespaces_of_one_type(server, page, docker_client):
+    run = _last_run(server, "hostname-ip-ps")
+    container = docker_client.containers.get(run["container"])
+    pid = container.attrs["State"]["Pid"]
+    inode = truth.ns_inode(pid, "ipc")
+    page.select_option("#cmp-type", "ipc")
+    box = "#cmp-choices input[value^='ipc:'][value*=':%d:']" % inode
+    wait_js(page, "!!document.querySelector(\"%s\")" % box, 10, "the container's ipc namespace in the choices")
+    page.check(box)
+    checked = page.evaluate("Array.from(document.querySelectorAll('#cmp-choices input:checked')).map(i => i.value)")
+    assert len(checked) == 2, checked            # the host's is checked by default
+    page.click("#cmp-go")
+    tables = _wait_compare(page, "the ipc comparison")
+    inside = truth.ipcs(pid)
+    assert tables["ipc"]["shared memory"][1].split(":")[0] == str(len(inside["shared_memory"]))
+    assert tables["ipc"]["posix message queues"][1] == str(len(truth.nsenter(pid, "-m", "ls", "/dev/mqueue").split()))
+    host = page.evaluate("document.querySelector('#cmp-result th[data-col=\"0\"] div').textContent")
+    assert host == "host"
+
+
 def test_join_session_shows_the_exec_sees_exactly_the_containers_view(server, page, docker_client):
     _run_demo(page, "exec-myapp", 180)
     run = _last_run(server, "exec-myapp")
