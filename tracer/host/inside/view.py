@@ -115,7 +115,7 @@ def _helper_job(job: _Job) -> Optional[dict]:
     """The helper request for one target, or None after answering it here."""
     extra = {}
     needs = getattr(module(job.target.type), "NEEDS_MEMBER_FILE", None)
-    if needs:
+    while needs and needs not in extra:
         if job.handle.proc_fd is None:
             job.done("error", message="%s has no process left to read its %s through (only %s keeps it)"
                      % (job.target.short, needs, job.handle.source))
@@ -123,17 +123,18 @@ def _helper_job(job: _Job) -> Optional[dict]:
         try:
             extra[needs] = job.handle.open_member_file(needs)
         except OSError:
-            job.done("ended", message=ENDED_WHILE_READ)
-            return None
+            if not job.next_handle():          # that member left: the next one
+                job.done("ended", message=ENDED_WHILE_READ)
+                return None
     job.result["method"] = "helper"
     return {"type": job.target.type, "fd": job.handle.ns_fd, "extra": extra}
 
 
-def _explain(answer: dict, job: _Job) -> str:
-    if answer.get("errno") in (errno.EPERM, errno.EACCES):
+def _explain(reply: dict, job: _Job) -> str:
+    if reply.get("errno") in (errno.EPERM, errno.EACCES):
         return ("joining %s needs root (CAP_SYS_ADMIN and CAP_SYS_CHROOT): run nsgraph as root"
                 % job.target.short)
-    return "reading %s inside failed: %s" % (job.target.short, answer.get("error"))
+    return "reading %s inside failed: %s" % (job.target.short, reply.get("error"))
 
 
 def _run_helpers(jobs: list, runner: Callable) -> None:
@@ -153,7 +154,7 @@ def _run_helpers(jobs: list, runner: Callable) -> None:
         for job, _ in batch:
             job.started = time.monotonic()
         try:
-            answers = runner([request for _, request in batch])
+            replies = runner([request for _, request in batch])
         except HelperError as exc:
             for job, _ in batch:
                 job.done("error", message=str(exc))
@@ -162,11 +163,11 @@ def _run_helpers(jobs: list, runner: Callable) -> None:
             for _, request in batch:
                 for fd in request["extra"].values():
                     _close(fd)
-        for (job, _), answer in zip(batch, answers):
-            if isinstance(answer, dict) and isinstance(answer.get("view"), dict):
-                job.done("ok", answer["view"])
+        for (job, _), reply in zip(batch, replies):
+            if isinstance(reply, dict) and isinstance(reply.get("view"), dict):
+                job.done("ok", reply["view"])
             else:
-                job.done("error", message=_explain(answer if isinstance(answer, dict) else {}, job))
+                job.done("error", message=_explain(reply if isinstance(reply, dict) else {}, job))
 
 
 def _close(fd: int) -> None:
