@@ -44,7 +44,7 @@ LISTENER = ("import socket,time\n"
             "t=socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
             "t.bind(('127.0.0.1', 7777)); t.listen()\n"
             "u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('127.0.0.1', 7778))\n"
-            "time.sleep(300)\n")
+            "time.sleep(3600)\n")
 
 
 def inspect_cli(*args) -> list:
@@ -106,8 +106,8 @@ def nsset(root):
         "ipcmk -M 4096 >/dev/null", "ipcmk -M 8192 >/dev/null", "ipcmk -S 3 >/dev/null", "ipcmk -Q >/dev/null",
         "mount -t mqueue none %s" % mq, "touch %s/nsgq1 %s/nsgq2 %s/nsgq3" % (mq, mq, mq),
         "%s -c \"$LISTENER\" &" % sys.executable,
-        "unshare --pid --fork --mount-proc sleep 300 &",
-        "sleep 0.5", "echo %s" % READY, "exec sleep 300"])
+        "unshare --pid --fork --mount-proc sleep 3600 &",
+        "sleep 0.5", "echo %s" % READY, "exec sleep 3600"])
     # The shell moves itself into a fresh cgroup first: that cgroup becomes the new
     # cgroup namespace's root.
     outer = "echo $$ > %s/cgroup.procs && exec unshare --uts --net --ipc --pid --fork --mount-proc " \
@@ -218,7 +218,7 @@ def test_nested_pid_namespace_seen_from_both_levels(nsset):
 
 def test_user_namespace_of_an_unprivileged_user(root):
     proc = subprocess.Popen(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
-                             "unshare", "--user", "--map-root-user", "sh", "-c", "echo %s; exec sleep 120" % READY],
+                             "unshare", "--user", "--map-root-user", "sh", "-c", "echo %s; exec sleep 3600" % READY],
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_ready(proc, "the user namespace")
@@ -294,7 +294,7 @@ def _target(pid: int, ns_type: str, pids=None) -> NsTarget:
 
 
 def _sleeper(*flags) -> subprocess.Popen:
-    proc = subprocess.Popen(["unshare"] + list(flags) + ["sleep", "60"], start_new_session=True)
+    proc = subprocess.Popen(["unshare"] + list(flags) + ["sleep", "600"], start_new_session=True)
     wait_for(lambda: truth.ns_inode(proc.pid, "uts") != truth.ns_inode(os.getpid(), "uts")
              if "--uts" in flags else os.readlink("/proc/%d/exe" % proc.pid).endswith("sleep"), "the sleeper")
     return proc
@@ -320,7 +320,7 @@ def test_last_member_exiting_while_read_gives_ended_not_an_error(root):
 def test_next_member_is_tried_first(root):
     first = _sleeper("--uts")
     try:
-        second = subprocess.Popen(["nsenter", "-t", str(first.pid), "-u", "sleep", "60"], start_new_session=True)
+        second = subprocess.Popen(["nsenter", "-t", str(first.pid), "-u", "sleep", "600"], start_new_session=True)
         wait_for(lambda: truth.ns_inode(second.pid, "uts") == truth.ns_inode(first.pid, "uts"), "the second member")
         target = _target(first.pid, "uts", [first.pid, second.pid])
         hostname = truth.hostname(first.pid)
