@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import sqlite3
 import time
+import zlib
 
 from tracer import nstypes
 from tracer.graph.model import NamespaceGraph
 from tracer.history.diff import diff_graphs
+from tracer.history import retention
 from tracer.history.store import HistoryStore
 
 from test_graph import DEV, HOST, ev, host_snapshot, with_
@@ -65,7 +68,9 @@ def test_graph_at_rebuilds_each_moment_and_diff(tmp_path):
     finally:
         store.close()
     db = sqlite3.connect(str(tmp_path / "h.db"))
-    kinds = dict(db.execute("SELECT kind, count(*) FROM inputs GROUP BY kind").fetchall())
+    kinds = collections.Counter(
+        json.loads(line)[2] for (data,) in db.execute("SELECT data FROM input_blocks")
+        for line in zlib.decompress(data).split(b"\n"))
     assert kinds["event"] == 8
     assert db.execute("SELECT count(*) FROM changes").fetchone()[0] > 0
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -88,20 +93,24 @@ def test_full_queue_drops_and_counts_without_blocking(tmp_path):
     store.close()
 
 
-def test_retention_by_rows_keeps_a_checkpoint_to_replay_from(tmp_path):
-    g, store = _live_graph(tmp_path, retention_rows=50, checkpoint_every_inputs=40)
+def test_retention_by_size_keeps_a_checkpoint_to_replay_from(tmp_path):
+    g, store = _live_graph(tmp_path, max_bytes=64 * 1024, checkpoint_every_inputs=40, batch=20)
     try:
-        for i in range(300):
-            g.apply(ev("clone", 50, ns=HOST, before=HOST, child_pid=2000 + i, raw_flags=17))
-            if i % 50 == 0:
+        for i in range(3000):
+            g.apply(ev("clone", 50, ns=HOST, before=HOST, child_pid=2000 + i, raw_flags=17,
+                       comm="w%d" % i))
+            g.apply(ev("exit", 2000 + i))
+            if i % 100 == 0:
                 store.flush()
         store.flush()
         store.checkpoint()
-        g.apply(ev("exit", 2000))
+        g.apply(ev("exit", 50))
         store.flush()
         db = sqlite3.connect(store.path)
-        assert db.execute("SELECT count(*) FROM inputs").fetchone()[0] < 300
-        assert store.counters["pruned"] > 0
+        first = db.execute("SELECT min(first_seq) FROM input_blocks").fetchone()[0]
+        assert first > 1000, "old input blocks were not pruned"
+        assert store.counters["pruned"] > 0 and store.counters["pruned_bytes"] > 0
+        assert retention.used_bytes(db) <= 64 * 1024 * 2
         assert _strip(store.graph_at(time.time()).to_json()) == _strip(g.to_json())
     finally:
         store.close()
