@@ -74,6 +74,12 @@ def test_docker_run_creates_the_container_namespaces(container):
 
 
 def test_docker_exec_joins_through_runc_setns(container, live_events):
+    from tracer.graph.model import NamespaceGraph
+    from tracer.host.snapshot import take_snapshot
+
+    # The model the events are applied to starts from /proc, as `nsgraph serve`'s does.
+    graph = NamespaceGraph(live=False)
+    graph.load_snapshot(take_snapshot())
     mark = live_events.mark()
     result = container["container"].exec_run(["ps", "aux"])
     assert result.exit_code == 0
@@ -88,11 +94,20 @@ def test_docker_exec_joins_through_runc_setns(container, live_events):
     assert set(JOINED_TYPES) <= set(joined), [(e.flags, e.ns_types()) for e in setns]
     for t in JOINED_TYPES:
         assert joined[t] == container["ns"][t], t
-    # The exec'd command ends up in the container's namespaces.
+    # The exec'd command ends up in the container's namespaces.  Its fork and exec
+    # records name no namespace (nothing changed): the model derives them from
+    # runc:[1:CHILD]'s joins, down the chain of forks.
     execs = [e for e in events if e.kind == "exec" and e.filename and e.filename.endswith("ps")]
     assert execs, "exec of ps not seen"
+    for event in events:
+        graph.apply(event)
+        if event is execs[-1]:
+            break
+    ps = graph.process(execs[-1].pid)
+    assert ps is not None, "the model does not know the exec'd ps"
     for t in ("mnt", "net", "uts", "ipc", "pid"):
-        assert execs[-1].ns[t] == container["ns"][t], t
+        # Namespace ids are type:device:inode:generation.
+        assert int(ps["ns"][t].split(":")[2]) == container["ns"][t], t
 
 
 def test_events_of_a_gone_container_are_attributed_by_cgroup_id(docker_client, live_events):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import require
 from tracer.kernel.btf import BTF, BTFError
-from tracer.kernel.probes import OPTIONAL_OFFSETS, REQUIRED_OFFSETS
+from tracer.kernel.layout import OPTIONAL_OFFSETS, REQUIRED_OFFSETS
 
 
 class BTFBuilder:
