@@ -10,7 +10,7 @@ Messages:
   event: diff     id: <graph version>   data: graph.diff_since(previous)
   event: resync   data: {"version": V, "reason": ...}  -> GET /api/graph again
                   (also once when the hub first sees the graph: its baseline)
-  event: event    data: Event.to_json()  (every trace event, in kernel order)
+  event: event    data: Event.to_json()  (every trace event while a tab is connected, in kernel order)
   event: status   data: /api/status
   event: demo     data: a demo run (GET /api/demos/runs/<id>)
   : heartbeat     every ~15 s, so a closed tab is noticed at the next write
@@ -32,6 +32,8 @@ import time
 from typing import Callable, Optional
 
 from flask import Blueprint, Response, current_app, request
+
+from tracer.events.encode import EventEncoder
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ class StreamHub:
         self._ring = collections.deque()       # (n, text)
         self._next = 0                          # number of the next message
         self._ring_size = max(16, int(config.sse_ring_size))
-        self.events = collections.deque(maxlen=max(1, int(config.events_ring_size)))
+        self.events = collections.deque(maxlen=max(1, int(config.events_ring_size)))  # Event objects
+        self._encoder = EventEncoder()
         self._pending_events = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -181,19 +184,23 @@ class StreamHub:
             self.publish("status", status)
 
     def _publish_events(self) -> None:
+        # Events are kept as they came; JSON is made only for connected tabs (a
+        # stream starts at the head, so nobody else could read it) and, for
+        # /api/events, on request.
         texts = []
         pending = self._pending_events
+        encode = self._encoder.encode if self.open_streams else None
         while pending:
             try:
                 event = pending.popleft()
             except IndexError:
                 break
-            try:
-                obj = event.to_json()
-            except Exception:
-                continue
-            self.events.append(obj)
-            texts.append(sse_message("event", obj))
+            self.events.append(event)
+            if encode is not None:
+                try:
+                    texts.append(sse_message("event", encode(event)))
+                except Exception:
+                    continue
         self._append(texts)
 
     def _publish_diff(self) -> None:
@@ -225,8 +232,8 @@ class StreamHub:
     # -- clients -------------------------------------------------------------------
 
     def recent_events(self, since_seq: int = 0, limit: int = 500) -> list:
-        out = [e for e in list(self.events) if e.get("seq", 0) > since_seq]
-        return out[-limit:] if limit else []
+        out = [e for e in list(self.events) if e.seq > since_seq]
+        return [e.to_json() for e in out[-limit:]] if limit else []
 
     def head(self) -> int:
         with self._cond:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno as errno_module
-import json
 import os
 import signal
 import sys
@@ -12,6 +11,7 @@ import time
 from datetime import datetime
 from typing import Callable, Optional
 
+from ..events.encode import EventEncoder
 from ..events.event import Event
 from ..events.kinds import EventKind
 from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
@@ -185,6 +185,7 @@ def run(args) -> int:
 
     out = sys.stdout
     shown = [0]
+    encode = EventEncoder().encode
 
     def on_event(event: Event) -> None:
         container = tagger.tag(event)
@@ -194,7 +195,7 @@ def run(args) -> int:
             return
         shown[0] += 1
         if args.json:
-            out.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+            out.write(encode(event) + "\n")
         else:
             out.write(format_columns(event) + "\n")
 

@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Optional
 
+from ..events.encode import EventEncoder
 from ..graph.model import NamespaceGraph, replay_records
 from .diff import diff_graphs
 from .recording import decode_input, encode_input
@@ -66,6 +67,7 @@ class HistoryStore:
                  checkpoint_every_inputs: int = 50_000, queue_size: int = 200_000,
                  batch: int = 2000, flush_s: float = 0.2):
         self.path = path or default_path()
+        self._encoder = EventEncoder()      # used by the writer thread only
         self.retention_s = retention_s
         self.retention_rows = retention_rows
         self.checkpoint_every_s = checkpoint_every_s
@@ -178,8 +180,13 @@ class HistoryStore:
 
     def _write(self, rows) -> None:
         encoded = []
+        encode_event = self._encoder.encode
         for seq, ts, kind, payload in rows:
-            encoded.append((seq, ts, kind, json.dumps(encode_input(kind, payload), separators=(",", ":"))))
+            if kind == "event":     # the encoder writes what encode_input + json.dumps would
+                text = encode_event(payload, exact_ts=True)
+            else:
+                text = json.dumps(encode_input(kind, payload), separators=(",", ":"))
+            encoded.append((seq, ts, kind, text))
         self._db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?)", encoded)
         self._db.commit()
         self.counters["written"] += len(encoded)
