@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gzip
 import json
 import os
@@ -18,6 +19,8 @@ examples:
   sudo nsgraph doctor            # every check, including a real probe load (about a second)
   sudo nsgraph doctor --quick    # skip the probe load
   nsgraph doctor --json          # one JSON object per check
+  sudo nsgraph doctor --cost     # what the running tracer's probes cost, measured by the kernel
+  sudo nsgraph doctor --cost --seconds 30 --json
 
 Each line is OK, WARN (tracing works, something optional is missing) or FAIL
 (tracing cannot work); FAIL lines say how to fix it. Exit status 0 when tracing
@@ -43,6 +46,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="do not compile and attach the probes")
     parser.add_argument("--json", action="store_true", help="JSON Lines output")
+    parser.add_argument("--cost", action="store_true",
+                        help="measure the BPF programs of running nsgraph tracers (serve, trace) with the "
+                             "kernel's own counters instead of checking the machine")
+    parser.add_argument("--seconds", type=float, default=5.0, metavar="S",
+                        help="how long --cost measures (default 5)")
     parser.set_defaults(func=run)
     return parser
 
@@ -86,7 +94,7 @@ def check_kernel() -> Check:
 
 
 def check_btf() -> tuple:
-    from ..kernel.probes import ProbeError, resolve_layout
+    from ..kernel.layout import ProbeError, resolve_layout
     try:
         layout = resolve_layout()
     except ProbeError as exc:
@@ -154,7 +162,7 @@ def check_docker() -> Check:
 
 
 def feature_checks(layout) -> List[Check]:
-    from ..kernel.probes import kernel_has_ringbuf
+    from ..kernel.layout import kernel_has_ringbuf
     checks = []
     ringbuf = kernel_has_ringbuf()
     checks.append(Check("feature ringbuf", INFO, "BPF ring buffer %s; the tracer uses %s" % (
@@ -176,11 +184,27 @@ def feature_checks(layout) -> List[Check]:
     else:
         kprobes_text = "available" if kprobes == "y" else "not in this kernel (CONFIG_KPROBES off)"
     checks.append(Check("feature kprobes", INFO, "kprobes %s; not used (tracepoints only)" % kprobes_text))
-    fentry = kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
-    checks.append(Check("feature fentry", INFO, "fentry/fexit %s; not used (tracepoints suffice)" % (
-        "supported by the kernel config" if fentry == "y" else
-        "not supported by the kernel config" if fentry == "n" else "support unknown")))
+    checks.append(check_trampolines(layout))
     return checks
+
+
+def check_trampolines(layout) -> Check:
+    """Whether fentry/fexit load on the functions behind unshare, setns and clone."""
+    config = kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
+    config_text = {"y": "kernel config has BPF trampolines", "n": "kernel config lacks "
+                   "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS"}.get(config, "kernel config unknown")
+    from ..kernel.probes import missing_privileges
+    if layout is None or layout.btf is None or missing_privileges():
+        return Check("feature fentry", INFO, "fentry/fexit not probed (needs root and BTF); %s" % config_text)
+    from ..kernel import trampolines
+    found = trampolines.probe(layout.btf)
+    tried = ", ".join("%s %s: %s" % (label, fn, "ok" if not err else errno.errorcode.get(err, str(err)))
+                      for fn, label, err in found.tried)
+    hint = ""
+    if found.tried and found.tried[-1][2] == errno.EPERM:
+        # Seen on a vendor 6.18 kernel that refuses trampoline programs to every process but PID 1.
+        hint = "; EPERM as root means the kernel or its platform forbids BPF trampolines (README: How it works)"
+    return Check("feature fentry", INFO, "%s (%s; tried %s%s)" % (found.reason, config_text, tried or "nothing", hint))
 
 
 def check_probe_load(layout) -> Check:
@@ -194,10 +218,14 @@ def check_probe_load(layout) -> Check:
         probes.close()
     except ProbeError as exc:
         return Check("probes", FAIL, str(exc), "fix the FAIL lines above first; then see the message")
-    return Check("probes", OK, "compiled and attached every probe in %.1f s" % (time.monotonic() - started))
+    return Check("probes", OK, "compiled and attached every probe in %.1f s; hooks: %s" % (
+        time.monotonic() - started, "fentry/fexit (untraced system calls pay nothing)" if probes.hook_path == "fentry"
+        else "syscall tracepoints (%s)" % probes.hook_reason.split(";")[0]))
 
 
 def run(args) -> int:
+    if args.cost:
+        return run_cost(args)
     checks = [check_privileges(), check_kernel()]
     btf_check, layout = check_btf()
     checks.append(btf_check)
@@ -221,3 +249,54 @@ def run(args) -> int:
         print("tracing can work" if not failed else
               "tracing cannot work: %d check(s) failed" % len(failed), file=sys.stderr)
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def run_cost(args) -> int:
+    """`nsgraph doctor --cost`: per-program BPF time of the running tracers."""
+    from ..kernel import probecost
+    from ..kernel.bpfstats import BPFStatsError
+    from ..kernel.probes import missing_privileges
+    problem = missing_privileges()
+    if problem:
+        print("nsgraph doctor: --cost reads BPF statistics: %s" % problem, file=sys.stderr)
+        return EXIT_FAILURE
+    if not args.seconds > 0:
+        print("nsgraph doctor: --seconds must be positive", file=sys.stderr)
+        return EXIT_FAILURE
+    tracers = probecost.find_tracers()
+    if not tracers:
+        print("nsgraph doctor: no nsgraph tracer is running (start `nsgraph serve` or `nsgraph trace`, "
+              "then measure it with --cost)", file=sys.stderr)
+        return EXIT_FAILURE
+    if not args.json:
+        print("measuring %d tracer(s) for %.0f s with the kernel's BPF statistics switched on..."
+              % (len(tracers), args.seconds), file=sys.stderr)
+    try:
+        reports = probecost.measure(tracers, args.seconds)
+    except BPFStatsError as exc:
+        print("nsgraph doctor: %s" % exc, file=sys.stderr)
+        return EXIT_FAILURE
+    for report in reports:
+        if args.json:
+            for p in report.programs:
+                print(json.dumps({"pid": report.tracer.pid, "command": report.tracer.command, "program": p.name,
+                                  "prog_id": p.id, "runs": p.runs, "run_time_ns": p.run_time_ns, "ns_per_run": p.ns_per_run,
+                                  "seconds": round(report.seconds, 3)}))
+            print(json.dumps({"pid": report.tracer.pid, "command": report.tracer.command, "program": "total",
+                              "run_time_ns": report.total_ns, "cpu_share": report.cpu_share(),
+                              "records": report.records, "ns_per_record": report.ns_per_record(),
+                              "lost": report.lost, "seconds": round(report.seconds, 3)}))
+            continue
+        print("pid %d (%s), %.1f s:" % (report.tracer.pid, report.tracer.command, report.seconds))
+        print("  %-7s %-26s %10s %9s %9s" % ("ID", "PROGRAM", "RUNS/S", "NS/RUN", "CPU%"))
+        for p in report.programs:
+            per_run = p.ns_per_run
+            print("  %-7d %-26s %10.0f %9s %9.3f" % (p.id, p.name, p.runs / report.seconds,
+                                                 "-" if per_run is None else "%.0f" % per_run,
+                                                 100.0 * p.run_time_ns / (report.seconds * 1e9)))
+        per_record = report.ns_per_record()
+        print("  total: %.3f %% of one CPU; %s records/s%s%s" % (
+            100.0 * report.cpu_share(), "?" if report.records is None else "%.0f" % (report.records / report.seconds),
+            "" if per_record is None else ", %.0f ns of BPF time per record" % per_record,
+            ", %d lost" % report.lost if report.lost else ""))
+    return EXIT_OK
