@@ -72,29 +72,29 @@ def _inherit(base: dict) -> dict:
     return child
 
 
+def _values(namespaces: dict):
+    """(slot -> inode, slot -> ns_id) of slot -> Namespace."""
+    return ({slot: ns.inode for slot, ns in namespaces.items()},
+            {slot: ns.ns_id for slot, ns in namespaces.items() if ns.ns_id is not None})
+
+
+def _overlay(inodes: dict, ids: dict, changed, changed_ids) -> None:
+    """Put an event's changed slots over the model's (an id it does not name is unknown)."""
+    if changed:
+        inodes.update(changed)
+        for slot in changed:
+            ids.pop(slot, None)
+    if changed_ids:
+        ids.update(changed_ids)
+
+
 def _expand(base: dict, ev, inherit: bool = False):
     """(before, after, id_before, id_after) around event ev for a task whose model
     namespaces are `base` (slot -> Namespace); with inherit, `after` is its child's."""
-    before = {slot: ns.inode for slot, ns in base.items()}
-    id_before = {slot: ns.ns_id for slot, ns in base.items() if ns.ns_id is not None}
-    if inherit:
-        after_base = _inherit(base)
-        after = {slot: ns.inode for slot, ns in after_base.items()}
-        id_after = {slot: ns.ns_id for slot, ns in after_base.items() if ns.ns_id is not None}
-    else:
-        after, id_after = dict(before), dict(id_before)
-    if ev.ns_before:
-        before.update(ev.ns_before)
-        for slot in ev.ns_before:
-            id_before.pop(slot, None)
-    if ev.ns_id_before:
-        id_before.update(ev.ns_id_before)
-    if ev.ns:
-        after.update(ev.ns)
-        for slot in ev.ns:
-            id_after.pop(slot, None)
-    if ev.ns_id:
-        id_after.update(ev.ns_id)
+    before, id_before = _values(base)
+    after, id_after = _values(_inherit(base)) if inherit else (dict(before), dict(id_before))
+    _overlay(before, id_before, ev.ns_before, ev.ns_id_before)
+    _overlay(after, id_after, ev.ns, ev.ns_id)
     return before, after, id_before, id_after
 
 
