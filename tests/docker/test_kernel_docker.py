@@ -86,14 +86,16 @@ def test_docker_exec_joins_through_runc_setns(container, live_events):
     assert b"sleep 300" in result.output
     events = live_events.since(mark)
     setns = [e for e in events if e.kind == "setns" and e.comm == "runc:[1:CHILD]" and not e.failed]
-    joined = {}
+    # What each runc:[1:CHILD] joined (others may exec into their containers meanwhile).
+    joined_by = {}
     for e in setns:
+        joined = joined_by.setdefault(e.pid, {})
         for t in e.flag_ns_types():
             slot = "pid_for_children" if t == "pid" else t
             joined[t] = e.ns[slot]
-    assert set(JOINED_TYPES) <= set(joined), [(e.flags, e.ns_types()) for e in setns]
-    for t in JOINED_TYPES:
-        assert joined[t] == container["ns"][t], t
+    ours = [j for j in joined_by.values() if set(JOINED_TYPES) <= set(j)
+            and all(j[t] == container["ns"][t] for t in JOINED_TYPES)]
+    assert len(ours) == 1, ([(e.pid, e.flags, e.ns_types()) for e in setns], container["ns"])
     # The exec'd command ends up in the container's namespaces.  Its fork and exec
     # records name no namespace (nothing changed): the model derives them from
     # runc:[1:CHILD]'s joins, down the chain of forks.
@@ -135,8 +137,9 @@ def test_events_of_a_gone_container_are_attributed_by_cgroup_id(docker_client, l
     finally:
         c.remove(force=True)
     live_events.since(mark)
-    assert len(tagged) == 1
-    event, container = tagged[0]
+    # Other containers on a shared engine may run ls meanwhile: ours is the one tagged with its id.
+    ours = [(e, c) for e, c in tagged if c is not None and c.id == container_id]
+    assert len(ours) == 1, tagged
+    event, container = ours[0]
     assert event.cgroup_id != 0
-    assert container is not None and container.id == container_id
     assert event.container == container_id[:12]
