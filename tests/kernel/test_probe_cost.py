@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -104,9 +103,10 @@ def test_doctor_cost_measures_a_running_tracer(root):
                              stderr=subprocess.PIPE, text=True)
     try:
         assert trace.stderr.readline().startswith("Tracing namespace events")
-        doctor = subprocess.Popen(NSGRAPH + ["doctor", "--cost", "--seconds", "3", "--json"], cwd=REPO,
+        doctor = subprocess.Popen(NSGRAPH + ["doctor", "--cost", "--seconds", "5", "--json"], cwd=REPO,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        # The window opens right after this line (slow under the kernel matrix's emulation).
+        assert doctor.stderr.readline().startswith("measuring")
         unshare_in_children(11)
         out, err = doctor.communicate(timeout=60)
     finally:

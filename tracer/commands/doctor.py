@@ -268,9 +268,8 @@ def run_cost(args) -> int:
         print("nsgraph doctor: no nsgraph tracer is running (start `nsgraph serve` or `nsgraph trace`, "
               "then measure it with --cost)", file=sys.stderr)
         return EXIT_FAILURE
-    if not args.json:
-        print("measuring %d tracer(s) for %.0f s with the kernel's BPF statistics switched on..."
-              % (len(tracers), args.seconds), file=sys.stderr)
+    print("measuring %d tracer(s) for %.0f s with the kernel's BPF statistics switched on..."
+          % (len(tracers), args.seconds), file=sys.stderr, flush=True)
     try:
         reports = probecost.measure(tracers, args.seconds)
     except BPFStatsError as exc:
