@@ -27,7 +27,7 @@
  *   NSG_RINGBUF_PAGES     ring buffer size in pages
  *   NSG_WAKEUP_EVENTS     wake the reader once per this many records per CPU
  *   NSG_PROC_EVENTS       1: also report plain forks, exec and exit
- *   NSG_TASK_STORAGE      1: keep a syscall's entry state in task storage (5.11+),
+ *   NSG_TASK_STORAGE      1: keep the rare per-task state in task storage (5.11+),
  *                         0: in an LRU hash keyed by thread id
  *   NSG_EXIT_GROUP_DEAD   1: sched_process_exit carries group_dead (6.x kernels)
  *   NSG_HOOKS_FENTRY      1: unshare/setns/clone are hooked with fentry/fexit
@@ -85,44 +85,66 @@ BPF_PERCPU_ARRAY(counters, u64, NSG_CNT_SLOTS);
 #define GATE_DIVERGED 1
 BPF_ARRAY(gates, u64, 2);
 
-/* What a syscall's entry saw, kept until its exit (and, for clone, the fork). */
-struct nsg_pending {
+/*
+ * What a syscall's entry saw, kept until its exit (and, for clone, the fork), by
+ * thread id.  A preallocated hash: an update and a delete cost a few hundred ns,
+ * where creating task storage for a task's first call costs over a microsecond
+ * (and most namespace calls are a process's first and only one).
+ */
+struct nsg_call {
 	u64 flags;
 	s32 fd;
 	u8 syscall;
-	u8 active;          /* between the entry and the exit of a traced call */
-	u8 time_switch;     /* time != time_for_children: exec (and fork) switch the time namespace */
-	u8 pid_switch;      /* pid_for_children != the active pid namespace: forks change pid */
+	u8 pad;
 	u16 read_mask;      /* slots whose values were read at entry into id/inum */
-	u16 pad2[3];
 	u64 ptr[NSG_NS_COUNT];
 	u64 id[NSG_NS_COUNT];
 	u32 inum[NSG_NS_COUNT];
 };
+BPF_HASH(calls, u32, struct nsg_call, NSG_PENDING_ENTRIES);
+/* Where an entry is put together before it is copied into the hash. */
+BPF_PERCPU_ARRAY(call_scratch, struct nsg_call, 1);
+
+/*
+ * A task whose children (and next exec) will not get its own pid/time
+ * namespaces: rare (after unshare or setns of pid or time), so kept in task
+ * storage made only then (an LRU hash before 5.11).  GATE_DIVERGED counts them.
+ */
+struct nsg_task {
+	u8 time_switch;     /* time != time_for_children: exec (and fork) switch the time namespace */
+	u8 pid_switch;      /* pid_for_children != the active pid namespace: forks change pid */
+	u8 pad[2];
+	u32 time_inum;      /* the time namespace exec will leave */
+	u64 time_id;
+};
 
 #if NSG_TASK_STORAGE
-BPF_TASK_STORAGE(pending_store, struct nsg_pending);
+BPF_TASK_STORAGE(task_state, struct nsg_task);
 
-static __always_inline struct nsg_pending *pending_get(int create)
+static __always_inline struct nsg_task *task_get(int create)
 {
-	return pending_store.task_storage_get(bpf_get_current_task_btf(), 0,
-	                                      create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	return task_state.task_storage_get(bpf_get_current_task_btf(), 0,
+	                                   create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 #else
-/* LRU: a task that dies between entry and exit leaves nothing behind for long. */
-BPF_TABLE("lru_hash", u32, struct nsg_pending, pending, NSG_PENDING_ENTRIES);
+BPF_TABLE("lru_hash", u32, struct nsg_task, task_state, NSG_PENDING_ENTRIES);
 
-static __always_inline struct nsg_pending *pending_get(int create)
+static __always_inline struct nsg_task *task_get(int create)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct nsg_pending *p = pending.lookup(&tid);
-	if (p || !create)
-		return p;
-	struct nsg_pending fresh = {};
-	pending.update(&tid, &fresh);
-	return pending.lookup(&tid);
+	struct nsg_task *t = task_state.lookup(&tid);
+	if (t || !create)
+		return t;
+	struct nsg_task fresh = {};
+	task_state.update(&tid, &fresh);
+	return task_state.lookup(&tid);
 }
 #endif
+
+static __always_inline u32 current_tid(void)
+{
+	return (u32)bpf_get_current_pid_tgid();
+}
 
 /* LRU: old cgroups' paths make room for new ones on their own. */
 BPF_TABLE("lru_hash", u64, struct nsg_cgroup_path, cgroup_paths, NSG_CGROUP_PATHS);
@@ -432,7 +454,7 @@ static __always_inline struct nsg_ns_change *change_at(char *rec, u32 n)
  * has the slot (its namespace is still alive) or `known` has them (read at entry).
  */
 static __always_inline u32 append_changes(char *rec, const u64 *before, const u64 *after, u16 live_before,
-                                          const struct nsg_pending *known)
+                                          const struct nsg_call *known)
 {
 	u32 n = 0;
 #pragma unroll
@@ -464,50 +486,65 @@ static __always_inline u32 append_changes(char *rec, const u64 *before, const u6
  */
 static __always_inline int ns_call_enter(u8 syscall, u64 flags, s32 fd, u16 may_change)
 {
-	struct nsg_pending *p = pending_get(1);
-	if (!p) {
-		count(NSG_CNT_PENDING_FULL);
+	int zero = 0;
+	struct nsg_call *c = call_scratch.lookup(&zero);
+	if (!c)
 		return 0;
-	}
-	p->flags = flags;
-	p->fd = fd;
-	p->syscall = syscall;
-	p->active = 1;
-	p->read_mask = may_change;
-	task_ns_ptrs((const char *)bpf_get_current_task(), p->ptr, 0);
+	c->flags = flags;
+	c->fd = fd;
+	c->syscall = syscall;
+	c->pad = 0;
+	c->read_mask = may_change;
+	task_ns_ptrs((const char *)bpf_get_current_task(), c->ptr, 0);
 #pragma unroll
 	for (int slot = 0; slot < NSG_NS_COUNT; slot++) {
 		if (may_change & SLOT(slot))
-			ns_value(p->ptr[slot], slot, &p->id[slot], &p->inum[slot]);
+			ns_value(c->ptr[slot], slot, &c->id[slot], &c->inum[slot]);
 	}
+	u32 tid = current_tid();
+	if (calls.update(&tid, c) != 0)
+		count(NSG_CNT_PENDING_FULL);
 	return 0;
 }
 
-static __always_inline u8 diverged(const struct nsg_pending *p)
+static __always_inline u8 diverged(const struct nsg_task *t)
 {
-	return p->time_switch | p->pid_switch;
+	return t ? t->time_switch | t->pid_switch : 0;
 }
 
 /*
  * After unshare/setns: will this task's children (and its next exec) land in other
- * pid/time namespaces than its own?  Such a task's forks are sent in full, and
- * GATE_DIVERGED counts the tasks in that state.
+ * pid/time namespaces than its own?  Such a task's forks are sent in full.  Only
+ * a change of pid_for_children or of a time slot can start or end that state.
  */
-static __always_inline void note_divergence(const char *task, struct nsg_pending *p, const u64 *now)
+static __always_inline void note_divergence(const char *task, const struct nsg_call *c, const u64 *now)
 {
-	u8 was = diverged(p);
-	if (now[NSG_NS_PID_FOR_CHILDREN] != p->ptr[NSG_NS_PID_FOR_CHILDREN]) {
+	u8 pid_changed = now[NSG_NS_PID_FOR_CHILDREN] != c->ptr[NSG_NS_PID_FOR_CHILDREN];
+	u8 time_changed = now[NSG_NS_TIME] != c->ptr[NSG_NS_TIME] ||
+	                  now[NSG_NS_TIME_FOR_CHILDREN] != c->ptr[NSG_NS_TIME_FOR_CHILDREN];
+	if (!pid_changed && !time_changed)
+		return;
+	struct nsg_task *t = task_get(0);
+	u8 was = diverged(t);
+	u8 pid_switch = t ? t->pid_switch : 0;
+	u8 time_switch = t ? t->time_switch : 0;
+	if (pid_changed) {
 		u32 level = 0;
 		const char *pid = task_pid_struct(task, &level);
 		u64 active = pid ? (u64)read_ptr(pid + OFF_PID_NUMBERS + (u64)level * SIZEOF_UPID + OFF_UPID_NS) : 0;
-		p->pid_switch = now[NSG_NS_PID_FOR_CHILDREN] != active;
+		pid_switch = now[NSG_NS_PID_FOR_CHILDREN] != active;
 	}
-#if NSG_HAVE_TIME_NS
-	p->time_switch = now[NSG_NS_TIME] != now[NSG_NS_TIME_FOR_CHILDREN];
-	if (p->time_switch)  /* the before value of the switch that exec will report */
-		ns_value(now[NSG_NS_TIME], NSG_NS_TIME, &p->id[NSG_NS_TIME], &p->inum[NSG_NS_TIME]);
-#endif
-	u8 is = diverged(p);
+	if (time_changed)
+		time_switch = now[NSG_NS_TIME] != now[NSG_NS_TIME_FOR_CHILDREN];
+	if (!t && (pid_switch || time_switch))
+		t = task_get(1);
+	if (!t)
+		return;
+	t->pid_switch = pid_switch;
+	t->time_switch = time_switch;
+	if (time_switch)  /* the time namespace that exec will leave, for its record */
+		ns_value(now[NSG_NS_TIME], NSG_NS_TIME, &t->time_id, &t->time_inum);
+	u8 is = diverged(t);
 	if (is != was)
 		gate_add(GATE_DIVERGED, is ? 1 : -1);
 }
@@ -515,27 +552,30 @@ static __always_inline void note_divergence(const char *task, struct nsg_pending
 /* Exit: one record with the slots whose pointers changed. */
 static __always_inline int ns_call_exit(void *ctx, u8 kind, long ret)
 {
-	struct nsg_pending *p = pending_get(0);
-	if (!p || !p->active)
+	u32 tid = current_tid();
+	struct nsg_call *c = calls.lookup(&tid);
+	if (!c)
 		return 0;
-	p->active = 0;
 	char *rec = record_start();
-	if (!rec)
+	if (!rec) {
+		calls.delete(&tid);
 		return 0;
+	}
 	const char *task = (const char *)bpf_get_current_task();
 	struct nsg_event *e = (struct nsg_event *)rec;
 	fill_full(e, kind, task);
-	e->syscall = p->syscall;
-	e->flags = p->flags;
-	e->fd = p->fd;
+	e->syscall = c->syscall;
+	e->flags = c->flags;
+	e->fd = c->fd;
 	e->ret = ret;
 	u32 n = 0;
 	if (ret >= 0) {
 		u64 now[NSG_NS_COUNT];
 		task_ns_ptrs(task, now, 0);
-		n = append_changes(rec, p->ptr, now, 0, p);
-		note_divergence(task, p, now);
+		n = append_changes(rec, c->ptr, now, 0, c);
+		note_divergence(task, c, now);
 	}
+	calls.delete(&tid);
 	e->nchanges = n;
 	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change);
 	record_submit(ctx, rec, e->size);
@@ -549,37 +589,48 @@ static __always_inline int clone_enter(u8 syscall, u64 flags)
 {
 	if (!(flags & NSG_CLONE_NS_FLAGS))
 		return 0;
-	struct nsg_pending *p = pending_get(1);
-	if (!p) {
+	int zero = 0;
+	struct nsg_call *c = call_scratch.lookup(&zero);
+	if (!c)
+		return 0;
+	c->flags = flags;
+	c->fd = 0;
+	c->syscall = syscall;
+	c->pad = 0;
+	c->read_mask = 0;
+	u32 tid = current_tid();
+	if (calls.update(&tid, c) != 0) {
 		count(NSG_CNT_PENDING_FULL);
 		return 0;
 	}
-	p->flags = flags;
-	p->fd = 0;
-	p->syscall = syscall;
-	p->read_mask = 0;
-	if (!p->active)
-		gate_add(GATE_NS_CLONES, 1);
-	p->active = 1;
+	gate_add(GATE_NS_CLONES, 1);
 	return 0;
+}
+
+/* The entry of the current task's clone, if it asked for new namespaces. */
+static __always_inline struct nsg_call *ns_clone_entry(u32 tid)
+{
+	if (!gate(GATE_NS_CLONES))
+		return NULL;
+	struct nsg_call *c = calls.lookup(&tid);
+	if (c && (c->syscall == NSG_SYS_CLONE || c->syscall == NSG_SYS_CLONE3))
+		return c;
+	return NULL;
 }
 
 /* A successful clone is reported at sched_process_fork; its exit reports failures. */
 static __always_inline int clone_exit(void *ctx, long ret)
 {
-	struct nsg_pending *p = NULL;
-	if (gate(GATE_NS_CLONES)) {
-		p = pending_get(0);
-		if (p && p->active && (p->syscall == NSG_SYS_CLONE || p->syscall == NSG_SYS_CLONE3)) {
-			p->active = 0;
+	u32 tid = current_tid();
+	struct nsg_call *c = ns_clone_entry(tid);
+	if (ret >= 0) {
+		if (c) {
+			calls.delete(&tid);
 			gate_add(GATE_NS_CLONES, -1);
-		} else {
-			p = NULL;
 		}
-	}
-	if (ret >= 0)
 		return 0;
-	if (!p) {
+	}
+	if (!c) {
 #if NSG_PROC_EVENTS
 		struct nsg_event *e = brief_reserve();
 		if (e) {
@@ -592,15 +643,17 @@ static __always_inline int clone_exit(void *ctx, long ret)
 		return 0;
 	}
 	char *rec = record_start();
-	if (!rec)
-		return 0;
-	struct nsg_event *e = (struct nsg_event *)rec;
-	fill_full(e, NSG_KIND_CLONE, (const char *)bpf_get_current_task());
-	e->syscall = p->syscall;
-	e->flags = p->flags;
-	e->info = NSG_INFO_FLAGS_SEEN;
-	e->ret = ret;
-	record_submit(ctx, rec, sizeof(*e));
+	if (rec) {
+		struct nsg_event *e = (struct nsg_event *)rec;
+		fill_full(e, NSG_KIND_CLONE, (const char *)bpf_get_current_task());
+		e->syscall = c->syscall;
+		e->flags = c->flags;
+		e->info = NSG_INFO_FLAGS_SEEN;
+		e->ret = ret;
+		record_submit(ctx, rec, sizeof(*e));
+	}
+	calls.delete(&tid);
+	gate_add(GATE_NS_CLONES, -1);
 	return 0;
 }
 
@@ -612,18 +665,11 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 {
 	const char *parent = (const char *)ctx->args[0];
 	const char *child = (const char *)ctx->args[1];
-	struct nsg_pending *p = NULL;
-	u8 full = 0;
-	if (gate(GATE_NS_CLONES) || gate(GATE_DIVERGED)) {
-		p = pending_get(0);
-		if (p) {
-			full = diverged(p);
-			if (p->active && (p->syscall == NSG_SYS_CLONE || p->syscall == NSG_SYS_CLONE3))
-				full = 1;
-			else
-				p = NULL;
-		}
-	}
+	/* parent is the current task: its entry and state are looked up as such. */
+	struct nsg_call *c = ns_clone_entry(current_tid());
+	u8 full = c != NULL;
+	if (!full && gate(GATE_DIVERGED))
+		full = diverged(task_get(0));
 #if OFF_TASK_TGID == OFF_TASK_PID + 4
 	u64 ids = read_u64(child + OFF_TASK_PID);
 	u32 child_tid = (u32)ids, child_tgid = ids >> 32;
@@ -653,9 +699,9 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 		return 0;
 	struct nsg_event *e = (struct nsg_event *)rec;
 	fill_full(e, NSG_KIND_CLONE, parent);
-	if (p) {
-		e->syscall = p->syscall;
-		e->flags = p->flags;
+	if (c) {
+		e->syscall = c->syscall;
+		e->flags = c->flags;
 		e->info = NSG_INFO_FLAGS_SEEN;
 	} else if (child_tid != child_tgid) {
 		return 0;       /* a new thread shares its creator's namespaces */
@@ -802,19 +848,19 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 #if NSG_HAVE_TIME_NS
 	/* exec moves a task whose time_for_children differs into that namespace. */
 	if (gate(GATE_DIVERGED)) {
-		struct nsg_pending *p = pending_get(0);
-		if (p && p->time_switch) {
-			p->time_switch = 0;
-			if (!p->pid_switch)
+		struct nsg_task *t = task_get(0);
+		if (t && t->time_switch) {
+			t->time_switch = 0;
+			if (!t->pid_switch)
 				gate_add(GATE_DIVERGED, -1);
 			u64 now[NSG_NS_COUNT];
 			task_ns_ptrs(task, now, 0);
-			struct nsg_ns_change *c = change_at(rec, 0);
-			c->slot = NSG_NS_TIME;
-			__builtin_memset(c->pad, 0, sizeof(c->pad));
-			c->id_before = p->id[NSG_NS_TIME];
-			c->inum_before = p->inum[NSG_NS_TIME];
-			ns_value(now[NSG_NS_TIME], NSG_NS_TIME, &c->id_after, &c->inum_after);
+			struct nsg_ns_change *change = change_at(rec, 0);
+			change->slot = NSG_NS_TIME;
+			__builtin_memset(change->pad, 0, sizeof(change->pad));
+			change->id_before = t->time_id;
+			change->inum_before = t->time_inum;
+			ns_value(now[NSG_NS_TIME], NSG_NS_TIME, &change->id_after, &change->inum_after);
 			n = 1;
 		}
 	}
@@ -848,9 +894,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	if (gate(GATE_DIVERGED)) {
-		struct nsg_pending *p = pending_get(0);
-		if (p && diverged(p)) {
-			p->time_switch = p->pid_switch = 0;
+		struct nsg_task *t = task_get(0);
+		if (diverged(t)) {
+			t->time_switch = t->pid_switch = 0;
 			gate_add(GATE_DIVERGED, -1);
 		}
 	}
