@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -45,6 +46,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 from bench.bench_tracer import TRACER_CPUS, WORKLOAD_CPUS, build_workload  # noqa: E402
+from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE  # noqa: E402
 from tracer.kernel import bpfstats  # noqa: E402
 
 NSGRAPH = [sys.executable, "-m", "tracer.cli"]
@@ -325,11 +327,17 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        sys.exit("run as root (loading eBPF probes, reading BPF statistics)")
+        print("run as root (loading eBPF probes, reading BPF statistics)", file=sys.stderr)
+        return EXIT_NO_PRIVILEGES
     storms = [s for s in args.storms.split(",") if s]
     unknown = set(storms) - set(STORMS)
     if unknown:
-        sys.exit("unknown storm(s) %s; known: %s" % (", ".join(sorted(unknown)), ", ".join(STORMS)))
+        print("unknown storm(s) %s; known: %s" % (", ".join(sorted(unknown)), ", ".join(STORMS)), file=sys.stderr)
+        return EXIT_USAGE
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        print("bench needs a C compiler: apt-get install gcc", file=sys.stderr)
+        return EXIT_FAILURE
     skip = set(args.skip.split(","))
     scale = QUICK_SCALE if args.quick else 1.0
     rounds = 2 if args.quick else args.rounds
@@ -337,7 +345,7 @@ def main() -> int:
     print("== %s; workload on CPU %s, tracers on CPU %s" % (results["machine"], sorted(WORKLOAD_CPUS),
                                                            sorted(TRACER_CPUS)))
     with tempfile.TemporaryDirectory() as tmp:
-        workload = build_workload(tmp)
+        workload = build_workload(cc, tmp)
         hooks = {}
         for label, make in (("trace", trace_mode), ("serve", lambda: serve_mode(tmp))):
             mode = make().start()
@@ -397,7 +405,7 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

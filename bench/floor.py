@@ -15,9 +15,14 @@ SIGTERM or end of stdin.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tracer.exitcodes import EXIT_OK, EXIT_USAGE  # noqa: E402
 
 PREFIXES = (
     ("tracepoint__", lambda rest: "TRACEPOINT_PROBE(%s, %s)" % tuple(rest.split("__", 1))),
@@ -45,7 +50,7 @@ def main() -> int:
     hooks = sys.argv[1:]
     if not hooks:
         print(__doc__, file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     from bcc import BPF
     bpf = BPF(text=floor_source(hooks).encode())
     print("floor ready: %d programs" % len(hooks), flush=True)
@@ -55,7 +60,7 @@ def main() -> int:
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     done.wait()
     bpf.cleanup()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ examples:
   sudo nsgraph doctor            # every check, including a real probe load (about a second)
   sudo nsgraph doctor --quick    # skip the probe load
   nsgraph doctor --json          # one JSON object per check
-  sudo nsgraph doctor --cost     # what the running tracer's probes cost, measured by the kernel
+  sudo nsgraph doctor --cost     # what the running tracers' probes cost, measured by the kernel
   sudo nsgraph doctor --cost --seconds 30 --json
 
 Each line is OK, WARN (tracing works, something optional is missing) or FAIL
-(tracing cannot work); FAIL lines say how to fix it. Exit status 0 when tracing
-can work, 1 when it cannot.
-"""
+(tracing cannot work); FAIL lines say how to fix it. Exit status %d when tracing
+can work, %d when it cannot.
+""" % (EXIT_OK, EXIT_FAILURE)
 
 OK, WARN, FAIL, INFO = "OK", "WARN", "FAIL", "INFO"
 
@@ -55,9 +55,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def kernel_config(option: str) -> Optional[str]:
-    """The value of a kernel config option from /proc/config.gz or /boot/config-*, if readable."""
-    paths = ["/proc/config.gz", "/boot/config-%s" % platform.release()]
+def kernel_config(option: str, paths: Optional[List[str]] = None) -> Optional[str]:
+    """The value of a kernel config option from /proc/config.gz or /boot/config-*, if readable:
+    "y", "m", a string, "n" (unset or absent from a readable config), None (no config readable)."""
+    if paths is None:
+        paths = ["/proc/config.gz", "/boot/config-%s" % platform.release()]
     for path in paths:
         try:
             opener = gzip.open if path.endswith(".gz") else open
@@ -68,7 +70,7 @@ def kernel_config(option: str) -> Optional[str]:
                     if line.startswith("# %s is not set" % option):
                         return "n"
             return "n"
-        except OSError:
+        except (OSError, EOFError, UnicodeDecodeError):
             continue
     return None
 
@@ -81,8 +83,9 @@ def check_privileges() -> Check:
     return Check("privileges", OK, "uid %d with the capabilities to load tracing BPF programs" % os.geteuid())
 
 
-def check_kernel() -> Check:
-    release = platform.release()
+def check_kernel(release: Optional[str] = None) -> Check:
+    """Linux 5.5 or newer (`release` as `uname -r` prints it; the running kernel's by default)."""
+    release = release or platform.release()
     try:
         major, minor = (int(x) for x in release.split("-")[0].split(".")[:2])
     except ValueError:
@@ -94,7 +97,7 @@ def check_kernel() -> Check:
 
 
 def check_btf() -> tuple:
-    from ..kernel.layout import ProbeError, resolve_layout
+    from ..kernel.probes import ProbeError, resolve_layout
     try:
         layout = resolve_layout()
     except ProbeError as exc:
@@ -128,19 +131,19 @@ def check_bcc() -> Check:
     return Check("bcc", OK, "BCC %s importable from %s" % (version, sys.executable))
 
 
-def check_headers() -> Check:
-    release = platform.release()
-    build = "/lib/modules/%s/build" % release
+def check_headers(release: Optional[str] = None, modules: str = "/lib/modules") -> Check:
+    """A kernel header tree at <modules>/<release>/build for BCC's compiler."""
+    release = release or platform.release()
+    build = os.path.join(modules, release, "build")
     if not os.path.isdir(os.path.join(build, "include")):
         return Check("headers", FAIL, "no kernel header tree at %s: BCC needs one to compile the probes" % build,
                      "apt-get install linux-headers-%s, or where the distribution has none for this kernel, "
                      "the generic headers package and links as scripts/setup.sh makes them" % release)
     target = os.path.realpath(build)
-    version_hint = os.path.basename(target)
     if release not in target:
         return Check("headers", OK, "%s -> %s (another kernel's headers: used only to compile; "
                      "struct layouts come from BTF)" % (build, target))
-    return Check("headers", OK, "%s (%s)" % (build, version_hint))
+    return Check("headers", OK, "%s (%s)" % (build, os.path.basename(target)))
 
 
 def check_docker() -> Check:
@@ -162,49 +165,70 @@ def check_docker() -> Check:
 
 
 def feature_checks(layout) -> List[Check]:
+    """What the running kernel offers beyond the basics, and whether nsgraph uses it."""
     from ..kernel.layout import kernel_has_ringbuf
-    checks = []
-    ringbuf = kernel_has_ringbuf()
-    checks.append(Check("feature ringbuf", INFO, "BPF ring buffer %s; the tracer uses %s" % (
-        "available" if ringbuf else "not available (Linux < 5.8)",
-        "the ring buffer" if ringbuf else "a perf buffer")))
+    from ..kernel.probes import TRACEFS
+    checks = [ringbuf_check(kernel_has_ringbuf())]
     if layout is not None:
-        has_id = layout.features.get("NSG_HAVE_NS_ID", False)
-        checks.append(Check("feature ns_id", INFO, (
-            "ns_common.ns_id present: events carry the kernel's 64-bit namespace ids (used)" if has_id else
-            "ns_common.ns_id absent (before Linux 6.18): events carry inode numbers only; "
-            "identity falls back to (type, device, inode, generation)")))
-        for feature, label in (("NSG_HAVE_TIME_NS", "time namespaces"), ("NSG_HAVE_CGROUP_NS", "cgroup namespaces")):
-            checks.append(Check("feature %s" % label.split()[0], INFO, "%s %s" % (
-                label, "traced" if layout.features.get(feature) else "not in this kernel")))
-    kprobes = kernel_config("CONFIG_KPROBES")
-    if kprobes is None:
-        kprobes_text = "unknown (no readable kernel config)" + (
-            "; kprobe_events exists" if os.path.exists("/sys/kernel/tracing/kprobe_events") else "")
-    else:
-        kprobes_text = "available" if kprobes == "y" else "not in this kernel (CONFIG_KPROBES off)"
-    checks.append(Check("feature kprobes", INFO, "kprobes %s; not used (tracepoints only)" % kprobes_text))
-    checks.append(check_trampolines(layout))
+        checks.extend(layout_feature_checks(layout.features))
+    checks.append(kprobes_check(kernel_config("CONFIG_KPROBES"),
+                                os.path.exists(os.path.join(TRACEFS, "kprobe_events"))))
+    checks.append(fentry_check(kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS"), probe_trampolines(layout)))
     return checks
 
 
-def check_trampolines(layout) -> Check:
-    """Whether fentry/fexit load on the functions behind unshare, setns and clone."""
-    config = kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
-    config_text = {"y": "kernel config has BPF trampolines", "n": "kernel config lacks "
-                   "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS"}.get(config, "kernel config unknown")
+def ringbuf_check(available: bool) -> Check:
+    return Check("feature ringbuf", INFO, "BPF ring buffer %s; the tracer uses %s" % (
+        "available" if available else "not available (Linux < 5.8)",
+        "the ring buffer" if available else "a perf buffer"))
+
+
+def layout_feature_checks(features: dict) -> List[Check]:
+    """The optional struct members BTF showed (KernelLayout.features)."""
+    has_id = features.get("NSG_HAVE_NS_ID", False)
+    checks = [Check("feature ns_id", INFO, (
+        "ns_common.ns_id present: events carry the kernel's 64-bit namespace ids (used)" if has_id else
+        "ns_common.ns_id absent (before Linux 6.18): events carry inode numbers only; "
+        "identity falls back to (type, device, inode, generation)"))]
+    for feature, label in (("NSG_HAVE_TIME_NS", "time namespaces"), ("NSG_HAVE_CGROUP_NS", "cgroup namespaces")):
+        checks.append(Check("feature %s" % label.split()[0], INFO, "%s %s" % (
+            label, "traced" if features.get(feature) else "not in this kernel")))
+    return checks
+
+
+def kprobes_check(config_kprobes: Optional[str], kprobe_events: bool) -> Check:
+    """config_kprobes: kernel_config("CONFIG_KPROBES"); kprobe_events: tracefs has the file."""
+    if config_kprobes is None:
+        text = "unknown (no readable kernel config)" + ("; kprobe_events exists" if kprobe_events else "")
+    else:
+        text = "available" if config_kprobes == "y" else "not in this kernel (CONFIG_KPROBES off)"
+    return Check("feature kprobes", INFO, "kprobes %s; not used (tracepoints, or fentry where it loads)" % text)
+
+
+def probe_trampolines(layout):
+    """Load a two-instruction fentry/fexit on each hooked function (root and BTF needed), or None."""
     from ..kernel.probes import missing_privileges
     if layout is None or layout.btf is None or missing_privileges():
-        return Check("feature fentry", INFO, "fentry/fexit not probed (needs root and BTF); %s" % config_text)
+        return None
     from ..kernel import trampolines
-    found = trampolines.probe(layout.btf)
+    return trampolines.probe(layout.btf)
+
+
+def fentry_check(config_direct_calls: Optional[str], found) -> Check:
+    """config_direct_calls: kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS");
+    found: trampolines.probe()'s answer, None when it could not be asked (not root, no BTF)."""
+    config = ("the kernel config has BPF trampolines" if config_direct_calls == "y" else
+              "the kernel config lacks CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS" if config_direct_calls == "n" else
+              "kernel config unknown")
+    if found is None:
+        return Check("feature fentry", INFO, "fentry/fexit not probed (needs root and BTF); %s" % config)
     tried = ", ".join("%s %s: %s" % (label, fn, "ok" if not err else errno.errorcode.get(err, str(err)))
                       for fn, label, err in found.tried)
     hint = ""
     if found.tried and found.tried[-1][2] == errno.EPERM:
-        # Seen on a vendor 6.18 kernel that refuses trampoline programs to every process but PID 1.
-        hint = "; EPERM as root means the kernel or its platform forbids BPF trampolines (README: How it works)"
-    return Check("feature fentry", INFO, "%s (%s; tried %s%s)" % (found.reason, config_text, tried or "nothing", hint))
+        # Seen on a platform's 6.18 kernel that refuses trampoline programs to every process but PID 1.
+        hint = "; EPERM as root: the kernel or its platform forbids BPF trampolines (README: How it works)"
+    return Check("feature fentry", INFO, "%s (%s, tried %s%s)" % (found.reason, config, tried or "nothing", hint))
 
 
 def check_probe_load(layout) -> Check:
@@ -223,9 +247,8 @@ def check_probe_load(layout) -> Check:
         else "syscall tracepoints (%s)" % probes.hook_reason.split(";")[0]))
 
 
-def run(args) -> int:
-    if args.cost:
-        return run_cost(args)
+def gather_checks(quick: bool) -> List[Check]:
+    """Every check, in the order printed; the probe load only when nothing failed before it."""
     checks = [check_privileges(), check_kernel()]
     btf_check, layout = check_btf()
     checks.append(btf_check)
@@ -234,68 +257,32 @@ def run(args) -> int:
     checks.append(check_headers())
     checks.append(check_docker())
     checks.extend(feature_checks(layout))
-    if not args.quick and not any(c.status == FAIL for c in checks):
+    if not quick and not any(c.status == FAIL for c in checks):
         checks.append(check_probe_load(layout))
+    return checks
+
+
+def report(checks: List[Check], as_json: bool, out=None, err=None) -> int:
+    """Print the checks (text or JSON Lines) and a verdict; the exit code: 1 when any FAILed."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     for check in checks:
-        if args.json:
-            print(json.dumps(asdict(check)))
+        if as_json:
+            print(json.dumps(asdict(check)), file=out)
         else:
             line = "[%-4s] %-18s %s" % (check.status, check.name, check.detail)
             if check.fix:
                 line += "\n       %-18s fix: %s" % ("", check.fix)
-            print(line)
+            print(line, file=out)
     failed = [c for c in checks if c.status == FAIL]
-    if not args.json:
+    if not as_json:
         print("tracing can work" if not failed else
-              "tracing cannot work: %d check(s) failed" % len(failed), file=sys.stderr)
+              "tracing cannot work: %d check(s) failed" % len(failed), file=err)
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def run_cost(args) -> int:
-    """`nsgraph doctor --cost`: per-program BPF time of the running tracers."""
-    from ..kernel import probecost
-    from ..kernel.bpfstats import BPFStatsError
-    from ..kernel.probes import missing_privileges
-    problem = missing_privileges()
-    if problem:
-        print("nsgraph doctor: --cost reads BPF statistics: %s" % problem, file=sys.stderr)
-        return EXIT_FAILURE
-    if not args.seconds > 0:
-        print("nsgraph doctor: --seconds must be positive", file=sys.stderr)
-        return EXIT_FAILURE
-    tracers = probecost.find_tracers()
-    if not tracers:
-        print("nsgraph doctor: no nsgraph tracer is running (start `nsgraph serve` or `nsgraph trace`, "
-              "then measure it with --cost)", file=sys.stderr)
-        return EXIT_FAILURE
-    print("measuring %d tracer(s) for %.0f s with the kernel's BPF statistics switched on..."
-          % (len(tracers), args.seconds), file=sys.stderr, flush=True)
-    try:
-        reports = probecost.measure(tracers, args.seconds)
-    except BPFStatsError as exc:
-        print("nsgraph doctor: %s" % exc, file=sys.stderr)
-        return EXIT_FAILURE
-    for report in reports:
-        if args.json:
-            for p in report.programs:
-                print(json.dumps({"pid": report.tracer.pid, "command": report.tracer.command, "program": p.name,
-                                  "prog_id": p.id, "runs": p.runs, "run_time_ns": p.run_time_ns, "ns_per_run": p.ns_per_run,
-                                  "seconds": round(report.seconds, 3)}))
-            print(json.dumps({"pid": report.tracer.pid, "command": report.tracer.command, "program": "total",
-                              "run_time_ns": report.total_ns, "cpu_share": report.cpu_share(),
-                              "records": report.records, "ns_per_record": report.ns_per_record(),
-                              "lost": report.lost, "seconds": round(report.seconds, 3)}))
-            continue
-        print("pid %d (%s), %.1f s:" % (report.tracer.pid, report.tracer.command, report.seconds))
-        print("  %-7s %-26s %10s %9s %9s" % ("ID", "PROGRAM", "RUNS/S", "NS/RUN", "CPU%"))
-        for p in report.programs:
-            per_run = p.ns_per_run
-            print("  %-7d %-26s %10.0f %9s %9.3f" % (p.id, p.name, p.runs / report.seconds,
-                                                 "-" if per_run is None else "%.0f" % per_run,
-                                                 100.0 * p.run_time_ns / (report.seconds * 1e9)))
-        per_record = report.ns_per_record()
-        print("  total: %.3f %% of one CPU; %s records/s%s%s" % (
-            100.0 * report.cpu_share(), "?" if report.records is None else "%.0f" % (report.records / report.seconds),
-            "" if per_record is None else ", %.0f ns of BPF time per record" % per_record,
-            ", %d lost" % report.lost if report.lost else ""))
-    return EXIT_OK
+def run(args) -> int:
+    if args.cost:
+        from .cost import run_cost
+        return run_cost(args)
+    return report(gather_checks(args.quick), args.json)

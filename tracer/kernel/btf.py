@@ -12,7 +12,6 @@ is decoded (see Documentation/bpf/btf.rst).
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import Optional
 
@@ -225,6 +224,3 @@ class BTF:
         except BTFError:
             return False
 
-
-def kernel_btf_available(path: str = VMLINUX_BTF) -> bool:
-    return os.access(path, os.R_OK)

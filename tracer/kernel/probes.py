@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Optional
 
@@ -63,7 +63,6 @@ class ProbeOptions:
 class ProbeStats:
     perf_lost: int = 0
     callback_errors: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class Probes:
@@ -137,7 +136,7 @@ class Probes:
         """Compile and attach.  Raises ProbeError with a fix on every known failure."""
         check_privileges()
         try:
-            from bcc import BPF  # noqa: import here so that nothing needs BCC until tracing
+            from bcc import BPF  # imported here so that nothing needs BCC until tracing
         except ImportError as exc:
             raise ProbeError(
                 "BCC's Python module is not importable from %s (%s). Install the distribution "
