@@ -121,3 +121,34 @@ def test_doctor_cost_measures_a_running_tracer(root):
     total = next(r for r in mine if r["program"] == "total")
     assert total["records"] >= 11 and total["ns_per_record"] > 0 and total["lost"] == 0
     assert mine[0]["command"] == "nsgraph trace"
+
+
+def test_serve_probes_hold_one_program_per_hook(root):
+    """With process events on (serve's set), each hook carries exactly one program of ours.
+
+    A load attempt that fails part-way (the task-storage path refused, say) must not leave
+    its first programs attached beside the fallback's: that doubles their cost."""
+    before = set(bpfstats.prog_ids_of(os.getpid()))
+    p = Probes(lambda record: None, options=ProbeOptions(proc_events=True))
+    p.load()
+    try:
+        ours = sorted(set(bpfstats.prog_ids_of(os.getpid())) - before)
+        names = [s.name for s in bpfstats.sample_all(ours).values()]
+    finally:
+        p.close()
+    assert len(names) == len(set(names)), sorted(names)
+    assert any(n.endswith("sched_process_exec") for n in names), names
+    assert set(bpfstats.prog_ids_of(os.getpid())) - before == set()
+
+
+def test_a_failed_attach_detaches_what_it_had_attached(root):
+    from bcc import BPF
+
+    from tracer.kernel.probes import _detaching_on_failure
+
+    text = (b"RAW_TRACEPOINT_PROBE(sched_process_fork) { return 0; }\n"
+            b"RAW_TRACEPOINT_PROBE(nsgraph_no_such_tracepoint) { return 0; }\n")
+    before = set(bpfstats.prog_ids_of(os.getpid()))
+    with pytest.raises(Exception):
+        _detaching_on_failure(BPF)(text=text)
+    assert set(bpfstats.prog_ids_of(os.getpid())) - before == set()

@@ -46,6 +46,25 @@ def tracepoint_has_field(category: str, name: str, field_name: str) -> bool:
     return False
 
 
+def _detaching_on_failure(bpf_class):
+    """bpf_class whose constructor detaches what it attached when a later program fails.
+
+    BCC attaches programs one by one while constructing; when one is refused (say the
+    verifier rejects it on the task-storage path), the object is never returned and BCC
+    has no finaliser, so the programs attached before it would stay attached, doubling
+    the cost of every hook they sit on once the next attempt loads."""
+
+    class Detaching(bpf_class):
+        def _trace_autoload(self):
+            try:
+                super()._trace_autoload()
+            except BaseException:
+                self.cleanup()
+                raise
+
+    return Detaching
+
+
 @dataclass
 class ProbeOptions:
     proc_events: bool = True         # plain forks, exec and exit
@@ -174,10 +193,11 @@ class Probes:
         if self.task_storage:
             attempts.append((False, False))
         first_error = None
+        cleaning_class = _detaching_on_failure(bpf_class)
         for use_fentry, use_storage in attempts:
             self.task_storage = use_storage
             try:
-                bpf = bpf_class(text=text.encode(), cflags=self.cflags(fentry=use_fentry))
+                bpf = cleaning_class(text=text.encode(), cflags=self.cflags(fentry=use_fentry))
             except Exception as exc:
                 first_error = first_error or exc
                 if use_fentry:
