@@ -2,7 +2,9 @@
 
 Synthetic but kernel-like input: a host with N processes (a few hundred in
 namespaces of their own), then a stream of forks, execs, exits and unshares
-whose inodes are recycled the way Linux recycles them.  Like tracer.events.decode.Decoder,
+whose inodes are recycled the way Linux recycles them, shaped as the probes send
+them (ABI 4: plain forks and exits are brief records that name no namespace,
+unshares name only the slot they changed).  Like tracer.events.decode.Decoder,
 events with the same namespaces share one read-only map (--copied-maps gives each
 event its own dict instead, as the first version of this benchmark did).  Offline
 graph (live=False), so /proc is never read and only the model is measured.
@@ -119,9 +121,12 @@ class World:
             m = self._maps[key] = MappingProxyType(dict(ns))
         return m
 
-    def _ev(self, kind, pid, ns, before=None, **kw):
+    def _ev(self, kind, pid, ns, before=None, brief=False, **kw):
         self.seq += 1
         self.ts += 0.00001
+        if brief:   # as the decoder makes plain forks and exits (ABI 4): no uid, ppid, vpid
+            return Event(kind=kind, seq=self.seq, ts=self.ts, pid=pid, tid=pid, ppid=None, uid=None, vpid=None,
+                         comm="p", ns=ns, ns_before=before, brief=True, **kw)
         return Event(kind=kind, seq=self.seq, ts=self.ts, pid=pid, tid=pid, ppid=1, uid=0, vpid=pid,
                      comm="p", ns=ns, ns_before=before, **kw)
 
@@ -137,19 +142,18 @@ class World:
                 child = self._pid()
                 self._add(child, dict(ns))
                 pids.append(child)
-                view = self._map(ns)
-                out.append(self._ev("clone", parent, view, view if self.shared_maps else ns, syscall="clone",
-                                    raw_flags=0x1200011, child_pid=child))
+                # A plain fork changes no namespace: the probes send a brief record.
+                out.append(self._ev("clone", parent, self._map({}), self._map({}), brief=True, child_pid=child))
             elif r < 0.64:
                 pid = pids[rng.randrange(len(pids))]
-                out.append(self._ev("exec", pid, self._map(self.procs[pid]), filename="/bin/true"))
+                out.append(self._ev("exec", pid, self._map({}), filename="/bin/true"))
             elif r < 0.98:
                 i = rng.randrange(len(pids))
                 pid = pids[i]
                 pids[i] = pids[-1]
                 pids.pop()
                 self._drop(self.procs.pop(pid))
-                out.append(self._ev("exit", pid, self._map({})))
+                out.append(self._ev("exit", pid, self._map({}), brief=True))
             else:
                 pid = pids[rng.randrange(len(pids))]
                 before = self.procs[pid]
@@ -159,8 +163,8 @@ class World:
                 self.refs[after[t]] += 1
                 self.procs[pid] = after
                 self._drop({t: before[t]})
-                out.append(self._ev("unshare", pid, self._map(after),
-                                    self._map(before) if self.shared_maps else before,
+                # Records name only the slots a call changed.
+                out.append(self._ev("unshare", pid, self._map({t: after[t]}), self._map({t: before[t]}),
                                     syscall="unshare", raw_flags=nstypes.TYPE_FLAGS[t]))
         return out
 

@@ -2,44 +2,153 @@
  * nsgraph probes: namespace events from clone/clone3/unshare/setns, plus the
  * fork/exec/exit events that let a model follow processes.
  *
+ * Cost is the design constraint: these programs run on every fork, exec and
+ * exit of the machine.  So each does only what its record needs:
+ *   - a fork that asks for no new namespace sends a brief record (who forked
+ *     whom; the consumer knows the parent's namespaces and derives the child's),
+ *     and nothing at all when process events are off;
+ *   - unshare/setns compare namespace pointers before and after the call and
+ *     read inode numbers and ids only for the slots that changed (before values
+ *     only for the slots the flags named: the old namespace may be freed once
+ *     the call returns);
+ *   - exec reads namespaces only when the task has a pending switch into its
+ *     time_for_children namespace; exit reads none, and only the last thread of
+ *     a process reports;
+ *   - the current task's fields are plain loads through its BTF pointer
+ *     (bpf_get_current_task_btf, 5.11+: the verifier makes them fault-safe, a few
+ *     ns each) rather than bpf_probe_read_kernel calls (70 ns each on a 6.18 VM);
+ *     other memory is read with one bpf_probe_read_kernel per span where the
+ *     kernel's layout puts the fields side by side.
+ * bench/bench_probe_cost.py measures every program with the kernel's counters.
+ *
  * No kernel struct is dereferenced by member name: the OFF_* constants are byte
  * offsets read from the running kernel's BTF by tracer/probes.py, because the
- * installed header tree may belong to another kernel.  No kprobes: only
- * tracepoints and raw tracepoints, which exist on every kernel we support.
+ * installed header tree may belong to another kernel.
  *
  * Build-time switches (-D) set by tracer/probes.py:
- *   NSG_USE_RINGBUF     1: BPF ring buffer, 0: perf buffer (kernels < 5.8)
- *   NSG_RINGBUF_PAGES   ring buffer size in pages
- *   NSG_WAKEUP_EVENTS   wake the reader once per this many events per CPU
- *   NSG_PROC_EVENTS     1: also emit plain forks, exec and exit
- *   NSG_HAVE_NS_ID      1: ns_common has ns_id (Linux 6.18+)
+ *   NSG_USE_RINGBUF       1: BPF ring buffer, 0: perf buffer (kernels < 5.8)
+ *   NSG_RINGBUF_PAGES     ring buffer size in pages
+ *   NSG_WAKEUP_EVENTS     wake the reader once per this many records per CPU
+ *   NSG_PROC_EVENTS       1: also report plain forks, exec and exit
+ *   NSG_TASK_STORAGE      1: keep the rare per-task state in task storage, and read
+ *                         the current task through its BTF pointer (both 5.11+);
+ *                         0: an LRU hash keyed by thread id, and bpf_probe_read_kernel
+ *   NSG_EXIT_GROUP_DEAD   1: sched_process_exit carries group_dead (6.x kernels)
+ *   NSG_HOOKS_FENTRY      1: unshare/setns/clone are hooked with fentry/fexit
+ *                         instead of syscall tracepoints (where trampolines load)
+ *   NSG_HAVE_NS_ID        1: ns_common has ns_id (Linux 6.18+)
  *   NSG_HAVE_TIME_NS, NSG_HAVE_CGROUP_NS
+ *   NSG_COMMON_START/NSG_COMMON_LEN: the span of ns_common holding inum (and ns_id)
+ *   NSG_NSPROXY_START/NSG_NSPROXY_LEN: the span of struct nsproxy holding its pointers
  */
 #include "nsgraph.h"
 
-/* Syscall tracepoint arguments are unsigned long; ret is long. */
-#define NSG_CLONE_NS_FLAGS (0x00020000ULL | 0x02000000ULL | 0x04000000ULL | 0x08000000ULL | \
-                            0x10000000ULL | 0x20000000ULL | 0x40000000ULL | 0x00000080ULL)
+/* Namespace flags of clone/clone3/unshare (and setns's nstype). */
+#define NSG_CLONE_NEWTIME 0x00000080ULL
+#define NSG_CLONE_NEWNS 0x00020000ULL
+#define NSG_CLONE_NEWCGROUP 0x02000000ULL
+#define NSG_CLONE_NEWUTS 0x04000000ULL
+#define NSG_CLONE_NEWIPC 0x08000000ULL
+#define NSG_CLONE_NEWUSER 0x10000000ULL
+#define NSG_CLONE_NEWPID 0x20000000ULL
+#define NSG_CLONE_NEWNET 0x40000000ULL
+#define NSG_CLONE_NS_FLAGS (NSG_CLONE_NEWTIME | NSG_CLONE_NEWNS | NSG_CLONE_NEWCGROUP | NSG_CLONE_NEWUTS | \
+                            NSG_CLONE_NEWIPC | NSG_CLONE_NEWUSER | NSG_CLONE_NEWPID | NSG_CLONE_NEWNET)
+#define NSG_CLONE_PARENT 0x00008000ULL
+
+#define NSG_ALL_SLOTS ((1 << NSG_NS_COUNT) - 1)
+#define SLOT(s) (1 << (s))
+
+#define NSG_SCRATCH_SIZE 1024   /* >= NSG_RECORD_MAX, a power of two for the verifier's bounds */
 
 #if NSG_USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, NSG_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(unwoken_events, u32, 1);
 #else
 BPF_PERF_OUTPUT(events);
-BPF_PERCPU_ARRAY(scratch, struct nsg_event, 1);
 #endif
+
+/* Where records with a variable part are put together before they are copied out. */
+struct nsg_scratch {
+	char data[NSG_SCRATCH_SIZE];
+};
+BPF_PERCPU_ARRAY(scratch, struct nsg_scratch, 1);
 
 BPF_PERCPU_ARRAY(counters, u64, NSG_CNT_SLOTS);
 
-/* What a syscall entry saw, kept until its exit (or, for clone, the fork). */
-struct nsg_pending {
+/*
+ * Global gates, read on hot paths to skip work that cannot be needed:
+ *   GATE_NS_CLONES  namespace clones between their entry and their exit; zero
+ *                   means no fork can have entry state to look up;
+ *   GATE_DIVERGED   tasks whose children will not get their own namespaces: their
+ *                   pid_for_children is not their pid namespace, or their
+ *                   time_for_children not their time namespace (after unshare or
+ *                   setns of pid/time); zero means every fork and exec is plain.
+ */
+#define GATE_NS_CLONES 0
+#define GATE_DIVERGED 1
+BPF_ARRAY(gates, u64, 2);
+
+/*
+ * What a syscall's entry saw, kept until its exit (and, for clone, the fork), by
+ * thread id.  A preallocated hash: an update and a delete cost a few hundred ns,
+ * where creating task storage for a task's first call costs over a microsecond
+ * (and most namespace calls are a process's first and only one).
+ */
+struct nsg_call {
 	u64 flags;
 	s32 fd;
 	u8 syscall;
-	u8 pad[3];
-	struct nsg_ns_set before;
+	u8 pad;
+	u16 read_mask;      /* slots whose values were read at entry into id/inum */
+	u64 ptr[NSG_NS_COUNT];
+	u64 id[NSG_NS_COUNT];
+	u32 inum[NSG_NS_COUNT];
 };
-BPF_HASH(pending, u32, struct nsg_pending, NSG_PENDING_ENTRIES);
+BPF_HASH(calls, u32, struct nsg_call, NSG_PENDING_ENTRIES);
+/* Where an entry is put together before it is copied into the hash. */
+BPF_PERCPU_ARRAY(call_scratch, struct nsg_call, 1);
+
+/*
+ * A task whose children (and next exec) will not get its own pid/time
+ * namespaces: rare (after unshare or setns of pid or time), so kept in task
+ * storage made only then (an LRU hash before 5.11).  GATE_DIVERGED counts them.
+ */
+struct nsg_task {
+	u8 time_switch;     /* time != time_for_children: exec (and fork) switch the time namespace */
+	u8 pid_switch;      /* pid_for_children != the active pid namespace: forks change pid */
+	u8 pad[2];
+	u32 time_inum;      /* the time namespace exec will leave */
+	u64 time_id;
+};
+
+#if NSG_TASK_STORAGE
+BPF_TASK_STORAGE(task_state, struct nsg_task);
+
+static __always_inline struct nsg_task *task_get(int create)
+{
+	return task_state.task_storage_get(bpf_get_current_task_btf(), 0,
+	                                   create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+#else
+BPF_TABLE("lru_hash", u32, struct nsg_task, task_state, NSG_PENDING_ENTRIES);
+
+static __always_inline struct nsg_task *task_get(int create)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct nsg_task *t = task_state.lookup(&tid);
+	if (t || !create)
+		return t;
+	struct nsg_task fresh = {};
+	task_state.update(&tid, &fresh);
+	return task_state.lookup(&tid);
+}
+#endif
+
+static __always_inline u32 current_tid(void)
+{
+	return (u32)bpf_get_current_pid_tgid();
+}
 
 /* LRU: old cgroups' paths make room for new ones on their own. */
 BPF_TABLE("lru_hash", u64, struct nsg_cgroup_path, cgroup_paths, NSG_CGROUP_PATHS);
@@ -49,6 +158,19 @@ static __always_inline void count(u32 slot)
 	u64 *value = counters.lookup(&slot);
 	if (value)
 		*value += 1;
+}
+
+static __always_inline u64 gate(u32 slot)
+{
+	u64 *value = gates.lookup(&slot);
+	return value ? *value : 0;
+}
+
+static __always_inline void gate_add(u32 slot, s64 delta)
+{
+	u64 *value = gates.lookup(&slot);
+	if (value)
+		__sync_fetch_and_add(value, delta);
 }
 
 static __always_inline u64 read_u64(const void *addr)
@@ -72,20 +194,65 @@ static __always_inline void *read_ptr(const void *addr)
 	return value;
 }
 
-static __always_inline void read_ns(const void *ns_struct, u32 common_offset,
-                                    struct nsg_ns_set *set, int slot)
+/*
+ * The current task, and loads from memory reached from it.  With NSG_TASK_STORAGE
+ * (5.11+) the task is a BTF pointer and CUR_* are plain loads, which the verifier
+ * checks against the kernel's BTF and makes fault-safe; the offsets must then name
+ * real members (they do: every one comes from BTF).  Elsewhere, helper reads.
+ * Only addresses derived from cur_task() by constant offsets may go through CUR_*.
+ */
+#if NSG_TASK_STORAGE
+static __always_inline const char *cur_task(void)
 {
-	if (!ns_struct) {
-		set->inum[slot] = 0;
-		set->id[slot] = 0;
-		return;
-	}
-	const char *common = (const char *)ns_struct + common_offset;
-	set->inum[slot] = read_u32(common + OFF_NS_COMMON_INUM);
-#if NSG_HAVE_NS_ID
-	set->id[slot] = read_u64(common + OFF_NS_COMMON_NS_ID);
+	return (const char *)bpf_get_current_task_btf();
+}
+#define CUR_U32(addr) (*(const u32 *)(addr))
+#define CUR_U64(addr) (*(const u64 *)(addr))
+#define CUR_PTR(addr) (*(const char *const *)(addr))
 #else
-	set->id[slot] = 0;
+static __always_inline const char *cur_task(void)
+{
+	return (const char *)bpf_get_current_task();
+}
+#define CUR_U32(addr) read_u32(addr)
+#define CUR_U64(addr) read_u64(addr)
+#define CUR_PTR(addr) ((const char *)read_ptr(addr))
+#endif
+
+/* Offset of struct ns_common inside the namespace struct of a slot. */
+static __always_inline u32 slot_ns_offset(int slot)
+{
+	switch (slot) {
+	case NSG_NS_MNT: return OFF_MNT_NAMESPACE_NS;
+	case NSG_NS_PID: case NSG_NS_PID_FOR_CHILDREN: return OFF_PID_NAMESPACE_NS;
+	case NSG_NS_NET: return OFF_NET_NS;
+	case NSG_NS_UTS: return OFF_UTS_NAMESPACE_NS;
+	case NSG_NS_IPC: return OFF_IPC_NAMESPACE_NS;
+	case NSG_NS_USER: return OFF_USER_NAMESPACE_NS;
+#if NSG_HAVE_CGROUP_NS
+	case NSG_NS_CGROUP: return OFF_CGROUP_NAMESPACE_NS;
+#endif
+#if NSG_HAVE_TIME_NS
+	case NSG_NS_TIME: case NSG_NS_TIME_FOR_CHILDREN: return OFF_TIME_NAMESPACE_NS;
+#endif
+	}
+	return 0;
+}
+
+/* inode number and ns_id of one namespace, in one read where they sit together. */
+static __always_inline void ns_value(u64 ns, int slot, u64 *id, u32 *inum)
+{
+	*id = 0;
+	*inum = 0;
+	if (!ns)
+		return;
+	const char *common = (const char *)ns + slot_ns_offset(slot);
+	char span[NSG_COMMON_LEN];
+	if (bpf_probe_read_kernel(span, sizeof(span), common + NSG_COMMON_START) != 0)
+		return;
+	*inum = *(u32 *)(span + OFF_NS_COMMON_INUM - NSG_COMMON_START);
+#if NSG_HAVE_NS_ID
+	*id = *(u64 *)(span + OFF_NS_COMMON_NS_ID - NSG_COMMON_START);
 #endif
 }
 
@@ -97,73 +264,258 @@ static __always_inline const char *task_pid_struct(const void *task, u32 *level)
 	return pid;
 }
 
-/* The pid number of `pid` in the namespace at `level`. */
-static __always_inline u32 pid_nr_at(const char *pid, u32 level)
+/* The same for the current task, through its BTF pointer where there is one. */
+static __always_inline const char *cur_pid_struct(const char *task, u32 *level)
 {
-	if (!pid)
-		return 0;
-	return read_u32(pid + OFF_PID_NUMBERS + (u64)level * SIZEOF_UPID + OFF_UPID_NR);
+	const char *pid = CUR_PTR(task + OFF_TASK_THREAD_PID);
+	*level = pid ? CUR_U32(pid + OFF_PID_LEVEL) : 0;
+	return pid;
 }
 
-static __always_inline void read_ns_set(const void *task, struct nsg_ns_set *set)
-{
-	const char *t = task;
-	const char *nsproxy = read_ptr(t + OFF_TASK_NSPROXY);
-	u32 level = 0;
-	const char *pid = task_pid_struct(task, &level);
-	const void *active_pid_ns = pid ? read_ptr(pid + OFF_PID_NUMBERS + (u64)level * SIZEOF_UPID + OFF_UPID_NS) : NULL;
-	const char *cred = read_ptr(t + OFF_TASK_REAL_CRED);
+/* The upid of `pid` at `level` (a variable index: a helper read either way). */
+struct nsg_upid {
+	char bytes[SIZEOF_UPID];
+};
 
-	read_ns(active_pid_ns, OFF_PID_NAMESPACE_NS, set, NSG_NS_PID);
-	read_ns(cred ? read_ptr(cred + OFF_CRED_USER_NS) : NULL, OFF_USER_NAMESPACE_NS, set, NSG_NS_USER);
-	if (!nsproxy) {
-		/* An exiting task has dropped its nsproxy: record absence, not zeros by accident. */
-		set->inum[NSG_NS_MNT] = set->inum[NSG_NS_PID_FOR_CHILDREN] = set->inum[NSG_NS_NET] = 0;
-		set->inum[NSG_NS_UTS] = set->inum[NSG_NS_IPC] = set->inum[NSG_NS_CGROUP] = 0;
-		set->inum[NSG_NS_TIME] = set->inum[NSG_NS_TIME_FOR_CHILDREN] = 0;
-		set->id[NSG_NS_MNT] = set->id[NSG_NS_PID_FOR_CHILDREN] = set->id[NSG_NS_NET] = 0;
-		set->id[NSG_NS_UTS] = set->id[NSG_NS_IPC] = set->id[NSG_NS_CGROUP] = 0;
-		set->id[NSG_NS_TIME] = set->id[NSG_NS_TIME_FOR_CHILDREN] = 0;
+static __always_inline void pid_upid_at(const char *pid, u32 level, u32 *nr, u64 *ns)
+{
+	struct nsg_upid upid = {};
+	*nr = 0;
+	*ns = 0;
+	if (!pid || bpf_probe_read_kernel(&upid, sizeof(upid), pid + OFF_PID_NUMBERS + (u64)level * SIZEOF_UPID) != 0)
 		return;
-	}
-	read_ns(read_ptr(nsproxy + OFF_NSPROXY_MNT_NS), OFF_MNT_NAMESPACE_NS, set, NSG_NS_MNT);
-	read_ns(read_ptr(nsproxy + OFF_NSPROXY_PID_NS_FOR_CHILDREN), OFF_PID_NAMESPACE_NS, set, NSG_NS_PID_FOR_CHILDREN);
-	read_ns(read_ptr(nsproxy + OFF_NSPROXY_NET_NS), OFF_NET_NS, set, NSG_NS_NET);
-	read_ns(read_ptr(nsproxy + OFF_NSPROXY_UTS_NS), OFF_UTS_NAMESPACE_NS, set, NSG_NS_UTS);
-	read_ns(read_ptr(nsproxy + OFF_NSPROXY_IPC_NS), OFF_IPC_NAMESPACE_NS, set, NSG_NS_IPC);
+	*nr = *(u32 *)(upid.bytes + OFF_UPID_NR);
+	*ns = *(u64 *)(upid.bytes + OFF_UPID_NS);
+}
+
+#define NSPROXY_WORD(off) ((off - NSG_NSPROXY_START) / 8)
+
+/*
+ * The namespace objects of a task, one pointer per slot: the nsproxy's (read in
+ * one go), the user namespace of its credentials and, with want_pid, its active
+ * pid namespace (which unshare and setns never change).
+ */
+static __always_inline void task_ns_ptrs(const char *task, u64 *ptr, int want_pid)
+{
+	const char *nsproxy = read_ptr(task + OFF_TASK_NSPROXY);
+	u64 block[NSG_NSPROXY_LEN / 8] = {};
+	if (nsproxy)
+		bpf_probe_read_kernel(block, sizeof(block), nsproxy + NSG_NSPROXY_START);
+	ptr[NSG_NS_MNT] = block[NSPROXY_WORD(OFF_NSPROXY_MNT_NS)];
+	ptr[NSG_NS_PID_FOR_CHILDREN] = block[NSPROXY_WORD(OFF_NSPROXY_PID_NS_FOR_CHILDREN)];
+	ptr[NSG_NS_NET] = block[NSPROXY_WORD(OFF_NSPROXY_NET_NS)];
+	ptr[NSG_NS_UTS] = block[NSPROXY_WORD(OFF_NSPROXY_UTS_NS)];
+	ptr[NSG_NS_IPC] = block[NSPROXY_WORD(OFF_NSPROXY_IPC_NS)];
 #if NSG_HAVE_CGROUP_NS
-	read_ns(read_ptr(nsproxy + OFF_NSPROXY_CGROUP_NS), OFF_CGROUP_NAMESPACE_NS, set, NSG_NS_CGROUP);
+	ptr[NSG_NS_CGROUP] = block[NSPROXY_WORD(OFF_NSPROXY_CGROUP_NS)];
 #else
-	read_ns(NULL, 0, set, NSG_NS_CGROUP);
+	ptr[NSG_NS_CGROUP] = 0;
 #endif
 #if NSG_HAVE_TIME_NS
-	read_ns(read_ptr(nsproxy + OFF_NSPROXY_TIME_NS), OFF_TIME_NAMESPACE_NS, set, NSG_NS_TIME);
-	read_ns(read_ptr(nsproxy + OFF_NSPROXY_TIME_NS_FOR_CHILDREN), OFF_TIME_NAMESPACE_NS, set, NSG_NS_TIME_FOR_CHILDREN);
+	ptr[NSG_NS_TIME] = block[NSPROXY_WORD(OFF_NSPROXY_TIME_NS)];
+	ptr[NSG_NS_TIME_FOR_CHILDREN] = block[NSPROXY_WORD(OFF_NSPROXY_TIME_NS_FOR_CHILDREN)];
 #else
-	read_ns(NULL, 0, set, NSG_NS_TIME);
-	read_ns(NULL, 0, set, NSG_NS_TIME_FOR_CHILDREN);
+	ptr[NSG_NS_TIME] = ptr[NSG_NS_TIME_FOR_CHILDREN] = 0;
+#endif
+	const char *cred = read_ptr(task + OFF_TASK_REAL_CRED);
+	ptr[NSG_NS_USER] = cred ? (u64)read_ptr(cred + OFF_CRED_USER_NS) : 0;
+	ptr[NSG_NS_PID] = 0;
+	if (want_pid) {
+		u32 level = 0, nr = 0;
+		const char *pid = task_pid_struct(task, &level);
+		pid_upid_at(pid, level, &nr, &ptr[NSG_NS_PID]);
+	}
+}
+
+/* The same for the current task: plain loads where it has a BTF pointer. */
+static __always_inline void cur_ns_ptrs(const char *task, u64 *ptr, int want_pid)
+{
+#if NSG_TASK_STORAGE
+	const char *nsproxy = CUR_PTR(task + OFF_TASK_NSPROXY);
+	if (nsproxy) {
+		ptr[NSG_NS_MNT] = CUR_U64(nsproxy + OFF_NSPROXY_MNT_NS);
+		ptr[NSG_NS_PID_FOR_CHILDREN] = CUR_U64(nsproxy + OFF_NSPROXY_PID_NS_FOR_CHILDREN);
+		ptr[NSG_NS_NET] = CUR_U64(nsproxy + OFF_NSPROXY_NET_NS);
+		ptr[NSG_NS_UTS] = CUR_U64(nsproxy + OFF_NSPROXY_UTS_NS);
+		ptr[NSG_NS_IPC] = CUR_U64(nsproxy + OFF_NSPROXY_IPC_NS);
+#if NSG_HAVE_CGROUP_NS
+		ptr[NSG_NS_CGROUP] = CUR_U64(nsproxy + OFF_NSPROXY_CGROUP_NS);
+#else
+		ptr[NSG_NS_CGROUP] = 0;
+#endif
+#if NSG_HAVE_TIME_NS
+		ptr[NSG_NS_TIME] = CUR_U64(nsproxy + OFF_NSPROXY_TIME_NS);
+		ptr[NSG_NS_TIME_FOR_CHILDREN] = CUR_U64(nsproxy + OFF_NSPROXY_TIME_NS_FOR_CHILDREN);
+#else
+		ptr[NSG_NS_TIME] = ptr[NSG_NS_TIME_FOR_CHILDREN] = 0;
+#endif
+	} else {
+		/* An exiting task has dropped its nsproxy: no namespace to name. */
+		ptr[NSG_NS_MNT] = ptr[NSG_NS_PID_FOR_CHILDREN] = ptr[NSG_NS_NET] = ptr[NSG_NS_UTS] = 0;
+		ptr[NSG_NS_IPC] = ptr[NSG_NS_CGROUP] = ptr[NSG_NS_TIME] = ptr[NSG_NS_TIME_FOR_CHILDREN] = 0;
+	}
+	const char *cred = CUR_PTR(task + OFF_TASK_REAL_CRED);
+	ptr[NSG_NS_USER] = cred ? CUR_U64(cred + OFF_CRED_USER_NS) : 0;
+	ptr[NSG_NS_PID] = 0;
+	if (want_pid) {
+		u32 level = 0, nr = 0;
+		const char *pid = cur_pid_struct(task, &level);
+		pid_upid_at(pid, level, &nr, &ptr[NSG_NS_PID]);
+	}
+#else
+	task_ns_ptrs(task, ptr, want_pid);
 #endif
 }
 
-/* Fill the fields every event has, for `task` (the current task for syscalls). */
-static __always_inline void fill_common(struct nsg_event *e, u8 kind, const void *task)
+/* The slots a set of CLONE_NEW* flags can change (unshare, clone). */
+static __always_inline u16 flag_slots(u64 flags)
 {
-	const char *t = task;
-	u32 level = 0;
-	const char *pid = task_pid_struct(task, &level);
-	const char *parent = read_ptr(t + OFF_TASK_REAL_PARENT);
+	u16 slots = 0;
+	if (flags & NSG_CLONE_NEWNS)
+		slots |= SLOT(NSG_NS_MNT);
+	if (flags & NSG_CLONE_NEWPID)
+		slots |= SLOT(NSG_NS_PID_FOR_CHILDREN);
+	if (flags & NSG_CLONE_NEWNET)
+		slots |= SLOT(NSG_NS_NET);
+	if (flags & NSG_CLONE_NEWUTS)
+		slots |= SLOT(NSG_NS_UTS);
+	if (flags & NSG_CLONE_NEWIPC)
+		slots |= SLOT(NSG_NS_IPC);
+	if (flags & NSG_CLONE_NEWUSER)
+		slots |= SLOT(NSG_NS_USER);
+	if (flags & NSG_CLONE_NEWCGROUP)
+		slots |= SLOT(NSG_NS_CGROUP);
+	if (flags & NSG_CLONE_NEWTIME)
+		slots |= SLOT(NSG_NS_TIME_FOR_CHILDREN);
+	return slots;
+}
+
+/* The slots setns can change: nstype 0 (an nsfs fd of any type) can change any. */
+static __always_inline u16 setns_slots(u64 nstype)
+{
+	if (!(nstype & NSG_CLONE_NS_FLAGS))
+		return NSG_ALL_SLOTS & ~SLOT(NSG_NS_PID);
+	u16 slots = flag_slots(nstype);
+	if (nstype & NSG_CLONE_NEWTIME)
+		slots |= SLOT(NSG_NS_TIME);
+	return slots;
+}
+
+#if NSG_USE_RINGBUF
+/*
+ * Batch wake-ups: one per record would cost the traced workload 15-30 %.  Each
+ * CPU wakes the reader every NSG_WAKEUP_EVENTS records; the reader's short poll
+ * timeout picks up the rest, which bounds the latency of a lone event.
+ */
+static __always_inline u64 wake_flag(void)
+{
+	int zero = 0;
+	u32 *unwoken = unwoken_events.lookup(&zero);
+	if (unwoken) {
+		*unwoken += 1;
+		if (*unwoken >= NSG_WAKEUP_EVENTS) {
+			*unwoken = 0;
+			return BPF_RB_FORCE_WAKEUP;
+		}
+	}
+	return BPF_RB_NO_WAKEUP;
+}
+#endif
+
+/* A fixed-size record, written in place in the ring buffer. */
+static __always_inline struct nsg_event *brief_reserve(void)
+{
+#if NSG_USE_RINGBUF
+	struct nsg_event *e = events.ringbuf_reserve(sizeof(struct nsg_event));
+#else
+	int zero = 0;
+	struct nsg_event *e = (struct nsg_event *)scratch.lookup(&zero);
+#endif
+	if (!e)
+		count(NSG_CNT_RINGBUF_FULL);
+	return e;
+}
+
+static __always_inline void brief_submit(void *ctx, struct nsg_event *e)
+{
+#if NSG_USE_RINGBUF
+	events.ringbuf_submit(e, wake_flag());
+#else
+	events.perf_submit(ctx, e, sizeof(struct nsg_event));
+#endif
+	count(NSG_CNT_EVENTS);
+}
+
+/* A record put together in scratch: copied out with its real size. */
+static __always_inline char *record_start(void)
+{
+	int zero = 0;
+	return (char *)scratch.lookup(&zero);
+}
+
+static __always_inline void record_submit(void *ctx, char *rec, u32 size)
+{
+	if (size > NSG_RECORD_MAX)
+		return;
+#if NSG_USE_RINGBUF
+	if (events.ringbuf_output(rec, size, wake_flag()) != 0) {
+		count(NSG_CNT_RINGBUF_FULL);
+		return;
+	}
+#else
+	/* A full perf buffer is counted by the reader's lost-sample callback. */
+	events.perf_submit(ctx, rec, size);
+#endif
+	count(NSG_CNT_EVENTS);
+}
+
+/* The fields every brief record has: the current task is the subject. */
+static __always_inline void fill_brief(struct nsg_event *e, u8 kind)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->size = sizeof(*e);
+	e->version = NSG_ABI_VERSION;
+	e->kind = kind;
+	e->syscall = NSG_SYS_NONE;
+	e->nchanges = 0;
+	e->info = NSG_INFO_BRIEF;
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->pid = pid_tgid >> 32;
+	e->tid = (u32)pid_tgid;
+	e->ppid = 0;
+	e->uid = 0;
+	e->vpid = 0;
+	e->child_pid = 0;
+	e->child_vpid = 0;
+	e->fd = 0;
+	e->exit_code = 0;
+	e->args_len = 0;
+	e->flags = 0;
+	e->ret = 0;
+	e->cgroup_id = 0;
+}
+
+/* Every field of a full record; `task` is cur_task(). */
+static __always_inline void fill_full(struct nsg_event *e, u8 kind, const char *task)
+{
+	u32 level = 0, vpid = 0;
+	u64 pid_ns = 0;
+	pid_upid_at(cur_pid_struct(task, &level), level, &vpid, &pid_ns);
+	const char *parent = CUR_PTR(task + OFF_TASK_REAL_PARENT);
+	u64 pid_tgid = bpf_get_current_pid_tgid();
 
 	e->size = sizeof(*e);
 	e->version = NSG_ABI_VERSION;
 	e->kind = kind;
 	e->syscall = NSG_SYS_NONE;
-	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	e->nchanges = 0;
+	e->info = 0;
 	e->ts_boot_ns = bpf_ktime_get_boot_ns();
-	e->pid = read_u32(t + OFF_TASK_TGID);
-	e->tid = read_u32(t + OFF_TASK_PID);
-	e->ppid = parent ? read_u32(parent + OFF_TASK_TGID) : 0;
+	e->pid = pid_tgid >> 32;
+	e->tid = (u32)pid_tgid;
+	e->ppid = parent ? CUR_U32(parent + OFF_TASK_TGID) : 0;
 	e->uid = (u32)bpf_get_current_uid_gid();
-	e->vpid = pid_nr_at(pid, level);
+	e->vpid = vpid;
 	e->child_pid = 0;
 	e->child_vpid = 0;
 	e->fd = 0;
@@ -173,119 +525,390 @@ static __always_inline void fill_common(struct nsg_event *e, u8 kind, const void
 	e->ret = 0;
 	/* The current task's cgroup; a forked child starts in its parent's. */
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_probe_read_kernel(e->comm, sizeof(e->comm), t + OFF_TASK_COMM);
-	e->filename[0] = 0;
-	e->args[0] = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
-#if NSG_USE_RINGBUF
-static __always_inline struct nsg_event *event_reserve(void)
+static __always_inline struct nsg_ns_change *change_at(char *rec, u32 n)
 {
-	return events.ringbuf_reserve(sizeof(struct nsg_event));
+	return (struct nsg_ns_change *)(rec + sizeof(struct nsg_event) + n * sizeof(struct nsg_ns_change));
 }
 
 /*
- * Batch wake-ups: one per event would cost the traced workload 15-30 %.  Each CPU
- * wakes the reader every NSG_WAKEUP_EVENTS events; the reader's short poll
- * timeout picks up the rest, which bounds the latency of a lone event.
+ * Append one change per slot whose pointer differs between `before` and `after`.
+ * Values are read from `after` always, and from `before` only where `live_before`
+ * has the slot (its namespace is still alive) or `known` has them (read at entry).
  */
-static __always_inline void event_submit(void *ctx, struct nsg_event *e)
+static __always_inline u32 append_changes(char *rec, const u64 *before, const u64 *after, u16 live_before,
+                                          const struct nsg_call *known)
 {
-	int zero = 0;
-	u64 flags = BPF_RB_NO_WAKEUP;
-	u32 *unwoken = unwoken_events.lookup(&zero);
-	if (unwoken) {
-		*unwoken += 1;
-		if (*unwoken >= NSG_WAKEUP_EVENTS) {
-			*unwoken = 0;
-			flags = BPF_RB_FORCE_WAKEUP;
+	u32 n = 0;
+#pragma unroll
+	for (int slot = 0; slot < NSG_NS_COUNT; slot++) {
+		if (before[slot] == after[slot])
+			continue;
+		struct nsg_ns_change *c = change_at(rec, n);
+		c->slot = slot;
+		__builtin_memset(c->pad, 0, sizeof(c->pad));
+		c->id_before = 0;
+		c->inum_before = 0;
+		if (live_before & SLOT(slot)) {
+			ns_value(before[slot], slot, &c->id_before, &c->inum_before);
+		} else if (known && (known->read_mask & SLOT(slot))) {
+			c->id_before = known->id[slot];
+			c->inum_before = known->inum[slot];
 		}
+		ns_value(after[slot], slot, &c->id_after, &c->inum_after);
+		n++;
 	}
-	events.ringbuf_submit(e, flags);
-	count(NSG_CNT_EVENTS);
+	return n;
 }
-#else
-static __always_inline struct nsg_event *event_reserve(void)
+
+/* -- unshare and setns ------------------------------------------------------ */
+
+/*
+ * Entry: remember the namespace pointers, and the values of the slots the call
+ * may change (once it returns, a replaced namespace may already be freed).
+ */
+static __always_inline int ns_call_enter(u8 syscall, u64 flags, s32 fd, u16 may_change)
 {
 	int zero = 0;
-	return scratch.lookup(&zero);
-}
-
-static __always_inline void event_submit(void *ctx, struct nsg_event *e)
-{
-	events.perf_submit(ctx, e, sizeof(struct nsg_event));
-	count(NSG_CNT_EVENTS);
-}
-#endif
-
-static __always_inline int remember_entry(u8 syscall, u64 flags, s32 fd, int with_namespaces)
-{
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct nsg_pending entry = {};
-	entry.flags = flags;
-	entry.fd = fd;
-	entry.syscall = syscall;
-	if (with_namespaces)
-		read_ns_set((const void *)bpf_get_current_task(), &entry.before);
-	if (pending.update(&tid, &entry) != 0)
+	struct nsg_call *c = call_scratch.lookup(&zero);
+	if (!c)
+		return 0;
+	c->flags = flags;
+	c->fd = fd;
+	c->syscall = syscall;
+	c->pad = 0;
+	c->read_mask = may_change;
+	cur_ns_ptrs(cur_task(), c->ptr, 0);
+#pragma unroll
+	for (int slot = 0; slot < NSG_NS_COUNT; slot++) {
+		if (may_change & SLOT(slot))
+			ns_value(c->ptr[slot], slot, &c->id[slot], &c->inum[slot]);
+	}
+	u32 tid = current_tid();
+	if (calls.update(&tid, c) != 0)
 		count(NSG_CNT_PENDING_FULL);
 	return 0;
 }
 
-/* unshare and setns: emit before and after sets at syscall exit. */
-static __always_inline int emit_ns_change(void *ctx, u8 kind, long ret)
+static __always_inline u8 diverged(const struct nsg_task *t)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct nsg_pending *entry = pending.lookup(&tid);
-	if (!entry)
+	return t ? t->time_switch | t->pid_switch : 0;
+}
+
+/*
+ * After unshare/setns: will this task's children (and its next exec) land in other
+ * pid/time namespaces than its own?  Such a task's forks are sent in full.  Only
+ * a change of pid_for_children or of a time slot can start or end that state.
+ */
+static __always_inline void note_divergence(const char *task, const struct nsg_call *c, const u64 *now)
+{
+	u8 pid_changed = now[NSG_NS_PID_FOR_CHILDREN] != c->ptr[NSG_NS_PID_FOR_CHILDREN];
+	u8 time_changed = now[NSG_NS_TIME] != c->ptr[NSG_NS_TIME] ||
+	                  now[NSG_NS_TIME_FOR_CHILDREN] != c->ptr[NSG_NS_TIME_FOR_CHILDREN];
+	if (!pid_changed && !time_changed)
+		return;
+	struct nsg_task *t = task_get(0);
+	u8 was = diverged(t);
+	u8 pid_switch = t ? t->pid_switch : 0;
+	u8 time_switch = t ? t->time_switch : 0;
+	if (pid_changed) {
+		u32 level = 0, nr = 0;
+		u64 active = 0;
+		pid_upid_at(cur_pid_struct(task, &level), level, &nr, &active);
+		pid_switch = now[NSG_NS_PID_FOR_CHILDREN] != active;
+	}
+	if (time_changed)
+		time_switch = now[NSG_NS_TIME] != now[NSG_NS_TIME_FOR_CHILDREN];
+	if (!t && (pid_switch || time_switch))
+		t = task_get(1);
+	if (!t)
+		return;
+	t->pid_switch = pid_switch;
+	t->time_switch = time_switch;
+	if (time_switch)  /* the time namespace that exec will leave, for its record */
+		ns_value(now[NSG_NS_TIME], NSG_NS_TIME, &t->time_id, &t->time_inum);
+	u8 is = diverged(t);
+	if (is != was)
+		gate_add(GATE_DIVERGED, is ? 1 : -1);
+}
+
+/* Exit: one record with the slots whose pointers changed. */
+static __always_inline int ns_call_exit(void *ctx, u8 kind, long ret)
+{
+	u32 tid = current_tid();
+	struct nsg_call *c = calls.lookup(&tid);
+	if (!c)
 		return 0;
-	struct nsg_event *e = event_reserve();
-	if (!e) {
-		count(NSG_CNT_RINGBUF_FULL);
-		pending.delete(&tid);
+	char *rec = record_start();
+	if (!rec) {
+		calls.delete(&tid);
 		return 0;
 	}
-	const void *task = (const void *)bpf_get_current_task();
-	fill_common(e, kind, task);
-	e->syscall = entry->syscall;
-	e->flags = entry->flags;
-	e->fd = entry->fd;
+	const char *task = cur_task();
+	struct nsg_event *e = (struct nsg_event *)rec;
+	fill_full(e, kind, task);
+	e->syscall = c->syscall;
+	e->flags = c->flags;
+	e->fd = c->fd;
 	e->ret = ret;
-	__builtin_memcpy(&e->before, &entry->before, sizeof(e->before));
-	read_ns_set(task, &e->after);
-	pending.delete(&tid);
-	event_submit(ctx, e);
+	u32 n = 0;
+	if (ret >= 0) {
+		u64 now[NSG_NS_COUNT];
+		cur_ns_ptrs(task, now, 0);
+		n = append_changes(rec, c->ptr, now, 0, c);
+		note_divergence(task, c, now);
+	}
+	calls.delete(&tid);
+	e->nchanges = n;
+	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change);
+	record_submit(ctx, rec, e->size);
 	return 0;
 }
 
+/* -- clone, clone3 and fork --------------------------------------------------- */
+
+/* Entry of a clone that asks for new namespaces: keep its flags for the fork. */
+static __always_inline int clone_enter(u8 syscall, u64 flags)
+{
+	if (!(flags & NSG_CLONE_NS_FLAGS))
+		return 0;
+	int zero = 0;
+	struct nsg_call *c = call_scratch.lookup(&zero);
+	if (!c)
+		return 0;
+	c->flags = flags;
+	c->fd = 0;
+	c->syscall = syscall;
+	c->pad = 0;
+	c->read_mask = 0;
+	u32 tid = current_tid();
+	if (calls.update(&tid, c) != 0) {
+		count(NSG_CNT_PENDING_FULL);
+		return 0;
+	}
+	gate_add(GATE_NS_CLONES, 1);
+	return 0;
+}
+
+/* The entry of the current task's clone, if it asked for new namespaces. */
+static __always_inline struct nsg_call *ns_clone_entry(u32 tid)
+{
+	if (!gate(GATE_NS_CLONES))
+		return NULL;
+	struct nsg_call *c = calls.lookup(&tid);
+	if (c && (c->syscall == NSG_SYS_CLONE || c->syscall == NSG_SYS_CLONE3))
+		return c;
+	return NULL;
+}
+
+/* A successful clone is reported at sched_process_fork; its exit reports failures. */
+static __always_inline int clone_exit(void *ctx, long ret)
+{
+	u32 tid = current_tid();
+	struct nsg_call *c = ns_clone_entry(tid);
+	if (ret >= 0) {
+		if (c) {
+			calls.delete(&tid);
+			gate_add(GATE_NS_CLONES, -1);
+		}
+		return 0;
+	}
+	if (!c) {
+#if NSG_PROC_EVENTS
+		struct nsg_event *e = brief_reserve();
+		if (e) {
+			fill_brief(e, NSG_KIND_CLONE);
+			bpf_get_current_comm(e->comm, sizeof(e->comm));
+			e->ret = ret;
+			brief_submit(ctx, e);
+		}
+#endif
+		return 0;
+	}
+	char *rec = record_start();
+	if (rec) {
+		struct nsg_event *e = (struct nsg_event *)rec;
+		fill_full(e, NSG_KIND_CLONE, cur_task());
+		e->syscall = c->syscall;
+		e->flags = c->flags;
+		e->info = NSG_INFO_FLAGS_SEEN;
+		e->ret = ret;
+		record_submit(ctx, rec, sizeof(*e));
+	}
+	calls.delete(&tid);
+	gate_add(GATE_NS_CLONES, -1);
+	return 0;
+}
+
+/*
+ * Runs in the parent after copy_process() and before the child is woken, so the
+ * record is in the buffer before anything the child does.
+ */
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+	/* args[0] is the parent: the current task, read as such (cur_task). */
+	const u64 parent = ctx->args[0];
+	const char *child = (const char *)ctx->args[1];
+	struct nsg_call *c = ns_clone_entry(current_tid());
+	u8 full = c != NULL;
+	if (!full && gate(GATE_DIVERGED))
+		full = diverged(task_get(0));
+	/* The child's pid, tgid and real_parent: one read where they sit close together. */
+	u32 child_tid, child_tgid;
+	u64 child_parent;
+#if OFF_TASK_TGID == OFF_TASK_PID + 4 && OFF_TASK_REAL_PARENT > OFF_TASK_PID && \
+    OFF_TASK_REAL_PARENT - OFF_TASK_PID <= 56 && (OFF_TASK_REAL_PARENT - OFF_TASK_PID) % 8 == 0
+	u64 ids[(OFF_TASK_REAL_PARENT - OFF_TASK_PID) / 8 + 1] = {};
+	bpf_probe_read_kernel(ids, sizeof(ids), child + OFF_TASK_PID);
+	child_tid = (u32)ids[0];
+	child_tgid = ids[0] >> 32;
+	child_parent = ids[(OFF_TASK_REAL_PARENT - OFF_TASK_PID) / 8];
+#else
+	child_tid = read_u32(child + OFF_TASK_PID);
+	child_tgid = read_u32(child + OFF_TASK_TGID);
+	child_parent = (u64)read_ptr(child + OFF_TASK_REAL_PARENT);
+#endif
+	if (!full) {
+		/* No new namespace: the child's are its parent's, as the consumer can derive. */
+		if (child_tid != child_tgid)
+			return 0;       /* a new thread */
+#if NSG_PROC_EVENTS
+		struct nsg_event *e = brief_reserve();
+		if (!e)
+			return 0;
+		fill_brief(e, NSG_KIND_CLONE);
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		e->child_pid = child_tgid;
+		/* CLONE_PARENT: the child is its grandparent's (runc's first child is). */
+		if (child_parent != parent)
+			e->flags = NSG_CLONE_PARENT;
+		brief_submit(ctx, e);
+#endif
+		return 0;
+	}
+	if (!c && child_tid != child_tgid)
+		return 0;       /* a new thread shares its creator's namespaces */
+	char *rec = record_start();
+	if (!rec)
+		return 0;
+	const char *task = cur_task();
+	struct nsg_event *e = (struct nsg_event *)rec;
+	fill_full(e, NSG_KIND_CLONE, task);
+	if (c) {
+		e->syscall = c->syscall;
+		e->flags = c->flags;
+		e->info = NSG_INFO_FLAGS_SEEN;
+	}
+	u32 parent_level = 0, child_level = 0, nr = 0;
+	u64 pid_ns = 0;
+	cur_pid_struct(task, &parent_level);
+	const char *child_pid = task_pid_struct(child, &child_level);
+	e->child_pid = child_tgid;
+	pid_upid_at(child_pid, child_level, &nr, &pid_ns);
+	e->child_vpid = nr;
+	/* What clone() returns in the parent: the child's pid in the parent's pid namespace. */
+	pid_upid_at(child_pid, parent_level, &nr, &pid_ns);
+	e->ret = nr;
+	u64 before[NSG_NS_COUNT], after[NSG_NS_COUNT];
+	cur_ns_ptrs(task, before, 1);
+	task_ns_ptrs(child, after, 1);
+	u32 n = append_changes(rec, before, after, NSG_ALL_SLOTS, NULL);
+	e->nchanges = n;
+	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change);
+	record_submit(ctx, rec, e->size);
+	return 0;
+}
+
+#if NSG_HOOKS_FENTRY
+/*
+ * Trampolines: only the calls that change namespaces pay, not every system call
+ * of the machine (an enabled syscall tracepoint puts every task on the slow
+ * syscall path).  NSG_FN_* name the kernel functions (x86-64 syscall wrappers
+ * take a struct pt_regs *); the indirection expands them before BCC's macros
+ * paste them into program names.
+ */
+#define NSG_FENTRY(fn, ...) KFUNC_PROBE(fn, __VA_ARGS__)
+#define NSG_FEXIT(fn, ...) KRETFUNC_PROBE(fn, __VA_ARGS__)
+
+NSG_FENTRY(NSG_FN_UNSHARE, unsigned long unshare_flags)
+{
+	return ns_call_enter(NSG_SYS_UNSHARE, unshare_flags, 0, flag_slots(unshare_flags));
+}
+
+NSG_FEXIT(NSG_FN_UNSHARE, unsigned long unshare_flags, int ret)
+{
+	return ns_call_exit(ctx, NSG_KIND_UNSHARE, ret);
+}
+
+/* A system call's first and second arguments, from the wrapper's struct pt_regs
+ * (offsets from BTF: the compiler's headers do not define the struct). */
+static __always_inline u64 syscall_arg(const void *regs, u32 offset)
+{
+	return read_u64((const char *)regs + offset);
+}
+
+NSG_FENTRY(NSG_FN_SETNS, const void *regs)
+{
+	u64 nstype = (u32)syscall_arg(regs, OFF_PT_REGS_SI);
+	return ns_call_enter(NSG_SYS_SETNS, nstype, (s32)syscall_arg(regs, OFF_PT_REGS_DI), setns_slots(nstype));
+}
+
+NSG_FEXIT(NSG_FN_SETNS, const void *regs, long ret)
+{
+	return ns_call_exit(ctx, NSG_KIND_SETNS, ret);
+}
+
+NSG_FENTRY(NSG_FN_CLONE, const void *regs)
+{
+	return clone_enter(NSG_SYS_CLONE, syscall_arg(regs, OFF_PT_REGS_DI));
+}
+
+/* fexit runs in the parent only: the child starts at ret_from_fork. */
+NSG_FEXIT(NSG_FN_CLONE, const void *regs, long ret)
+{
+	return clone_exit(ctx, ret);
+}
+
+NSG_FENTRY(NSG_FN_CLONE3, const void *regs)
+{
+	u64 flags = 0;
+	/* struct clone_args starts with the u64 flags. */
+	bpf_probe_read_user(&flags, sizeof(flags), (const void *)syscall_arg(regs, OFF_PT_REGS_DI));
+	return clone_enter(NSG_SYS_CLONE3, flags);
+}
+
+NSG_FEXIT(NSG_FN_CLONE3, const void *regs, long ret)
+{
+	return clone_exit(ctx, ret);
+}
+#else
 TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
 {
-	return remember_entry(NSG_SYS_UNSHARE, args->unshare_flags, 0, 1);
+	return ns_call_enter(NSG_SYS_UNSHARE, args->unshare_flags, 0, flag_slots(args->unshare_flags));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_unshare)
 {
-	return emit_ns_change(args, NSG_KIND_UNSHARE, args->ret);
+	return ns_call_exit(args, NSG_KIND_UNSHARE, args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setns)
 {
 	/* The tracepoint calls the nstype argument "flags". */
-	return remember_entry(NSG_SYS_SETNS, (u32)args->flags, (s32)args->fd, 1);
+	u64 nstype = (u32)args->flags;
+	return ns_call_enter(NSG_SYS_SETNS, nstype, (s32)args->fd, setns_slots(nstype));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_setns)
 {
-	return emit_ns_change(args, NSG_KIND_SETNS, args->ret);
+	return ns_call_exit(args, NSG_KIND_SETNS, args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone)
 {
-#if !NSG_PROC_EVENTS
-	if (!(args->clone_flags & NSG_CLONE_NS_FLAGS))
-		return 0;
-#endif
-	return remember_entry(NSG_SYS_CLONE, args->clone_flags, 0, 0);
+	return clone_enter(NSG_SYS_CLONE, args->clone_flags);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
@@ -293,37 +916,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
 	u64 flags = 0;
 	/* struct clone_args starts with the u64 flags. */
 	bpf_probe_read_user(&flags, sizeof(flags), (const void *)args->uargs);
-#if !NSG_PROC_EVENTS
-	if (!(flags & NSG_CLONE_NS_FLAGS))
-		return 0;
-#endif
-	return remember_entry(NSG_SYS_CLONE3, flags, 0, 0);
-}
-
-/* A successful clone is emitted at sched_process_fork; exit only reports failures. */
-static __always_inline int clone_exit(void *ctx, long ret)
-{
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct nsg_pending *entry = pending.lookup(&tid);
-	if (!entry)
-		return 0;
-	if (ret < 0) {
-		struct nsg_event *e = event_reserve();
-		if (!e) {
-			count(NSG_CNT_RINGBUF_FULL);
-		} else {
-			const void *task = (const void *)bpf_get_current_task();
-			fill_common(e, NSG_KIND_CLONE, task);
-			e->syscall = entry->syscall;
-			e->flags = entry->flags;
-			e->ret = ret;
-			read_ns_set(task, &e->before);
-			__builtin_memcpy(&e->after, &e->before, sizeof(e->after));
-			event_submit(ctx, e);
-		}
-	}
-	pending.delete(&tid);
-	return 0;
+	return clone_enter(NSG_SYS_CLONE3, flags);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_clone)
@@ -335,97 +928,92 @@ TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
 {
 	return clone_exit(args, args->ret);
 }
-
-/*
- * Runs in the parent after copy_process() and before the child is woken, so the
- * event is in the buffer before anything the child does.
- */
-RAW_TRACEPOINT_PROBE(sched_process_fork)
-{
-	const char *parent = (const char *)ctx->args[0];
-	const char *child = (const char *)ctx->args[1];
-	u32 parent_tid = read_u32(parent + OFF_TASK_PID);
-	struct nsg_pending *entry = pending.lookup(&parent_tid);
-	u64 flags = entry ? entry->flags : 0;
-	u32 child_tid = read_u32(child + OFF_TASK_PID);
-	u32 child_tgid = read_u32(child + OFF_TASK_TGID);
-
-	/* New threads matter only if they bring namespaces of their own. */
-	if (child_tid != child_tgid && !(flags & NSG_CLONE_NS_FLAGS))
-		return 0;
-#if !NSG_PROC_EVENTS
-	if (!(flags & NSG_CLONE_NS_FLAGS))
-		return 0;
 #endif
-	struct nsg_event *e = event_reserve();
-	if (!e) {
-		count(NSG_CNT_RINGBUF_FULL);
-		return 0;
-	}
-	fill_common(e, NSG_KIND_CLONE, parent);
-	e->syscall = entry ? entry->syscall : NSG_SYS_NONE;
-	e->flags = flags;
-	u32 parent_level = 0, child_level = 0;
-	task_pid_struct(parent, &parent_level);
-	const char *child_pid = task_pid_struct(child, &child_level);
-	e->child_pid = child_tgid;
-	e->child_vpid = pid_nr_at(child_pid, child_level);
-	/* What clone() returns in the parent: the child's pid in the parent's pid namespace. */
-	e->ret = pid_nr_at(child_pid, parent_level);
-	read_ns_set(parent, &e->before);
-	read_ns_set(child, &e->after);
-	event_submit(ctx, e);
-	return 0;
-}
+
+/* -- exec and exit ------------------------------------------------------------- */
 
 #if NSG_PROC_EVENTS
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-	struct nsg_event *e = event_reserve();
-	if (!e) {
-		count(NSG_CNT_RINGBUF_FULL);
+	char *rec = record_start();
+	if (!rec)
 		return 0;
-	}
-	const void *task = (const void *)bpf_get_current_task();
-	fill_common(e, NSG_KIND_EXEC, task);
+	const char *task = cur_task();
+	struct nsg_event *e = (struct nsg_event *)rec;
+	fill_full(e, NSG_KIND_EXEC, task);
 	e->ret = args->old_pid;
-	TP_DATA_LOC_READ_STR(e->filename, filename, sizeof(e->filename));
+	u32 n = 0;
+#if NSG_HAVE_TIME_NS
+	/* exec moves a task whose time_for_children differs into that namespace. */
+	if (gate(GATE_DIVERGED)) {
+		struct nsg_task *t = task_get(0);
+		if (t && t->time_switch) {
+			t->time_switch = 0;
+			if (!t->pid_switch)
+				gate_add(GATE_DIVERGED, -1);
+			u64 now[NSG_NS_COUNT];
+			cur_ns_ptrs(task, now, 0);
+			struct nsg_ns_change *change = change_at(rec, 0);
+			change->slot = NSG_NS_TIME;
+			__builtin_memset(change->pad, 0, sizeof(change->pad));
+			change->id_before = t->time_id;
+			change->inum_before = t->time_inum;
+			ns_value(now[NSG_NS_TIME], NSG_NS_TIME, &change->id_after, &change->inum_after);
+			n = 1;
+		}
+	}
+#endif
+	struct nsg_exec_tail *tail = (struct nsg_exec_tail *)change_at(rec, n);
+	TP_DATA_LOC_READ_STR(tail->filename, filename, sizeof(tail->filename));
+	tail->args[0] = 0;
 	/* argv of the new program: the join-session summary names the command that ran. */
-	const char *mm = read_ptr((const char *)task + OFF_TASK_MM);
+	const char *mm = CUR_PTR(task + OFF_TASK_MM);
 	if (mm) {
-		u64 arg_start = read_u64(mm + OFF_MM_ARG_START);
-		u64 arg_end = read_u64(mm + OFF_MM_ARG_END);
+		u64 span[2] = {};
+		bpf_probe_read_kernel(span, sizeof(span), mm + OFF_MM_ARG_START);
+#if OFF_MM_ARG_END == OFF_MM_ARG_START + 8
+		u64 arg_start = span[0], arg_end = span[1];
+#else
+		u64 arg_start = span[0], arg_end = read_u64(mm + OFF_MM_ARG_END);
+#endif
 		u64 len = arg_end > arg_start ? arg_end - arg_start : 0;
 		e->args_len = (u32)len;
 		if (len > NSG_ARGS_LEN)
 			len = NSG_ARGS_LEN;
-		if (len > 0 && bpf_probe_read_user(e->args, len & (NSG_ARGS_LEN * 2 - 1), (const void *)arg_start) != 0)
+		if (len > 0 && bpf_probe_read_user(tail->args, len & (NSG_ARGS_LEN * 2 - 1), (const void *)arg_start) != 0)
 			e->args_len = 0;
 	}
-	/* exec moves the task into its time_for_children namespace. */
-	read_ns_set(task, &e->after);
-	__builtin_memset(&e->before, 0, sizeof(e->before));
-	event_submit(args, e);
+	e->nchanges = n;
+	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change) + sizeof(struct nsg_exec_tail);
+	record_submit(args, rec, e->size);
 	return 0;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
-	const char *task = (const char *)bpf_get_current_task();
-	const char *signal = read_ptr(task + OFF_TASK_SIGNAL);
-	/* Only the last thread of a process ends the process. */
-	if (signal && read_u32(signal + OFF_SIGNAL_STRUCT_LIVE) != 0)
-		return 0;
-	struct nsg_event *e = event_reserve();
-	if (!e) {
-		count(NSG_CNT_RINGBUF_FULL);
-		return 0;
+	if (gate(GATE_DIVERGED)) {
+		struct nsg_task *t = task_get(0);
+		if (diverged(t)) {
+			t->time_switch = t->pid_switch = 0;
+			gate_add(GATE_DIVERGED, -1);
+		}
 	}
-	fill_common(e, NSG_KIND_EXIT, task);
-	e->exit_code = (s32)read_u32(task + OFF_TASK_EXIT_CODE);
-	__builtin_memset(&e->before, 0, sizeof(e->before));
-	__builtin_memset(&e->after, 0, sizeof(e->after));
-	event_submit(args, e);
+	/* Only the last thread of a process ends the process. */
+#if NSG_EXIT_GROUP_DEAD
+	if (!args->group_dead)
+		return 0;
+#else
+	const char *signal = CUR_PTR(cur_task() + OFF_TASK_SIGNAL);
+	if (signal && CUR_U32(signal + OFF_SIGNAL_STRUCT_LIVE) != 0)
+		return 0;
+#endif
+	struct nsg_event *e = brief_reserve();
+	if (!e)
+		return 0;
+	fill_brief(e, NSG_KIND_EXIT);
+	__builtin_memcpy(e->comm, args->comm, sizeof(e->comm));
+	e->exit_code = (s32)CUR_U32(cur_task() + OFF_TASK_EXIT_CODE);
+	brief_submit(args, e);
 	return 0;
 }
 #endif

@@ -1,22 +1,32 @@
 /*
- * The event layout shared by the BPF probes (nsgraph.bpf.c) and the Python
+ * The record layout shared by the BPF probes (nsgraph.bpf.c) and the Python
  * decoder.  tracer/abi.py mirrors this file; tests/test_abi.py checks that the
- * two agree, and every live event carries its compiled size so the reader can
- * refuse a mismatched build instead of decoding garbage.
+ * two agree, and every live record carries its size and the ABI version so the
+ * reader can refuse a mismatched build instead of decoding garbage.
  *
  * Change this file and tracer/abi.py together, and bump NSG_ABI_VERSION.
+ *
+ * A record is a struct nsg_event, then `nchanges` struct nsg_ns_change, then,
+ * for exec records only, a struct nsg_exec_tail.  `size` is the whole record.
+ * A record names only the namespaces that changed (the consumer knows the rest):
+ *   clone    the child's namespaces that differ from its parent's (none for a
+ *            plain fork, whose record is the bare struct nsg_event);
+ *   unshare, setns   the caller's namespaces whose pointers the call changed;
+ *   exec     the time namespace, when exec moved the task into its
+ *            time_for_children namespace (nothing otherwise);
+ *   exit     none.
  */
 #ifndef NSGRAPH_H
 #define NSGRAPH_H
 
-#define NSG_ABI_VERSION 3
+#define NSG_ABI_VERSION 4
 
 #define NSG_COMM_LEN 16
 #define NSG_PATH_LEN 96
 #define NSG_ARGS_LEN 128
 #define NSG_CGROUP_PATH_LEN 256
 
-/* Namespace slots of struct nsg_ns_set, in the order of tracer/abi.py NS_SLOTS. */
+/* Namespace slots, in the order of tracer/abi.py NS_SLOTS. */
 #define NSG_NS_MNT 0
 #define NSG_NS_PID 1
 #define NSG_NS_PID_FOR_CHILDREN 2
@@ -37,30 +47,33 @@
 #define NSG_KIND_EXIT 5
 
 /* The system call behind an event.  A clone seen only at sched_process_fork
- * (fork/vfork system calls, kernel threads) has NSG_SYS_NONE and no flags. */
+ * (fork/vfork system calls, kernel threads, and every clone that asked for no
+ * new namespace) has NSG_SYS_NONE. */
 #define NSG_SYS_NONE 0
 #define NSG_SYS_CLONE 1
 #define NSG_SYS_CLONE3 2
 #define NSG_SYS_UNSHARE 3
 #define NSG_SYS_SETNS 4
 
+/* Bits of nsg_event.info. */
+#define NSG_INFO_BRIEF 1        /* a plain fork or an exit: only ts, pid, tid, comm, child_pid,
+                                   flags (fork) and exit_code (exit) are filled in */
+#define NSG_INFO_FLAGS_SEEN 2   /* a clone whose flags come from the system call itself;
+                                   otherwise flags holds only what the fork showed (CLONE_PARENT) */
+
 /* Slots of the per-CPU counters map. */
-#define NSG_CNT_RINGBUF_FULL 0   /* event dropped: ring buffer reserve failed */
-#define NSG_CNT_PENDING_FULL 1   /* syscall entry not remembered: pending map full */
-#define NSG_CNT_EVENTS 2         /* events handed to the buffer */
+#define NSG_CNT_RINGBUF_FULL 0   /* record dropped: ring buffer reserve failed */
+#define NSG_CNT_PENDING_FULL 1   /* syscall entry not remembered: no room to keep it */
+#define NSG_CNT_EVENTS 2         /* records handed to the buffer */
 #define NSG_CNT_SLOTS 4
 
-struct nsg_ns_set {
-	__u64 id[NSG_NS_COUNT];   /* ns_common.ns_id; 0 where the kernel has none */
-	__u32 inum[NSG_NS_COUNT]; /* ns_common.inum; 0 where the namespace is absent */
-};
-
 struct nsg_event {
-	__u16 size;        /* sizeof(struct nsg_event) as compiled */
+	__u16 size;        /* bytes in the whole record */
 	__u8 version;      /* NSG_ABI_VERSION */
 	__u8 kind;         /* NSG_KIND_* */
 	__u8 syscall;      /* NSG_SYS_* */
-	__u8 pad[3];
+	__u8 nchanges;     /* struct nsg_ns_change entries after this struct */
+	__u16 info;        /* NSG_INFO_* */
 	__u64 ts_boot_ns;  /* bpf_ktime_get_boot_ns() at the event */
 	__u32 pid;         /* thread group id, host view */
 	__u32 tid;         /* thread id, host view */
@@ -76,11 +89,27 @@ struct nsg_event {
 	__s64 ret;         /* return value; clone: child pid as the caller sees it */
 	__u64 cgroup_id;   /* cgroup v2 id of the task at the event (its cgroupfs inode) */
 	char comm[NSG_COMM_LEN];
-	char filename[NSG_PATH_LEN]; /* exec: the program's path */
-	char args[NSG_ARGS_LEN];     /* exec: argv, NUL-separated, truncated to NSG_ARGS_LEN */
-	struct nsg_ns_set before;    /* unshare/setns: before the call; clone: the parent's */
-	struct nsg_ns_set after;     /* unshare/setns: after; clone: the child's; exec: after exec */
 };
+
+/* One namespace slot that changed: before (clone: the parent's) and after
+ * (clone: the child's).  inum 0: not known (the slot was not read); id 0: the
+ * kernel has no ns_id (before Linux 6.18). */
+struct nsg_ns_change {
+	__u64 id_before;
+	__u64 id_after;
+	__u32 inum_before;
+	__u32 inum_after;
+	__u8 slot;         /* NSG_NS_* */
+	__u8 pad[7];
+};
+
+struct nsg_exec_tail {
+	char filename[NSG_PATH_LEN]; /* the program's path */
+	char args[NSG_ARGS_LEN];     /* argv, NUL-separated, truncated to NSG_ARGS_LEN */
+};
+
+#define NSG_RECORD_MAX (sizeof(struct nsg_event) + NSG_NS_COUNT * sizeof(struct nsg_ns_change) + \
+                        sizeof(struct nsg_exec_tail))
 
 /* Value of the cgroup_paths map: cgroup v2 id -> path, recorded at mkdir, so that
  * a cgroup removed before user space looked (a `docker run --rm` container that ran

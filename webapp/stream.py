@@ -10,7 +10,7 @@ Messages:
   event: diff     id: <graph version>   data: graph.diff_since(previous)
   event: resync   data: {"version": V, "reason": ...}  -> GET /api/graph again
                   (also once when the hub first sees the graph: its baseline)
-  event: event    data: Event.to_json()  (every trace event, in kernel order)
+  event: event    data: Event.to_json()  (every trace event while a tab is connected, in kernel order)
   event: status   data: /api/status
   event: demo     data: a demo run (GET /api/demos/runs/<id>)
   : heartbeat     every ~15 s, so a closed tab is noticed at the next write
@@ -33,6 +33,8 @@ import itertools
 from typing import Callable, Optional
 
 from flask import Blueprint, Response, current_app, request
+
+from tracer.events.encode import EventEncoder
 
 from .auth import error
 from .contract import GraphReader, Service
@@ -70,7 +72,8 @@ class StreamHub:
         self._ring_max_bytes = max(1 << 16, int(config.sse_ring_bytes))
         self._chunk_bytes = max(4096, int(config.sse_chunk_bytes))
         self.max_streams = max(1, int(config.sse_max_streams))
-        self.events = collections.deque(maxlen=max(1, int(config.events_ring_size)))
+        self.events = collections.deque(maxlen=max(1, int(config.events_ring_size)))  # Event objects
+        self._encoder = EventEncoder()
         # Events the publisher has not encoded yet.  Bounded: when the tracer outruns the
         # publisher (a storm on a busy machine), the oldest are dropped and counted
         # (events_dropped) instead of growing without limit; graph diffs are unaffected.
@@ -199,21 +202,23 @@ class StreamHub:
             self.publish("status", status)
 
     def _publish_events(self) -> None:
+        # Events are kept as they came; JSON is made only for connected tabs (a
+        # stream starts at the head, so nobody else could read it) and, for
+        # /api/events, on request.
         texts = []
         pending = self._pending_events
+        encode = self._encoder.encode if self.open_streams else None
         while pending:
             try:
                 event = pending.popleft()
             except IndexError:
                 break
-            try:
-                obj = event.to_json()
-            except Exception:   # a bug in an Event: say so, and keep streaming the others
-                self.events_unencodable += 1
-                log.exception("trace event %r could not be encoded for the stream", event)
-                continue
-            self.events.append(obj)
-            texts.append(sse_message("event", obj))
+            self.events.append(event)
+            if encode is not None:
+                try:
+                    texts.append(sse_message("event", encode(event)))
+                except Exception:   # a bug in an Event: say so, and keep streaming the others
+                    self._unencodable(event)
         self._append(texts)
 
     def _publish_diff(self) -> None:
@@ -250,8 +255,20 @@ class StreamHub:
             return len(self._ring)
 
     def recent_events(self, since_seq: int = 0, limit: int = 500) -> list:
-        out = [e for e in list(self.events) if e.get("seq", 0) > since_seq]
-        return out[-limit:] if limit else []
+        out = [e for e in list(self.events) if e.seq > since_seq]
+        if not limit:
+            return []
+        objects = []
+        for event in out[-limit:]:
+            try:
+                objects.append(event.to_json())
+            except Exception:
+                self._unencodable(event)
+        return objects
+
+    def _unencodable(self, event) -> None:
+        self.events_unencodable += 1
+        log.exception("trace event %r could not be encoded for the stream", event)
 
     def try_open(self) -> bool:
         """Take a stream slot (False at the cap: the caller answers 503); release() frees it."""

@@ -34,7 +34,10 @@ def test_live_event_has_the_mirrored_size(root):
     mine = [r for r in records if struct.unpack_from("<I", r, 16)[0] == pid]
     assert mine, "no record from the unsharing child"
     record = mine[0]
-    assert len(record) == abi.EVENT_SIZE
-    size_field, version = struct.unpack_from("<HB", record, 0)
-    assert size_field == abi.EVENT_SIZE
+    size_field, version, kind, _syscall, nchanges = struct.unpack_from("<HBBBB", record, 0)
+    # unshare(CLONE_NEWUTS): the header and one change (the uts slot).
+    assert (kind, nchanges) == (abi.KIND_UNSHARE, 1)
+    assert len(record) == size_field == abi.EVENT_SIZE + abi.CHANGE_SIZE
     assert version == abi.ABI_VERSION
+    _id_before, _id_after, inum_before, inum_after, slot = abi.CHANGE.unpack_from(record, abi.EVENT_SIZE)
+    assert abi.NS_SLOTS[slot] == "uts" and inum_before != inum_after

@@ -10,7 +10,7 @@ import subprocess
 
 from tests.conftest import require
 from tracer.kernel.btf import BTF
-from tracer.kernel.probes import OPTIONAL_OFFSETS, REQUIRED_OFFSETS
+from tracer.kernel.layout import OPTIONAL_OFFSETS, REQUIRED_OFFSETS
 
 
 def bpftool_dump():

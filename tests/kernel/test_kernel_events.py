@@ -37,10 +37,15 @@ def workload(live_events):
     return truth, events, ns_events, live_events.collector.stats()
 
 
-def same_ns(event_ns: dict, truth_ns: dict):
-    """Every type /proc showed has the same inode in the event, and no more types."""
-    assert {t: event_ns.get(t) for t in truth_ns} == truth_ns
-    assert set(event_ns) == set(truth_ns)
+def same_changes(event, truth_before: dict, truth_after: dict, truth_after_ids=None):
+    """The event names exactly the slots /proc shows changed, with /proc's inodes before
+    and after (and NS_GET_ID's ids where the kernel has them)."""
+    changed = [t for t in truth_after if truth_before.get(t) != truth_after[t]]
+    assert dict(event.ns) == {t: truth_after[t] for t in changed}
+    assert dict(event.ns_before) == {t: truth_before[t] for t in changed if t in truth_before}
+    assert event.changed_types() == [t for t in abi.NS_SLOTS if t in changed]
+    if truth_after_ids:
+        assert {t: event.ns_id[t] for t in changed} == {t: truth_after_ids[t] for t in changed}
 
 
 def test_no_event_lost_or_rejected(workload):
@@ -62,10 +67,7 @@ def test_unshare_events_match_proc(workload):
         assert event.tid == t["tid"]
         assert event.ret == 0 and event.errno is None
         assert event.syscall == "unshare"
-        same_ns(event.ns, t["after"])
-        same_ns(event.ns_before, t["before"])
-        if t["after_ids"]:
-            assert {k: event.ns_id[k] for k in t["after_ids"]} == t["after_ids"]
+        same_changes(event, t["before"], t["after"], t["after_ids"])
     assert got[-1].flags == ["CLONE_NEWIPC", "CLONE_NEWNET"]
     assert got[-1].ns_types() == ["net", "ipc"]
 
@@ -99,11 +101,8 @@ def test_clone_with_new_namespaces(workload):
     assert set(event.flags) >= {"CLONE_NEWPID", "CLONE_NEWUTS", "CLONE_NEWNS"}
     assert event.ret == t["ret"]
     assert event.child_vpid == t["child_vpid"] == 1
-    same_ns(event.ns, t["child_ns"])
-    same_ns(event.ns_before, t["parent_ns"])
+    same_changes(event, t["parent_ns"], t["child_ns"], t["child_ns_ids"])
     assert {"pid", "uts", "mnt"} <= set(event.changed_types())
-    if t["child_ns_ids"]:
-        assert {k: event.ns_id[k] for k in t["child_ns_ids"]} == t["child_ns_ids"]
 
 
 def test_clone3_reads_flags_from_user_struct(workload):
@@ -115,8 +114,7 @@ def test_clone3_reads_flags_from_user_struct(workload):
     assert event.syscall == "clone3"
     assert event.raw_flags == t["flags"] == nstypes.CLONE_NEWNET
     assert event.ret == t["ret"]
-    same_ns(event.ns, t["child_ns"])
-    same_ns(event.ns_before, t["parent_ns"])
+    same_changes(event, t["parent_ns"], t["child_ns"])
     assert event.changed_types() == ["net"]
 
 
@@ -130,14 +128,13 @@ def test_setns_into_another_process(workload):
     assert event.fd == t["fd"]
     assert event.raw_flags == nstypes.CLONE_NEWNET and event.flags == ["CLONE_NEWNET"]
     assert event.ret == 0
-    same_ns(event.ns, t["after"])
-    same_ns(event.ns_before, t["before"])
+    same_changes(event, t["before"], t["after"])
     assert event.ns["net"] == t["target_net"] == holder["after"]["net"]
     assert event.changed_types() == ["net"]
     # The target's own unshare was traced too.
     got_holder = [e for e in ns_events if e.kind == "unshare" and e.pid == holder["pid"]]
     assert len(got_holder) == 1
-    same_ns(got_holder[0].ns, holder["after"])
+    same_changes(got_holder[0], holder["before"], holder["after"])
 
 
 def test_unprivileged_unshare_fails_with_eperm(workload):
@@ -150,9 +147,9 @@ def test_unprivileged_unshare_fails_with_eperm(workload):
     assert event.kind == "unshare"
     assert event.ret == -1 and event.errno == 1 and event.failed
     assert event.uid == t["uid"] == 65534
-    same_ns(event.ns, t["after"])
-    same_ns(event.ns_before, t["before"])
-    assert event.changed_types() == []
+    assert t["before"] == t["after"]
+    same_changes(event, t["before"], t["after"])
+    assert dict(event.ns) == {} and event.changed_types() == []
     assert event.to_json()["errno"] == 1 and event.to_json()["errno_name"] == "EPERM"
 
 
@@ -180,24 +177,32 @@ def test_fork_exec_exit_follow_processes(live_events, tmp_path):
     assert execs[1].args == ["/bin/true"]
     exits = [e for e in events if e.kind == "exit" and e.pid == child]
     assert len(exits) == 1 and exits[0].exit_code == 0
-    # A fork copies the parent's namespaces.
-    assert forks[-1].ns == forks[-1].ns_before
+    # A plain fork changes no namespace: a brief record, with nothing to read.
+    assert forks[-1].brief and dict(forks[-1].ns) == {} and forks[-1].uid is None
+    assert exits[0].brief and exits[0].comm == "true"
 
 
 def test_vpid_inside_a_pid_namespace(live_events):
     mark = live_events.mark()
-    proc = subprocess.run(["unshare", "--pid", "--fork", "sh", "-c", "echo $$"],
-                          capture_output=True, text=True, timeout=10)
-    assert proc.returncode == 0 and proc.stdout.strip() == "1"
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "sh", "-c", "echo $$"], stdout=subprocess.PIPE,
+                            text=True)
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and out.strip() == "1"
     events = live_events.since(mark)
-    execs = [e for e in events if e.kind == "exec" and os.path.basename(e.filename or "") == "sh"]
-    assert execs, "exec of sh in the new pid namespace not seen"
-    assert execs[-1].vpid == 1
-    assert execs[-1].pid != 1
-    with open("/proc/self/ns/pid") as _:
-        pass
     host_pid_ns = int(os.readlink("/proc/self/ns/pid").split("[")[1][:-1])
-    assert execs[-1].ns["pid"] != host_pid_ns
+    # unshare --pid made a pid_for_children namespace (the process we started is unshare) ...
+    unshares = [e for e in events if e.kind == "unshare" and e.pid == proc.pid]
+    assert len(unshares) == 1 and "CLONE_NEWPID" in unshares[0].flags
+    new_pid_ns = unshares[0].ns["pid_for_children"]
+    assert new_pid_ns != host_pid_ns
+    # ... so its fork is sent in full: the child's pid namespace changed (a plain
+    # fork would be a brief record, and exec records name no namespace).
+    forks = [e for e in events if e.kind == "clone" and e.pid == proc.pid]
+    assert len(forks) == 1 and not forks[0].brief
+    assert forks[0].ns["pid"] == new_pid_ns and forks[0].ns_before["pid"] == host_pid_ns
+    execs = [e for e in events if e.kind == "exec" and e.pid == forks[0].child_pid]
+    assert [os.path.basename(e.filename) for e in execs] == ["sh"]
+    assert execs[0].vpid == 1 and execs[0].pid != 1
 
 
 def test_exec_arguments_are_captured_and_cut_visibly(live_events):

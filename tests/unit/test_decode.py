@@ -30,7 +30,14 @@ def decode_all(records):
     return events
 
 
+def changed(before: dict, after: dict):
+    """The ground truth of what a call changed: (before, after) of the slots that differ."""
+    slots = [s for s in after if before.get(s) != after[s]]
+    return {s: before[s] for s in slots if s in before}, {s: after[s] for s in slots}
+
+
 def test_recorded_unshares_decode_to_the_ground_truth():
+    """Records name exactly the slots a call changed, with /proc's inodes before and after."""
     truth, records = load_recording()
     events = decode_all(records)
     main_pid = truth[0]["pid"]
@@ -38,8 +45,10 @@ def test_recorded_unshares_decode_to_the_ground_truth():
     expected = [t for t in truth if t["op"] == "unshare"]
     assert len(unshares) == len(expected) >= 2
     for event, t in zip(unshares, expected):
-        assert event.ns == t["after"]
-        assert event.ns_before == t["before"]
+        before, after = changed(t["before"], t["after"])
+        assert after, "the workload's unshares all change something"
+        assert event.ns == after
+        assert event.ns_before == before
         assert event.raw_flags == t["flags"]
         assert event.errno is None
 
@@ -49,7 +58,8 @@ def test_recorded_clone_setns_and_eperm():
     events = decode_all(records)
     clone = next(t for t in truth if t["op"] == "clone")
     event = next(e for e in events if e.kind == "clone" and e.child_pid == clone["child_pid"])
-    assert event.ns == clone["child_ns"] and event.ns_before == clone["parent_ns"]
+    before, after = changed(clone["parent_ns"], clone["child_ns"])
+    assert event.ns == after and event.ns_before == before
     assert event.syscall == "clone" and event.child_vpid == 1
     assert {"CLONE_NEWPID", "CLONE_NEWUTS", "CLONE_NEWNS"} <= set(event.flags)
     clone3 = next(t for t in truth if t["op"] == "clone3")
@@ -75,7 +85,7 @@ def test_json_has_the_documented_keys_and_round_trips():
         assert obj["ts"].endswith("Z")
         if event.kind == "clone":
             assert "child_pid" in obj
-        if event.kind in ("unshare", "setns"):
+        if event.kind in ("unshare", "setns", "clone"):
             assert obj["ns_before"] is not None
         again = Event.from_json(json.loads(json.dumps(obj)))
         assert again.to_json() == obj
@@ -129,6 +139,28 @@ def test_random_bytes_never_raise(data):
         assert decoder.rejected == 1
     else:
         event.to_json()  # whatever decoded must also format
+
+
+def test_brief_fork_and_exit_records():
+    """A plain fork and an exit come as bare headers: no namespaces, no uid/ppid."""
+    _truth, records = load_recording()
+    events = decode_all(records)
+    briefs = [e for e in events if e.brief]
+    assert {e.kind for e in briefs} == {"clone", "exit"}
+    for event in briefs:
+        assert dict(event.ns) == {} and event.uid is None and event.ppid is None
+        assert event.to_json()["brief"] is True
+    forks = [e for e in briefs if e.kind == "clone"]
+    assert forks and all(e.child_pid and e.syscall is None and dict(e.ns_before) == {} for e in forks)
+
+
+def test_change_with_a_bad_slot_is_counted():
+    _truth, records = load_recording()
+    record = bytearray(next(r for r in records if r[5] > 0))   # nchanges > 0
+    struct.pack_into("<B", record, abi.EVENT_SIZE + 24, abi.NS_COUNT)  # slot out of range
+    decoder = Decoder(node="t", clock_offset=0.0)
+    assert decoder.decode(bytes(record)) is None
+    assert dict(decoder.errors) == {"bad_change": 1}
 
 
 def test_memoryview_input():

@@ -109,11 +109,31 @@ def test_feature_lines():
     assert "kprobes available" in doctor.kprobes_check("y", False).detail
     assert "unknown (no readable kernel config); kprobe_events exists" in doctor.kprobes_check(None, True).detail
     assert doctor.kprobes_check(None, False).detail.startswith("kprobes unknown (no readable kernel config);")
-    assert "supported by the kernel config" in doctor.fentry_check("y").detail
-    assert "not supported" in doctor.fentry_check("n").detail
-    assert "support unknown" in doctor.fentry_check(None).detail
-    for check in (doctor.ringbuf_check(True), doctor.kprobes_check("y", True), doctor.fentry_check("y")):
+    for check in (doctor.ringbuf_check(True), doctor.kprobes_check("y", True), doctor.fentry_check("y", None)):
         assert check.status == INFO and check.detail.count("; ") == 1
+
+
+def test_fentry_line_says_what_was_tried_and_why():
+    import errno
+
+    from tracer.kernel.trampolines import TrampolineProbe
+    # Not asked (not root, or no BTF): the config is all there is to say.
+    assert doctor.fentry_check("y", None).detail == (
+        "fentry/fexit not probed (needs root and BTF); the kernel config has BPF trampolines")
+    assert "lacks CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS" in doctor.fentry_check("n", None).detail
+    assert "kernel config unknown" in doctor.fentry_check(None, None).detail
+    loads = TrampolineProbe(True, [("ksys_unshare", "fentry", 0), ("ksys_unshare", "fexit", 0)], "fentry/fexit load")
+    detail = doctor.fentry_check("y", loads).detail
+    assert detail.startswith("fentry/fexit load (") and "fentry ksys_unshare: ok, fexit ksys_unshare: ok" in detail
+    assert "EPERM" not in detail
+    refused = TrampolineProbe(False, [("ksys_unshare", "fentry", errno.EPERM)], "fentry on ksys_unshare refused")
+    detail = doctor.fentry_check("y", refused).detail
+    assert "fentry ksys_unshare: EPERM" in detail and "forbids BPF trampolines" in detail
+    absent = TrampolineProbe(False, [("ksys_unshare", "fentry", errno.ENOENT)], "no BTF entry")
+    detail = doctor.fentry_check("y", absent).detail
+    assert "ENOENT" in detail and "forbids" not in detail
+    for check in (doctor.fentry_check("y", loads), doctor.fentry_check("y", refused)):
+        assert check.status == INFO and check.name == "feature fentry"
 
 
 CHECKS = [Check("privileges", OK, "uid 0"), Check("docker", WARN, "not reachable", "start it"),

@@ -20,11 +20,12 @@ HOST = {"mnt": 100, "pid": 101, "pid_for_children": 101, "net": 102, "uts": 103,
 _seq = itertools.count(1)
 
 
-def ev(kind, pid, ns=None, before=None, ts=None, **kw):
+def ev(kind, pid, ns=None, before=None, ts=None, shared=False, **kw):
+    """An Event; its ns map is copied unless shared (decoded events share maps)."""
     seq = next(_seq)
     base = dict(kind=kind, seq=seq, ts=ts if ts is not None else 1000.0 + seq / 1000, pid=pid,
                 tid=kw.pop("tid", pid), ppid=kw.pop("ppid", 1), uid=0, vpid=pid,
-                comm=kw.pop("comm", "sh"), ns=dict(ns or {}), ns_before=before)
+                comm=kw.pop("comm", "sh"), ns=ns if shared else dict(ns or {}), ns_before=before)
     if kind in ("clone", "unshare", "setns"):
         base.setdefault("syscall", kw.pop("syscall", "clone" if kind == "clone" else kind))
     base.update(kw)
@@ -225,11 +226,9 @@ def _stream(n=400, seed=7):
         if r < 0.35 or len(procs) < 3:
             next_pid += 1
             procs[next_pid] = dict(cur)
-            out.append(ev("clone", pid, ns=cur, before=cur, child_pid=next_pid, raw_flags=17))
-            out[-1].ns = cur            # ev() copies; decoded events share the map
+            out.append(ev("clone", pid, ns=cur, before=cur, child_pid=next_pid, raw_flags=17, shared=True))
         elif r < 0.55:
-            out.append(ev("exec", pid, ns=cur, filename="/bin/true"))
-            out[-1].ns = cur
+            out.append(ev("exec", pid, ns=cur, filename="/bin/true", shared=True))
         elif r < 0.85 and pid != 50:
             del procs[pid]
             out.append(ev("exit", pid))
@@ -271,3 +270,40 @@ def test_apply_batch_is_apply_event_by_event_with_one_notification():
     assert one.check_invariants() == [] and batched.check_invariants() == []
     batched.apply_batch([])
     assert len(heard) == 2                        # nothing changed: nobody is told
+
+
+def test_change_only_events_are_completed_from_the_model():
+    """ABI 4 records name only what changed; a plain fork names nothing at all."""
+    g = fresh_graph(pids=(1, 50))
+    # unshare(CLONE_NEWPID): only pid_for_children changes; the caller stays in its pid namespace.
+    g.apply(ev("unshare", 50, ns={"pid_for_children": 700}, before={"pid_for_children": 101},
+               raw_flags=nstypes.CLONE_NEWPID))
+    p50 = g.process(50)["ns"]
+    assert p50["pid_for_children"] == "pid:4:700:0" and p50["pid"] == "pid:4:101:0"
+    assert g.namespace("pid:4:700:0")["parent_id"] == "pid:4:101:0"
+    # Brief forks: the child is in its parent's pid_for_children, and so are its children.
+    brief = dict(ns={}, before={}, raw_flags=0, brief=True, uid=None, ppid=None, syscall=None)
+    g.apply(ev("clone", 50, child_pid=51, **brief))
+    g.apply(ev("clone", 51, child_pid=52, **brief))
+    for pid in (51, 52):
+        ns = g.process(pid)["ns"]
+        assert ns["pid"] == ns["pid_for_children"] == "pid:4:700:0"
+        assert {s: n for s, n in ns.items() if not s.startswith("pid")} == \
+            {s: n for s, n in p50.items() if not s.startswith("pid")}
+    assert g.process(51)["uid"] == 0 and g.process(52)["ppid"] == 51
+    # A change-only unshare keeps the other slots; the new namespace's owner is the
+    # caller's user namespace, which the record does not name.
+    g.apply(ev("unshare", 51, ns={"uts": 800}, before={"uts": 103}, raw_flags=nstypes.CLONE_NEWUTS))
+    assert g.process(51)["ns"]["uts"] == "uts:4:800:0" and g.process(51)["ns"]["net"] == "net:4:102:0"
+    assert g.namespace("uts:4:800:0")["owner_id"] == "user:4:105:0"
+    # CLONE_PARENT, as the fork showed it: the child is its grandparent's.
+    g.apply(ev("clone", 52, child_pid=53, **dict(brief, raw_flags=0x00008000)))
+    assert g.process(53)["ppid"] == 51
+    assert g.check_invariants() == []
+    assert not g.needs_repair
+
+
+def test_brief_fork_of_an_unknown_parent_asks_for_a_repair():
+    g = fresh_graph(pids=(1,))
+    g.apply(ev("clone", 900, child_pid=901, ns={}, before={}, brief=True, uid=None, ppid=None, syscall=None))
+    assert g.process(901) is not None and g.needs_repair

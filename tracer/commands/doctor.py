@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gzip
 import json
 import os
@@ -18,6 +19,8 @@ examples:
   sudo nsgraph doctor            # every check, including a real probe load (about a second)
   sudo nsgraph doctor --quick    # skip the probe load
   nsgraph doctor --json          # one JSON object per check
+  sudo nsgraph doctor --cost     # what the running tracers' probes cost, measured by the kernel
+  sudo nsgraph doctor --cost --seconds 30 --json
 
 Each line is OK, WARN (tracing works, something optional is missing) or FAIL
 (tracing cannot work); FAIL lines say how to fix it. Exit status %d when tracing
@@ -43,6 +46,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="do not compile and attach the probes")
     parser.add_argument("--json", action="store_true", help="JSON Lines output")
+    parser.add_argument("--cost", action="store_true",
+                        help="measure the BPF programs of running nsgraph tracers (serve, trace) with the "
+                             "kernel's own counters instead of checking the machine")
+    parser.add_argument("--seconds", type=float, default=5.0, metavar="S",
+                        help="how long --cost measures (default 5)")
     parser.set_defaults(func=run)
     return parser
 
@@ -158,13 +166,14 @@ def check_docker() -> Check:
 
 def feature_checks(layout) -> List[Check]:
     """What the running kernel offers beyond the basics, and whether nsgraph uses it."""
-    from ..kernel.probes import TRACEFS, kernel_has_ringbuf
+    from ..kernel.layout import kernel_has_ringbuf
+    from ..kernel.probes import TRACEFS
     checks = [ringbuf_check(kernel_has_ringbuf())]
     if layout is not None:
         checks.extend(layout_feature_checks(layout.features))
     checks.append(kprobes_check(kernel_config("CONFIG_KPROBES"),
                                 os.path.exists(os.path.join(TRACEFS, "kprobe_events"))))
-    checks.append(fentry_check(kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")))
+    checks.append(fentry_check(kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS"), probe_trampolines(layout)))
     return checks
 
 
@@ -193,14 +202,33 @@ def kprobes_check(config_kprobes: Optional[str], kprobe_events: bool) -> Check:
         text = "unknown (no readable kernel config)" + ("; kprobe_events exists" if kprobe_events else "")
     else:
         text = "available" if config_kprobes == "y" else "not in this kernel (CONFIG_KPROBES off)"
-    return Check("feature kprobes", INFO, "kprobes %s; not used (tracepoints only)" % text)
+    return Check("feature kprobes", INFO, "kprobes %s; not used (tracepoints, or fentry where it loads)" % text)
 
 
-def fentry_check(config_direct_calls: Optional[str]) -> Check:
-    """config_direct_calls: kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")."""
-    return Check("feature fentry", INFO, "fentry/fexit %s; not used (tracepoints suffice)" % (
-        "supported by the kernel config" if config_direct_calls == "y" else
-        "not supported by the kernel config" if config_direct_calls == "n" else "support unknown"))
+def probe_trampolines(layout):
+    """Load a two-instruction fentry/fexit on each hooked function (root and BTF needed), or None."""
+    from ..kernel.probes import missing_privileges
+    if layout is None or layout.btf is None or missing_privileges():
+        return None
+    from ..kernel import trampolines
+    return trampolines.probe(layout.btf)
+
+
+def fentry_check(config_direct_calls: Optional[str], found) -> Check:
+    """config_direct_calls: kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS");
+    found: trampolines.probe()'s answer, None when it could not be asked (not root, no BTF)."""
+    config = ("the kernel config has BPF trampolines" if config_direct_calls == "y" else
+              "the kernel config lacks CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS" if config_direct_calls == "n" else
+              "kernel config unknown")
+    if found is None:
+        return Check("feature fentry", INFO, "fentry/fexit not probed (needs root and BTF); %s" % config)
+    tried = ", ".join("%s %s: %s" % (label, fn, "ok" if not err else errno.errorcode.get(err, str(err)))
+                      for fn, label, err in found.tried)
+    hint = ""
+    if found.tried and found.tried[-1][2] == errno.EPERM:
+        # Seen on a platform's 6.18 kernel that refuses trampoline programs to every process but PID 1.
+        hint = "; EPERM as root: the kernel or its platform forbids BPF trampolines (README: How it works)"
+    return Check("feature fentry", INFO, "%s (%s, tried %s%s)" % (found.reason, config, tried or "nothing", hint))
 
 
 def check_probe_load(layout) -> Check:
@@ -214,7 +242,9 @@ def check_probe_load(layout) -> Check:
         probes.close()
     except ProbeError as exc:
         return Check("probes", FAIL, str(exc), "fix the FAIL lines above first; then see the message")
-    return Check("probes", OK, "compiled and attached every probe in %.1f s" % (time.monotonic() - started))
+    return Check("probes", OK, "compiled and attached every probe in %.1f s; hooks: %s" % (
+        time.monotonic() - started, "fentry/fexit (untraced system calls pay nothing)" if probes.hook_path == "fentry"
+        else "syscall tracepoints (%s)" % probes.hook_reason.split(";")[0]))
 
 
 def gather_checks(quick: bool) -> List[Check]:
@@ -252,4 +282,7 @@ def report(checks: List[Check], as_json: bool, out=None, err=None) -> int:
 
 
 def run(args) -> int:
+    if args.cost:
+        from .cost import run_cost
+        return run_cost(args)
     return report(gather_checks(args.quick), args.json)

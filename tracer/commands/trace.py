@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno as errno_module
-import json
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ from typing import Callable, Optional
 
 from . import argcheck
 from ..containers.records import MIN_ID_PREFIX, matches_container
+from ..events.encode import EventEncoder
 from ..events.event import Event
 from ..events.kinds import EventKind
 from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
@@ -201,6 +201,7 @@ def run(args) -> int:
 
     out = sys.stdout
     shown = [0]
+    encode = EventEncoder().encode
 
     def on_event(event: Event) -> None:
         container = tagger.tag(event)
@@ -210,7 +211,7 @@ def run(args) -> int:
             return
         shown[0] += 1
         if args.json:
-            out.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+            out.write(encode(event) + "\n")
         else:
             out.write(format_columns(event) + "\n")
 

@@ -3,50 +3,75 @@
 from __future__ import annotations
 
 import errno as errno_module
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Mapping, Optional
+from operator import itemgetter
+from types import MappingProxyType
+from typing import Optional
 
 from ..nstypes import NS_SLOTS, flag_types
 from .flags import CSIGNAL, decode_clone_flags, decode_setns_nstype, decode_unshare_flags
 
+EMPTY_MAP = MappingProxyType({})
 
-@dataclass(slots=True)
-class Event:
+
+# The fields of an Event, in tuple order, with their defaults (the first nine are required).
+EVENT_FIELDS = (
+    ("kind", None),           # an EventKind (a str) from the decoder; the plain name from JSON
+    ("seq", None), ("ts", None),  # ts: seconds since the epoch, UTC
+    ("pid", None), ("tid", None), ("ppid", None), ("uid", None), ("vpid", None), ("comm", None),
+    ("syscall", None),        # clone, clone3, unshare, setns; None for fork/vfork and brief forks
+    ("raw_flags", 0), ("ret", 0), ("fd", None), ("child_pid", None), ("child_vpid", None),
+    ("exit_code", None), ("filename", None), ("ns", EMPTY_MAP), ("ns_before", None), ("ns_id", EMPTY_MAP),
+    ("ns_id_before", None), ("node", ""),
+    ("cgroup_id", 0),         # cgroup v2 id of the task at the event; 0 when unknown
+    ("args", None),           # exec: argv as captured (the last item ends in "..." if cut)
+    ("brief", False),         # a plain fork or an exit: see Event
+)
+_OPTIONAL = EVENT_FIELDS[9:]
+_OPTIONAL_NAMES = frozenset(name for name, _default in _OPTIONAL)
+_tuple_new = tuple.__new__
+
+
+class Event(tuple):
     """One namespace or process event, as captured in the kernel.
 
-    Namespace sets map a type name from NS_SLOTS to an inode number; a type
-    the task does not have (an exiting task, a kernel without time namespaces) is
-    absent from the map.  Decoded events share these maps between events with
-    the same namespaces, so they are read-only (MappingProxyType): copy to modify.  `ns_id` holds the kernel's 64-bit namespace ids where it
-    has them (Linux 6.18+), else it is empty.
+    Namespace maps go from a slot name of NS_SLOTS to an inode number, and hold
+    the slots the event CHANGED (the probes read nothing else): `ns` the values
+    after the call (clone: the child's), `ns_before` the values before (clone: the
+    parent's).  A plain fork changes nothing (both empty: the child has its
+    parent's namespaces, as the graph derives); exec names the time namespace
+    when exec moved the task into its time_for_children one; exit names none.  A
+    before value the probes could not know is absent from `ns_before`.  Events
+    rebuilt from recordings made before ABI 4 carry full sets instead;
+    changed_types() works for both.  Decoded events share these maps between
+    events, so they are read-only (MappingProxyType): copy to modify.  `ns_id`
+    holds the kernel's 64-bit namespace ids where it has them (Linux 6.18+), else
+    it is empty.
+
+    `brief` events (plain forks and exits) carry only ts, pid, tid, comm, ret,
+    child_pid and raw_flags (CLONE_PARENT where the fork showed it) or exit_code;
+    their ppid, uid and vpid are None and cgroup_id is 0.
+
+    An Event is a tuple with named fields: the decoder makes one per record, and a
+    tuple is built several times faster than a dataclass.  It is immutable except
+    for `container`, which the container tagger sets.
     """
 
-    kind: str                      # an EventKind (a str) from the decoder; the plain name from JSON
-    seq: int
-    ts: float                      # seconds since the epoch, UTC
-    pid: int
-    tid: int
-    ppid: int
-    uid: int
-    vpid: int
-    comm: str
-    syscall: Optional[str] = None  # clone, clone3, unshare, setns; None for fork/vfork
-    raw_flags: int = 0
-    ret: int = 0
-    fd: Optional[int] = None
-    child_pid: Optional[int] = None
-    child_vpid: Optional[int] = None
-    exit_code: Optional[int] = None
-    filename: Optional[str] = None
-    ns: Mapping = field(default_factory=dict)
-    ns_before: Optional[Mapping] = None
-    ns_id: Mapping = field(default_factory=dict)
-    ns_id_before: Optional[Mapping] = None
-    node: str = ""
-    container: Optional[str] = None
-    cgroup_id: int = 0             # cgroup v2 id of the task at the event; 0 when unknown
-    args: Optional[list] = None    # exec: argv as captured (the last item ends in "..." if cut)
+    container = None    # the container name or id, set per event by the container tagger
+
+    def __new__(cls, kind, seq, ts, pid, tid, ppid, uid, vpid, comm, container=None, **optional):
+        unknown = set(optional) - _OPTIONAL_NAMES
+        if unknown:
+            raise TypeError("Event() got unexpected fields %s" % ", ".join(sorted(unknown)))
+        values = [kind, seq, ts, pid, tid, ppid, uid, vpid, comm]
+        values += [optional.get(name, default) for name, default in _OPTIONAL]
+        event = _tuple_new(cls, values)
+        if container is not None:
+            event.container = container
+        return event
+
+    def __repr__(self) -> str:
+        return "Event(%s)" % ", ".join("%s=%r" % (name, value) for (name, _d), value in zip(EVENT_FIELDS, self))
 
     @property
     def errno(self) -> Optional[int]:
@@ -120,6 +145,7 @@ class Event:
             "ns_id": dict(self.ns_id),
             "container": self.container,
             "cgroup_id": self.cgroup_id,
+            "brief": self.brief,
         }
         if self.kind == "clone":
             out["child_pid"] = self.child_pid
@@ -141,10 +167,15 @@ class Event:
         ts = obj["ts"]
         if isinstance(ts, str):
             ts = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        brief = bool(obj.get("brief", False))
+
+        def number(key):  # brief events have none of these; older recordings always do
+            value = obj.get(key, None if brief else 0)
+            return None if value is None else int(value)
         return cls(
             kind=obj["kind"], seq=int(obj["seq"]), ts=float(ts), pid=int(obj["pid"]),
-            tid=int(obj.get("tid", obj["pid"])), ppid=int(obj.get("ppid", 0)),
-            uid=int(obj.get("uid", 0)), vpid=int(obj.get("vpid", 0)), comm=str(obj.get("comm", "")),
+            tid=int(obj.get("tid", obj["pid"])), ppid=number("ppid"),
+            uid=number("uid"), vpid=number("vpid"), comm=str(obj.get("comm", "")),
             syscall=obj.get("syscall"), raw_flags=int(obj.get("raw_flags", 0)),
             ret=int(obj.get("ret", 0)), fd=obj.get("fd"), child_pid=obj.get("child_pid"),
             child_vpid=obj.get("child_vpid"), exit_code=obj.get("exit_code"),
@@ -154,5 +185,10 @@ class Event:
             ns_id_before=({k: int(v) for k, v in obj["ns_id_before"].items()} if obj.get("ns_id_before") is not None else None),
             node=str(obj.get("node", "")), container=obj.get("container"),
             cgroup_id=int(obj.get("cgroup_id") or 0),
-            args=list(obj["args"]) if obj.get("args") is not None else None,
+            args=list(obj["args"]) if obj.get("args") is not None else None, brief=brief,
         )
+
+
+for _index, (_name, _default) in enumerate(EVENT_FIELDS):
+    setattr(Event, _name, property(itemgetter(_index), doc="Event field %s" % _name))
+del _index, _name, _default

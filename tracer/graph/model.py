@@ -56,6 +56,63 @@ def _check_maps(*maps) -> None:
                     raise BadEvent("namespace slot %r=%r" % (slot, source[slot]))
 
 
+# -- expanding change-only events (ABI 4) ------------------------------------------
+# The probes send only the namespace slots an event changed (nothing at all for a
+# plain fork): the rest is what the model already holds for the task.  These turn
+# an event into the full before/after maps the handlers below work on.  Events
+# that carry full sets (recordings made before ABI 4) expand to themselves.
+
+def _inherit(base: dict) -> dict:
+    """What a child gets from a task holding `base` without CLONE_NEW* flags: the same
+    namespaces, except that its pid and time namespaces are the *_for_children ones."""
+    child = dict(base)
+    for member, for_children in (("pid", "pid_for_children"), ("time", "time_for_children")):
+        if for_children in base:
+            child[member] = base[for_children]
+    return child
+
+
+def _values(namespaces: dict):
+    """(slot -> inode, slot -> ns_id) of slot -> Namespace."""
+    return ({slot: ns.inode for slot, ns in namespaces.items()},
+            {slot: ns.ns_id for slot, ns in namespaces.items() if ns.ns_id is not None})
+
+
+def _overlay(inodes: dict, ids: dict, changed, changed_ids) -> None:
+    """Put an event's changed slots over the model's (an id it does not name is unknown)."""
+    if changed:
+        inodes.update(changed)
+        for slot in changed:
+            ids.pop(slot, None)
+    if changed_ids:
+        ids.update(changed_ids)
+
+
+def _expand(base: dict, ev, inherit: bool = False):
+    """(before, after, id_before, id_after) around event ev for a task whose model
+    namespaces are `base` (slot -> Namespace); with inherit, `after` is its child's."""
+    before, id_before = _values(base)
+    after, id_after = _values(_inherit(base)) if inherit else (dict(before), dict(id_before))
+    _overlay(before, id_before, ev.ns_before, ev.ns_id_before)
+    _overlay(after, id_after, ev.ns, ev.ns_id)
+    return before, after, id_before, id_after
+
+
+def _task_base(proc, tid) -> dict:
+    """The model's namespaces of thread tid of proc: its own, if it has some, else its process's."""
+    if proc.threads and tid != proc.pid:
+        own = proc.threads.get(tid)
+        if own is not None:
+            return own
+    return proc.ns
+
+
+def _plain(base: dict) -> bool:
+    """A child of this task gets exactly its namespaces (pid and time equal their *_for_children)."""
+    return (base.get("pid_for_children", base.get("pid")) is base.get("pid")
+            and base.get("time_for_children", base.get("time")) is base.get("time"))
+
+
 def nsfs_device() -> int:
     try:
         return os.stat("/proc/self/ns/net").st_dev
@@ -276,46 +333,41 @@ class NamespaceGraph:
         if flags & CLONE_THREAD or child_pid is None:
             return
         procs = self._procs
-        ev_ns = ev.ns
         parent = procs.get(ev.pid)
-        sig0 = parent.sig if parent is not None else None
-        # Decoded events share their namespace maps, so identity usually settles it.
-        same = sig0 is not None and (ev_ns is sig0 or ev_ns == sig0)
-        if not same:
-            _check_maps(ev_ns, ev.ns_before)
         if parent is None:
-            parent = self._discover(ev.pid, ev.ppid, ev.uid, ev.comm, ev.ns_before or ev_ns,
-                                    ev.ns_id_before or ev.ns_id, ev.ts)
+            _check_maps(ev.ns, ev.ns_before)
+            parent = self._discover(ev.pid, ev.ppid, ev.uid, ev.comm, ev.ns_before, ev.ns_id_before, ev.ts)
         old = procs.get(child_pid)
         if old is not None:
             # The pid came back without an exit we saw: the old process is gone.
             self._remove_proc(old, ev.ts)
             self._repaired()
-        child = Process(child_pid, parent.ppid if flags & CLONE_PARENT else ev.pid, ev.uid, ev.comm)
+        child = Process(child_pid, parent.ppid if flags & CLONE_PARENT else ev.pid,
+                        parent.uid if ev.uid is None else ev.uid, ev.comm)
         child.cmdline = parent.cmdline
         child.cgroup = parent.cgroup
         child.container = parent.container
         child.fresh = parent.fresh
-        before = ev.ns_before if ev.ns_before else {s: n.inode for s, n in parent.ns.items()}
-        after = ev_ns if ev_ns else before
         if ev.syscall != "clone3":
             flags &= ~CSIGNAL
-        created = self._created(ev, before, after) if flags & NS_FLAGS_MASK else None
-        psig = parent.sig
-        if created is None and psig is not None and (
-                after is psig or (same if after is ev_ns and psig is sig0 else after == psig)):
-            # A plain fork: the child shares every namespace of its parent.
+        base = _task_base(parent, ev.tid)
+        if not ev.ns and not flags & NS_FLAGS_MASK and base is parent.ns and _plain(base):
+            # A plain fork (the common case, sent as a brief record): the child
+            # shares every namespace of its parent.
             child.ns = pns = dict(parent.ns)
             for slot, ns in pns.items():
                 if slot in MEMBER_SLOTS:
                     ns.members.add(child_pid)
                 else:
                     ns.refs += 1
-            child.sig = psig
+            child.sig = parent.sig
         else:
-            _check_maps(after, before)
-            self._set_ns(child, child.ns, True, after, ev.ns_id, ev.ts, created, ev,
-                         ev.ns_id_before or {}, before)
+            _check_maps(ev.ns, ev.ns_before)
+            before, after, id_before, id_after = _expand(base, ev, inherit=True)
+            created = self._created(ev, before, after) if flags & NS_FLAGS_MASK else None
+            self._set_ns(child, child.ns, True, after, id_after, ev.ts, created, ev, id_before, before)
+        if not parent.ns:
+            self.needs_repair = True      # a parent the model never saw: read both from /proc
         procs[child_pid] = child
         # self._log("add", "process", pid), inline: this runs for every fork.
         if not self._bumped:
@@ -328,12 +380,11 @@ class NamespaceGraph:
         _check_maps(ev.ns, ev.ns_before)
         proc = self._procs.get(ev.pid)
         if proc is None:
-            proc = self._discover(ev.pid, ev.ppid, ev.uid, ev.comm, ev.ns_before or ev.ns,
-                                  ev.ns_id_before or ev.ns_id, ev.ts)
+            proc = self._discover(ev.pid, ev.ppid, ev.uid, ev.comm, ev.ns_before, ev.ns_id_before, ev.ts)
         if not ev.ns:
             return
-        before = ev.ns_before or {}
-        created = self._created(ev, before, ev.ns) if ev.kind == "unshare" else None
+        before, after, id_before, id_after = _expand(_task_base(proc, ev.tid), ev)
+        created = self._created(ev, before, after) if ev.kind == "unshare" else None
         if ev.tid != ev.pid and ev.tid:
             threads = proc.threads if proc.threads is not None else {}
             tmap = threads.get(ev.tid)
@@ -344,14 +395,12 @@ class NamespaceGraph:
                     ns.refs += 1
                 threads[ev.tid] = tmap
             proc.threads = threads
-            self._set_ns(proc, tmap, False, ev.ns, ev.ns_id, ev.ts, created, ev,
-                         ev.ns_id_before or {}, before)
+            self._set_ns(proc, tmap, False, after, id_after, ev.ts, created, ev, id_before, before)
             if all(proc.ns.get(s) is n for s, n in tmap.items()) and len(tmap) == len(proc.ns):
                 # Back where its process is: no longer a thread of interest.
                 self._drop_thread(proc, ev.tid, ev.ts)
         else:
-            self._set_ns(proc, proc.ns, True, ev.ns, ev.ns_id, ev.ts, created, ev,
-                         ev.ns_id_before or {}, before)
+            self._set_ns(proc, proc.ns, True, after, id_after, ev.ts, created, ev, id_before, before)
         proc.version = self.version + (0 if self._bumped else 1)
         self._log("update", "process", proc.pid)
 
@@ -393,8 +442,10 @@ class NamespaceGraph:
     # -- processes ---------------------------------------------------------
 
     def _discover(self, pid, ppid, uid, comm, ns_map, id_map, ts) -> Process:
-        """A process the model did not know (started before the probes, or a lost event)."""
+        """A process the model did not know (started before the probes, or a lost event).
+        Events name only what changed, so its namespaces come from /proc at the next repair."""
         proc = Process(pid, ppid, uid, comm)
+        self.needs_repair = True
         self._set_ns(proc, proc.ns, True, ns_map or {}, id_map or {}, ts, None, None, {}, {})
         self._procs[pid] = proc
         self.counters["discovered"] += 1

@@ -32,6 +32,7 @@ import uuid
 import zlib
 from typing import Optional
 
+from ..events.encode import EventEncoder
 from ..graph.model import NamespaceGraph, replay_records
 from . import retention, schema
 from .diff import diff_graphs
@@ -60,6 +61,7 @@ class HistoryStore:
                  checkpoint_every_inputs: int = 5_000, queue_size: int = 50_000,
                  batch: int = 2000, flush_s: float = 0.2):
         self.path = path or default_path()
+        self._encoder = EventEncoder()      # used by the writer thread only
         self.retention_s = retention_s
         self.max_bytes = max_bytes
         self.run_id = uuid.uuid4().hex
@@ -217,8 +219,15 @@ class HistoryStore:
 
     def _write(self, rows) -> None:
         """One input block per writer batch: zlib'd JSON lines [seq, ts, kind, data]."""
-        lines = [json.dumps([seq, ts, kind, encode_input(kind, payload)], separators=(",", ":"))
-                 for seq, ts, kind, payload in rows]
+        lines = []
+        encode_event = self._encoder.encode
+        dumps = json.dumps
+        for seq, ts, kind, payload in rows:
+            if kind == "event":     # the encoder writes what encode_input + json.dumps would
+                text = encode_event(payload, exact_ts=True)
+            else:
+                text = dumps(encode_input(kind, payload), separators=(",", ":"))
+            lines.append("[%s,%s,%s,%s]" % (dumps(seq), dumps(ts), dumps(kind), text))
         data = zlib.compress("\n".join(lines).encode("utf-8"), 1)
         self._db.execute("INSERT OR IGNORE INTO input_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (self.run_id, rows[0][0], rows[-1][0], rows[0][1], rows[-1][1], len(rows),

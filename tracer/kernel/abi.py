@@ -1,4 +1,4 @@
-"""The Python mirror of ebpf/nsgraph.h: event layout, kind and syscall codes, counters.
+"""The Python mirror of ebpf/nsgraph.h: record layout, kind and syscall codes, counters.
 
 This is the only Python module that knows the binary layout.  tests/kernel/test_abi.py
 parses the C header and checks the constants and the struct size against this
@@ -11,12 +11,12 @@ import struct
 
 from ..nstypes import NS_SLOTS
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 COMM_LEN = 16
 PATH_LEN = 96
 ARGS_LEN = 128
 
-# Slot order of struct nsg_ns_set (NSG_NS_*): the vocabulary module owns it.
+# Slot order of the NSG_NS_* slot numbers: the vocabulary module owns it.
 NS_COUNT = len(NS_SLOTS)
 
 KIND_CLONE = 1
@@ -35,34 +35,47 @@ SYS_SETNS = 4
 SYSCALL_NAMES = {SYS_NONE: None, SYS_CLONE: "clone", SYS_CLONE3: "clone3",
                  SYS_UNSHARE: "unshare", SYS_SETNS: "setns"}
 
+INFO_BRIEF = 1          # a plain fork or an exit: only ts, pid, tid, comm, child_pid, flags, exit_code, ret
+INFO_FLAGS_SEEN = 2     # a clone whose flags come from the system call itself
+
 CNT_RINGBUF_FULL = 0
 CNT_PENDING_FULL = 1
 CNT_EVENTS = 2
 CNT_SLOTS = 4
 
 # struct nsg_event, field by field, in C order.  Natural alignment with no implicit
-# padding (x86-64 and arm64 agree on it); "pad" is the explicit __u8 pad[3].
-_NS_SET = "%dQ%dI" % (NS_COUNT, NS_COUNT)
+# padding (x86-64 and arm64 agree on it).  Every record starts with it; then come
+# `nchanges` struct nsg_ns_change and, for exec, struct nsg_exec_tail.
 EVENT_FIELDS = (
-    ("size", "H"), ("version", "B"), ("kind", "B"), ("syscall", "B"), ("pad", "3x"),
+    ("size", "H"), ("version", "B"), ("kind", "B"), ("syscall", "B"), ("nchanges", "B"), ("info", "H"),
     ("ts_boot_ns", "Q"), ("pid", "I"), ("tid", "I"), ("ppid", "I"), ("uid", "I"), ("vpid", "I"),
     ("child_pid", "I"), ("child_vpid", "I"), ("fd", "i"), ("exit_code", "i"), ("args_len", "I"),
-    ("flags", "Q"), ("ret", "q"), ("cgroup_id", "Q"), ("comm", "%ds" % COMM_LEN), ("filename", "%ds" % PATH_LEN),
-    ("args", "%ds" % ARGS_LEN),
-    ("before", _NS_SET), ("after", _NS_SET),
+    ("flags", "Q"), ("ret", "q"), ("cgroup_id", "Q"), ("comm", "%ds" % COMM_LEN),
 )
 EVENT_FORMAT = "<" + "".join(code for _name, code in EVENT_FIELDS)
 EVENT = struct.Struct(EVENT_FORMAT)
 
+# struct nsg_ns_change: one namespace slot an event changed.
+CHANGE_FIELDS = (("id_before", "Q"), ("id_after", "Q"), ("inum_before", "I"), ("inum_after", "I"),
+                 ("slot", "B"), ("pad", "7x"))
+CHANGE = struct.Struct("<" + "".join(code for _name, code in CHANGE_FIELDS))
 
-def field_offsets() -> dict:
-    """Byte offset of each field of struct nsg_event, as this mirror lays it out."""
+# struct nsg_exec_tail: what an exec record adds after its changes.
+EXEC_TAIL_FIELDS = (("filename", "%ds" % PATH_LEN), ("args", "%ds" % ARGS_LEN))
+EXEC_TAIL = struct.Struct("<" + "".join(code for _name, code in EXEC_TAIL_FIELDS))
+
+
+def field_offsets(fields=EVENT_FIELDS) -> dict:
+    """Byte offset of each field of a mirrored struct, as this mirror lays it out."""
     offsets = {}
     prefix = "<"
-    for name, code in EVENT_FIELDS:
+    for name, code in fields:
         offsets[name] = struct.calcsize(prefix)
         prefix += code
     return offsets
 
 
-EVENT_SIZE = EVENT.size  # sizeof(struct nsg_event)
+EVENT_SIZE = EVENT.size  # sizeof(struct nsg_event): a brief record, and every record's start
+CHANGE_SIZE = CHANGE.size
+EXEC_TAIL_SIZE = EXEC_TAIL.size
+RECORD_MAX = EVENT_SIZE + NS_COUNT * CHANGE_SIZE + EXEC_TAIL_SIZE

@@ -13,6 +13,7 @@ is decoded (see Documentation/bpf/btf.rst).
 from __future__ import annotations
 
 import struct
+from typing import Optional
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
@@ -84,6 +85,8 @@ class BTF:
         # _positions[type_id] is the byte position of that type's record; id 0 is void.
         self._positions: list[int] = [-1]
         self._by_name: dict[str, int] = {}
+        self._func_offsets: dict[int, int] = {}  # name_off -> first FUNC id with that name
+        self._funcs: Optional[dict] = None
         self._index()
 
     @classmethod
@@ -120,6 +123,8 @@ class BTF:
                 raise BTFError("unknown BTF kind %d at byte %d" % (kind, pos))
             if (kind == KIND_STRUCT or kind == KIND_UNION) and name_off:
                 composite_names.setdefault(name_off, type_id)
+            elif kind == KIND_FUNC and name_off:
+                self._func_offsets.setdefault(name_off, type_id)
             pos += 12 + fixed + per_entry * vlen
         for name_off, tid in composite_names.items():
             self._by_name.setdefault(self._string(name_off), tid)
@@ -201,6 +206,16 @@ class BTF:
         if total_bits % 8:
             raise BTFError("%s.%s is a bitfield; it has no byte offset" % (struct_name, member_path))
         return total_bits // 8
+
+    def func_names(self) -> dict:
+        """type id -> name of every FUNC (a BPF program's BTF names its functions)."""
+        return {type_id: self._string(name_off) for name_off, type_id in self._func_offsets.items()}
+
+    def func_id(self, name: str) -> Optional[int]:
+        """The BTF id of the kernel function `name` (what fentry attaches to), or None."""
+        if self._funcs is None:
+            self._funcs = {self._string(off): tid for off, tid in self._func_offsets.items()}
+        return self._funcs.get(name)
 
     def has_member(self, struct_name: str, member_path: str) -> bool:
         try:

@@ -61,10 +61,10 @@ class Collector:
     def load(self) -> None:
         """Compile and attach the probes (about a second; raises ProbeError)."""
         self._on_progress("resolving kernel struct offsets from BTF")
-        from .probes import resolve_layout
+        from .layout import resolve_layout
         layout = resolve_layout()
         self._on_progress("compiling and attaching eBPF probes")
-        self._probes = Probes(self._on_record, options=self.options, layout=layout)
+        self._probes = Probes(on_records=self._on_records, options=self.options, layout=layout)
         self._probes.load()
         self.started_at = time.time()
         self._on_progress("probes attached")
@@ -127,18 +127,19 @@ class Collector:
                 except Exception:
                     self._subscriber_failed()
 
-    def _on_record(self, data: bytes) -> None:
-        event = self.decoder.decode(data)
-        if event is None:
+    def _on_records(self, records: list) -> None:
+        events = self.decoder.decode_many(records)
+        if not events:
             return
-        self.events += 1
+        self.events += len(events)
         if self._batch_subscribers:
-            self._batch.append(event)
+            self._batch.extend(events)
         for callback in self._subscribers:
-            try:
-                callback(event)
-            except Exception:
-                self._subscriber_failed()
+            for event in events:
+                try:
+                    callback(event)
+                except Exception:
+                    self._subscriber_failed()
 
     def _subscriber_failed(self) -> None:
         self.subscriber_errors += 1

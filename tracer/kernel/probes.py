@@ -1,65 +1,23 @@
 """Loading the BPF probes and draining their buffer.
 
 Offsets of every kernel struct member the probes read come from the running
-kernel's BTF (btf.py); the header tree BCC compiles against is used for
-nothing but the compiler's own includes.
+kernel's BTF (layout.py); the header tree BCC compiles against is used for
+nothing but the compiler's own includes.  Where BPF trampolines load
+(trampolines.py), unshare/setns/clone are hooked with fentry/fexit, elsewhere
+with syscall tracepoints; hook_path and hook_reason say which and why.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Optional
 
-from . import abi, ringbuf
-from .btf import BTF, BTFError, VMLINUX_BTF
-
-# (macro, struct, member path) for every member the C code dereferences.
-REQUIRED_OFFSETS = (
-    ("OFF_TASK_NSPROXY", "task_struct", "nsproxy"),
-    ("OFF_TASK_REAL_CRED", "task_struct", "real_cred"),
-    ("OFF_TASK_THREAD_PID", "task_struct", "thread_pid"),
-    ("OFF_TASK_PID", "task_struct", "pid"),
-    ("OFF_TASK_TGID", "task_struct", "tgid"),
-    ("OFF_TASK_REAL_PARENT", "task_struct", "real_parent"),
-    ("OFF_TASK_COMM", "task_struct", "comm"),
-    ("OFF_TASK_SIGNAL", "task_struct", "signal"),
-    ("OFF_TASK_EXIT_CODE", "task_struct", "exit_code"),
-    ("OFF_TASK_MM", "task_struct", "mm"),
-    ("OFF_MM_ARG_START", "mm_struct", "arg_start"),
-    ("OFF_MM_ARG_END", "mm_struct", "arg_end"),
-    ("OFF_SIGNAL_STRUCT_LIVE", "signal_struct", "live"),
-    ("OFF_CRED_USER_NS", "cred", "user_ns"),
-    ("OFF_PID_LEVEL", "pid", "level"),
-    ("OFF_PID_NUMBERS", "pid", "numbers"),
-    ("OFF_UPID_NR", "upid", "nr"),
-    ("OFF_UPID_NS", "upid", "ns"),
-    ("OFF_NSPROXY_UTS_NS", "nsproxy", "uts_ns"),
-    ("OFF_NSPROXY_IPC_NS", "nsproxy", "ipc_ns"),
-    ("OFF_NSPROXY_MNT_NS", "nsproxy", "mnt_ns"),
-    ("OFF_NSPROXY_PID_NS_FOR_CHILDREN", "nsproxy", "pid_ns_for_children"),
-    ("OFF_NSPROXY_NET_NS", "nsproxy", "net_ns"),
-    ("OFF_NS_COMMON_INUM", "ns_common", "inum"),
-    ("OFF_UTS_NAMESPACE_NS", "uts_namespace", "ns"),
-    ("OFF_IPC_NAMESPACE_NS", "ipc_namespace", "ns"),
-    ("OFF_MNT_NAMESPACE_NS", "mnt_namespace", "ns"),
-    ("OFF_PID_NAMESPACE_NS", "pid_namespace", "ns"),
-    ("OFF_NET_NS", "net", "ns"),
-    ("OFF_USER_NAMESPACE_NS", "user_namespace", "ns"),
-)
-# Present only on some kernels; each group is used only if all of it resolves.
-OPTIONAL_OFFSETS = {
-    "NSG_HAVE_NS_ID": (("OFF_NS_COMMON_NS_ID", "ns_common", "ns_id"),),
-    "NSG_HAVE_CGROUP_NS": (("OFF_NSPROXY_CGROUP_NS", "nsproxy", "cgroup_ns"),
-                           ("OFF_CGROUP_NAMESPACE_NS", "cgroup_namespace", "ns")),
-    "NSG_HAVE_TIME_NS": (("OFF_NSPROXY_TIME_NS", "nsproxy", "time_ns"),
-                         ("OFF_NSPROXY_TIME_NS_FOR_CHILDREN", "nsproxy", "time_ns_for_children"),
-                         ("OFF_TIME_NAMESPACE_NS", "time_namespace", "ns")),
-}
+from . import abi, ringbuf, trampolines
+from .layout import KernelLayout, ProbeError, kernel_has_ringbuf, kernel_has_task_storage, resolve_layout
 
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB: rides out a busy machine not scheduling the reader for ~100 ms at 100k events/s
 DEFAULT_PERF_PAGES = 256
@@ -71,65 +29,40 @@ DEFAULT_WAKEUP_EVENTS = 64
 POLL_MS = 20
 
 
-class ProbeError(Exception):
-    """The probes could not be built or attached; the message says how to fix it."""
-
-
-@dataclass
-class KernelLayout:
-    """Offsets and optional features of the running kernel, from BTF."""
-
-    offsets: dict
-    features: dict
-    source: str  # "btf" or "headers"
-    upid_size: int = 16
-
-    def cflags(self) -> list:
-        flags = ["-D%s=%d" % (name, value) for name, value in sorted(self.offsets.items())]
-        flags += ["-D%s=%d" % (name, int(on)) for name, on in sorted(self.features.items())]
-        flags.append("-DSIZEOF_UPID=%d" % self.upid_size)
-        return flags
-
-
-def resolve_layout(btf_path: str = VMLINUX_BTF) -> KernelLayout:
-    """Read every offset the probes need from the kernel's BTF."""
-    try:
-        btf = BTF.from_file(btf_path)
-    except BTFError as exc:
-        raise ProbeError(
-            "cannot read kernel type information (%s). nsgraph needs a kernel built with "
-            "CONFIG_DEBUG_INFO_BTF=y (every major distribution since 2020 ships one)." % exc) from exc
-    offsets = {}
-    try:
-        for macro, struct_name, member in REQUIRED_OFFSETS:
-            offsets[macro] = btf.member_offset(struct_name, member)
-        upid_size = btf.struct_size("upid")
-    except BTFError as exc:
-        raise ProbeError("this kernel's layout is not one nsgraph understands: %s" % exc) from exc
-    features = {}
-    for feature, members in OPTIONAL_OFFSETS.items():
-        try:
-            found = {macro: btf.member_offset(s, m) for macro, s, m in members}
-        except BTFError:
-            features[feature] = False
-            continue
-        offsets.update(found)
-        features[feature] = True
-    return KernelLayout(offsets=offsets, features=features, source="btf", upid_size=upid_size)
-
-
 def ebpf_source_dir() -> str:
     return str(resources.files("ebpf"))
 
 
-def kernel_has_ringbuf() -> bool:
-    """BPF ring buffers arrived in Linux 5.8."""
-    release = platform.release().split("-")[0].split(".")
-    try:
-        major, minor = int(release[0]), int(release[1])
-    except (ValueError, IndexError):
-        return True
-    return (major, minor) >= (5, 8)
+def tracepoint_has_field(category: str, name: str, field_name: str) -> bool:
+    """Whether a tracepoint's format (tracefs) has a field, e.g. sched_process_exit's group_dead."""
+    for base in (TRACEFS, "/sys/kernel/debug/tracing"):
+        try:
+            with open(os.path.join(base, "events", category, name, "format")) as f:
+                return any(line.split(";")[0].split()[-1:] == [field_name] or
+                           line.split(";")[0].rstrip().endswith(" " + field_name)
+                           for line in f if line.strip().startswith("field:"))
+        except OSError:
+            continue
+    return False
+
+
+def _detaching_on_failure(bpf_class):
+    """bpf_class whose constructor detaches what it attached when a later program fails.
+
+    BCC attaches programs one by one while constructing; when one is refused (say the
+    verifier rejects it on the task-storage path), the object is never returned and BCC
+    has no finaliser, so the programs attached before it would stay attached, doubling
+    the cost of every hook they sit on once the next attempt loads."""
+
+    class Detaching(bpf_class):
+        def _trace_autoload(self):
+            try:
+                super()._trace_autoload()
+            except BaseException:
+                self.cleanup()
+                raise
+
+    return Detaching
 
 
 @dataclass
@@ -141,6 +74,8 @@ class ProbeOptions:
     wakeup_events: int = DEFAULT_WAKEUP_EVENTS
     use_ringbuf: Optional[bool] = None  # None: when the kernel has it
     reader: Optional[str] = None        # ring buffer reader: "mapped", "bcc"; None: mapped where usable
+    hooks: str = "auto"                 # "auto": fentry where trampolines load, else tracepoints;
+                                        # "tracepoint", "fentry": only that path
 
 
 @dataclass
@@ -150,17 +85,25 @@ class ProbeStats:
 
 
 class Probes:
-    """The loaded BPF program.  Call poll() in a loop; every record goes to on_record.
+    """The loaded BPF program.  Call poll() in a loop; every record goes to on_record,
+    or, given on_records, every poll's records go to it as one list, in order.
 
     A record is a bytes-like object valid only during the call (on x86-64 it is a
     view of the ring buffer itself): copy it with bytes() to keep it.
     """
 
-    def __init__(self, on_record: Callable[[bytes], None], options: Optional[ProbeOptions] = None,
-                 layout: Optional[KernelLayout] = None):
+    def __init__(self, on_record: Optional[Callable[[bytes], None]] = None,
+                 options: Optional[ProbeOptions] = None, layout: Optional[KernelLayout] = None,
+                 on_records: Optional[Callable[[list], None]] = None):
+        if (on_record is None) == (on_records is None):
+            raise ValueError("give Probes one of on_record and on_records")
         self.options = options or ProbeOptions()
         self.layout = layout or resolve_layout()
-        self.on_record = on_record
+        if on_records is None:
+            def on_records(records):
+                for record in records:
+                    on_record(record)
+        self.on_records = on_records
         self.stats = ProbeStats()
         self.use_ringbuf = (kernel_has_ringbuf() if self.options.use_ringbuf is None
                             else self.options.use_ringbuf)
@@ -168,8 +111,12 @@ class Probes:
         self._mapped: Optional[ringbuf.MappedRingBuffer] = None
         self._closed = False
         self._lock = threading.Lock()
+        # Which hooks the probes use and why (nsgraph doctor shows both).
+        self.hook_path = "tracepoint"
+        self.hook_reason = ""
+        self.task_storage = kernel_has_task_storage()
 
-    def cflags(self) -> list:
+    def cflags(self, fentry: bool = False) -> list:
         o = self.options
         flags = self.layout.cflags()
         flags += [
@@ -180,8 +127,29 @@ class Probes:
             "-DNSG_PROC_EVENTS=%d" % int(o.proc_events),
             "-DNSG_PENDING_ENTRIES=%d" % o.pending_entries,
             "-DNSG_CGROUP_PATHS=%d" % DEFAULT_CGROUP_PATHS,
+            "-DNSG_TASK_STORAGE=%d" % int(self.task_storage),
+            "-DNSG_EXIT_GROUP_DEAD=%d" % int(tracepoint_has_field("sched", "sched_process_exit", "group_dead")),
+            "-DNSG_HOOKS_FENTRY=%d" % int(fentry),
         ]
+        if fentry:
+            functions = trampolines.hook_functions()
+            flags += ["-DNSG_FN_%s=%s" % (role.upper(), name) for role, name in sorted(functions.items())]
         return flags
+
+    def _choose_hooks(self) -> bool:
+        """True for the fentry path; sets hook_path and hook_reason."""
+        wanted = self.options.hooks
+        if wanted == "tracepoint":
+            self.hook_reason = "syscall tracepoints (asked for with hooks=tracepoint)"
+            return False
+        if self.layout.btf is None or not self.layout.features.get("NSG_HAVE_PT_REGS"):
+            self.hook_reason = "syscall tracepoints: the kernel's BTF lacks what the fentry path reads"
+            return False
+        found = trampolines.probe(self.layout.btf)
+        self.hook_reason = found.reason
+        if not found.usable and wanted == "fentry":
+            raise ProbeError("the fentry path was asked for but %s" % found.reason)
+        return found.usable
 
     def load(self) -> None:
         """Compile and attach.  Raises ProbeError with a fix on every known failure."""
@@ -201,12 +169,8 @@ class Probes:
                 text = f.read()
         except OSError as exc:
             raise ProbeError("cannot read the probe source %s: %s (reinstall nsgraph)" % (path, exc)) from exc
-        try:
-            self._bpf = BPF(text=text.encode(), cflags=self.cflags())
-        except Exception as exc:
-            raise ProbeError(
-                "compiling or loading the probes failed: %s. Run 'nsgraph doctor' to check the "
-                "kernel header tree, tracefs and BPF permissions." % exc) from exc
+        self._bpf, fentry = self._compile(BPF, text, self._choose_hooks())
+        self.hook_path = "fentry" if fentry else "tracepoint"
         try:
             mapped = self.options.reader == "mapped" or (self.options.reader is None and ringbuf.usable())
             if self.use_ringbuf and mapped:
@@ -221,13 +185,37 @@ class Probes:
             self.close()
             raise ProbeError("opening the event buffer failed: %s" % exc) from exc
 
+    def _compile(self, bpf_class, text: str, fentry: bool):
+        """Compile and attach; falls back from fentry to tracepoints, and from task storage to a hash."""
+        attempts = [(fentry, self.task_storage)]
+        if fentry:
+            attempts.append((False, self.task_storage))
+        if self.task_storage:
+            attempts.append((False, False))
+        first_error = None
+        cleaning_class = _detaching_on_failure(bpf_class)
+        for use_fentry, use_storage in attempts:
+            self.task_storage = use_storage
+            try:
+                bpf = cleaning_class(text=text.encode(), cflags=self.cflags(fentry=use_fentry))
+            except Exception as exc:
+                first_error = first_error or exc
+                if use_fentry:
+                    self.hook_reason += "; but the full program failed on the fentry path (%s): using " \
+                                        "syscall tracepoints" % str(exc).splitlines()[0][:160]
+                continue
+            return bpf, use_fentry
+        raise ProbeError(
+            "compiling or loading the probes failed: %s. Run 'nsgraph doctor' to check the "
+            "kernel header tree, tracefs and BPF permissions." % first_error) from first_error
+
     def _ring_callback(self, _ctx, data, size):
-        self._deliver(ctypes.string_at(data, size))
+        self._deliver([ctypes.string_at(data, size)])
         return 0
 
-    def _deliver(self, record) -> None:
+    def _deliver(self, records: list) -> None:
         try:
-            self.on_record(record)
+            self.on_records(records)
         except Exception:
             # A consumer bug must not kill the poll loop silently: counted, shown in the summary.
             self.stats.callback_errors += 1

@@ -1,0 +1,114 @@
+"""Event -> one JSON Lines object, fast: `nsgraph trace --json`, the dashboard's
+event stream and the history journal all write one per event.
+
+The text is exactly json.dumps(event.to_json(), separators=(",", ":")) (the unit
+tests compare the two), but built from pieces that repeat: namespace maps are
+shared between decoded events and encoded once each, flag lists once per
+(kind, syscall, flags), strings once per value, and the ISO timestamp's
+date-and-second part once per second.  About five times faster than building
+the dict and dumping it.
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+import json
+import time
+from typing import Optional
+
+from .event import Event
+
+_dumps = json.dumps
+_CACHE_MAX = 4096
+
+
+class EventEncoder:
+    """Encodes Events as compact JSON text.  Not thread-safe: one per writer."""
+
+    def __init__(self):
+        self._maps: dict = {}      # id(mapping) -> (mapping, text); the reference keeps the id unique
+        self._strings: dict = {}
+        self._flags: dict = {}
+        self._seconds: dict = {}
+
+    def _map(self, mapping) -> str:
+        if mapping is None:
+            return "null"
+        found = self._maps.get(id(mapping))
+        if found is not None and found[0] is mapping:
+            return found[1]
+        text = _dumps(dict(mapping), separators=(",", ":"))
+        if len(self._maps) >= _CACHE_MAX:
+            self._maps.clear()
+        self._maps[id(mapping)] = (mapping, text)
+        return text
+
+    def _str(self, value) -> str:
+        if value is None:
+            return "null"
+        text = self._strings.get(value)
+        if text is None:
+            text = _dumps(value)
+            if len(self._strings) >= _CACHE_MAX:
+                self._strings.clear()
+            self._strings[value] = text
+        return text
+
+    def _flag_list(self, event: Event) -> str:
+        key = (event.kind, event.syscall, event.raw_flags)
+        text = self._flags.get(key)
+        if text is None:
+            text = _dumps(event.flags, separators=(",", ":"))
+            if len(self._flags) >= _CACHE_MAX:
+                self._flags.clear()
+            self._flags[key] = text
+        return text
+
+    def _iso(self, ts: float) -> str:
+        """As Event.iso_time(): UTC, microseconds, rounded half to even like datetime."""
+        second = int(ts // 1)
+        micro = round((ts - second) * 1e6)
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        prefix = self._seconds.get(second)
+        if prefix is None:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            if len(self._seconds) >= _CACHE_MAX:
+                self._seconds.clear()
+            self._seconds[second] = prefix
+        return "%s.%06dZ" % (prefix, micro)
+
+    def encode(self, event: Event, exact_ts: bool = False) -> str:
+        """The event's JSON object as text; exact_ts writes ts as the float (the journal)."""
+        (kind, seq, ts, pid, tid, ppid, uid, vpid, comm, syscall, raw_flags, ret, fd, child_pid, child_vpid,
+         exit_code, filename, ns, ns_before, ns_id, ns_id_before, node, cgroup_id, args, brief) = event
+        err = None if kind in ("exec", "exit") or ret >= 0 else -ret
+        parts = [
+            '{"kind":', self._str(kind),
+            ',"ts":', repr(float(ts)) if exact_ts else '"%s"' % self._iso(ts),
+            ',"seq":', str(seq), ',"node":', self._str(node),
+            ',"pid":', _num(pid), ',"tid":', _num(tid), ',"ppid":', _num(ppid), ',"uid":', _num(uid),
+            ',"comm":', self._str(comm), ',"vpid":', _num(vpid), ',"syscall":', self._str(syscall),
+            ',"flags":', self._flag_list(event), ',"raw_flags":', str(raw_flags), ',"ret":', str(ret),
+            ',"errno":', _num(err), ',"errno_name":', self._str(errno_module.errorcode.get(err) if err else None),
+            ',"ns":', self._map(ns), ',"ns_before":', self._map(ns_before), ',"ns_id":', self._map(ns_id),
+            ',"container":', self._str(event.container), ',"cgroup_id":', str(cgroup_id),
+            ',"brief":', "true" if brief else "false",
+        ]
+        if kind == "clone":
+            parts += [',"child_pid":', _num(child_pid), ',"child_vpid":', _num(child_vpid)]
+        elif kind == "setns":
+            parts += [',"fd":', _num(fd)]
+        elif kind == "exec":
+            parts += [',"filename":', self._str(filename), ',"args":',
+                      "null" if args is None else _dumps(args, separators=(",", ":"))]
+        elif kind == "exit":
+            parts += [',"exit_code":', _num(exit_code)]
+        if ns_id_before is not None:
+            parts += [',"ns_id_before":', self._map(ns_id_before)]
+        parts.append("}")
+        return "".join(parts)
+
+
+def _num(value: Optional[int]) -> str:
+    return "null" if value is None else str(value)
