@@ -33,6 +33,8 @@ examples:
   sudo nsgraph serve --port 8080 --read-only
   sudo nsgraph serve --token-file /var/lib/nsgraph/token --db /var/lib/nsgraph/events.db
   sudo nsgraph serve --host 0.0.0.0 --allow-remote --token-file /var/lib/nsgraph/token
+  nsgraph serve --fleet tls://nats.example:4222 --fleet-creds /etc/nsgraph/fleet/dashboard
+      (fleet mode: every node's graph from NATS JetStream; no tracing here, no root needed)
 """
 
 
@@ -54,6 +56,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--db", metavar="PATH", help="SQLite event store for history (the time scrubber)")
     p.add_argument("--public-metrics", action="store_true",
                    help="serve /metrics without the token (it reveals host activity)")
+    fleet = p.add_argument_group("fleet mode (README: Fleet)")
+    fleet.add_argument("--fleet", metavar="URL[,URL...]", nargs="?", const="",
+                       help="show the fleet: consume every node's stream from these NATS servers "
+                            "(default: the bundle's list) instead of tracing this host")
+    fleet.add_argument("--fleet-creds", metavar="DIR", default="/etc/nsgraph/fleet/dashboard",
+                       help="the dashboard's credentials bundle (read-only; default %(default)s)")
+    fleet.add_argument("--fleet-name", metavar="NAME", default="dashboard",
+                       help="this dashboard's consumer names (two dashboards on one fleet need two names)")
+    fleet.add_argument("--offline-after", type=float, metavar="S",
+                       help="a node without a heartbeat for S seconds is offline (default 3 heartbeats, >= 6 s)")
     p.set_defaults(func=run)
 
 
@@ -168,8 +180,9 @@ def _run(args) -> int:
     if not (0 <= args.port <= 65535):
         raise UsageError("--port must be between 0 and 65535")
     check_address(args.host, args.allow_remote)
+    fleet_mode = getattr(args, "fleet", None) is not None
     from tracer.kernel.probes import missing_privileges
-    problem = missing_privileges()
+    problem = None if fleet_mode else missing_privileges()
     if problem:
         print("nsgraph serve: %s" % problem, file=sys.stderr)
         return EXIT_NO_PRIVILEGES
@@ -195,11 +208,19 @@ def _run(args) -> int:
 
     service = None
     service_error = None
-    try:
-        service = _make_service(args, progress)
-    except Exception as exc:  # reported in the page and on stderr; the server still answers
-        service_error = exc
-    app = create_app(config, service=service, machine_addresses=_machine_addresses())
+    if fleet_mode:
+        from ..fleet import FleetSetupError, make_fleet
+        try:
+            service, app = make_fleet(args, config, _machine_addresses())
+        except FleetSetupError as exc:
+            server.server_close()
+            raise UsageError(str(exc))
+    else:
+        try:
+            service = _make_service(args, progress)
+        except Exception as exc:  # reported in the page and on stderr; the server still answers
+            service_error = exc
+        app = create_app(config, service=service, machine_addresses=_machine_addresses())
     state = app.extensions["nsgraph"]
     if service_error is not None:
         state.service = _FailedService(service_error)
@@ -226,7 +247,8 @@ def _run(args) -> int:
                     progress("tracing failed to start: %s (the dashboard stays up and shows this "
                              "error; fix it and restart nsgraph serve)" % error)
                 else:
-                    progress("running: tracing started in %.1f s" % (time.monotonic() - started))
+                    progress("running: %s started in %.1f s"
+                             % ("the fleet consumer" if fleet_mode else "tracing", time.monotonic() - started))
             except Exception as exc:
                 progress("tracing failed to start: %s (the dashboard stays up and shows this "
                          "error; fix it and restart nsgraph serve)" % exc)
