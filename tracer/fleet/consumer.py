@@ -25,7 +25,7 @@ import time
 from typing import Dict, Optional
 
 from .fleet import Fleet
-from .natsconn import Credentials, connect_options, explain_error
+from .natsconn import Credentials, ErrorNotes, connect_options
 from .runner import LoopThread
 from .subjects import (PREFIX, STREAM, consumer_name, node_filter, parse_subject, status_consumer_name,
                        subject)
@@ -55,6 +55,7 @@ class FleetConsumer:
         self.started_at = time.time()
         self.rebuilt_at: Dict[str, float] = {}      # node -> when its graph first came back
         self.counters = {"repositions": 0, "consumer_errors": 0, "reconnects": 0, "disconnects": 0}
+        self._errors = ErrorNotes(log)
 
     # -- life cycle (any thread) -----------------------------------------------------------
 
@@ -119,10 +120,7 @@ class FleetConsumer:
         self._connected()
 
     def _note(self, exc, what: str = "") -> None:
-        message = (what + ": " if what else "") + explain_error(exc)
-        if message != self.fleet.connection.get("error"):
-            log.warning("fleet: %s", message)
-        self.fleet.connection["error"] = message
+        self.fleet.connection["error"] = self._errors.note(exc, what)
 
     # -- nodes ---------------------------------------------------------------------------------
 
@@ -140,6 +138,8 @@ class FleetConsumer:
                     parsed = parse_subject(subj)
                     if parsed is not None:
                         self._ensure(parsed[0])
+                if self._nc.is_connected:
+                    self.fleet.connection["error"] = None
             except NotFoundError:
                 self.fleet.connection["error"] = NO_STREAM
             except Exception as exc:

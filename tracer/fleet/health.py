@@ -33,6 +33,9 @@ def assess(now: float, status: Optional[dict], received_at: Optional[float], rep
         out.update(state="offline", since=received_at, reason="no heartbeat for %.0f s" % age)
     elif age > 1.5 * interval + 0.5:
         out.update(state="stale", since=received_at, reason="heartbeat %.1f s late" % (age - interval))
+    elif status.get("state") == "starting":
+        out.update(state="stale", since=received_at, reason="the agent is starting (%s)"
+                   % (status.get("progress") or "compiling its probes"))
     elif status.get("state") == "error":
         out.update(state="stale", since=received_at,
                    reason="the agent cannot trace: %s" % (status.get("error") or "unknown error"))
@@ -42,6 +45,9 @@ def assess(now: float, status: Optional[dict], received_at: Optional[float], rep
                    % replica_stats.get("missed", 0))
     elif replica_stats is not None and replica_stats.get("run") is None:
         out.update(state="stale", since=received_at, reason="waiting for the node's first checkpoint")
+    elif replica_stats is not None and status.get("run") and status.get("run") != replica_stats.get("run"):
+        out.update(state="stale", since=received_at,
+                   reason="the agent restarted (run %s); waiting for its first checkpoint" % status.get("run"))
     else:
         out.update(state="live", since=None, reason=None)
     return out

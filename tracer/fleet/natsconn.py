@@ -143,6 +143,29 @@ def connect_options(creds: Credentials, servers: List[str], name: str, **callbac
     return options
 
 
+class ErrorNotes:
+    """The last error as one line, logged once per kind of trouble per 30 s."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 30.0):
+        self.logger = logger
+        self.every_s = every_s
+        self.last: Optional[str] = None
+        self.count = 0
+        self._logged: dict = {}
+
+    def note(self, exc: BaseException, what: str = "") -> str:
+        import time
+        self.count += 1
+        message = (what + ": " if what else "") + explain_error(exc)
+        key = (what, type(exc).__name__)
+        now = time.monotonic()
+        if now - self._logged.get(key, -1e9) >= self.every_s:
+            self._logged[key] = now
+            self.logger.warning("fleet: %s", message)
+        self.last = message
+        return message
+
+
 def explain_error(exc: BaseException) -> str:
     """One line about a NATS failure, with what to do about it."""
     text = str(exc) or type(exc).__name__

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Callable, Optional
 
-from .natsconn import Credentials, connect_options, explain_error
+from .natsconn import Credentials, ErrorNotes, connect_options
 from .outbox import Outbox
 from .runner import LoopThread
 from .subjects import subject
@@ -51,6 +51,7 @@ class Publisher:
         self.last_error: Optional[str] = None
         self.last_refusal: Optional[str] = None
         self.last_ack_latency_s: Optional[float] = None
+        self._errors = ErrorNotes(log)
 
     # -- life cycle (any thread) ---------------------------------------------------------
 
@@ -125,10 +126,7 @@ class Publisher:
 
     def _note_error(self, exc) -> None:
         self.counters["errors"] += 1
-        message = explain_error(exc)
-        if message != self.last_error:
-            log.warning("fleet: %s", message)
-        self.last_error = message
+        self.last_error = self._errors.note(exc)
 
     async def _publish_loop(self) -> None:
         from nats.errors import MaxPayloadError

@@ -82,6 +82,8 @@ class NodeReplica:
                 self.counters["checkpoints_matched"] += 1
             self.stream_seq = max(self.stream_seq, stream_seq)
             return False
+        if self.graph is not None and self.synced and cp.run == self.run:
+            self.counters["missed"] += cp.seq - self.seq     # records it never saw (the agent dropped them)
         graph = NamespaceGraph.from_state(cp.state)
         with self._lock:
             old = self.graph
