@@ -9,6 +9,7 @@ what a machine can run:
   tests/browser  root, Chromium and Playwright: root, browser
   tests/infra    the Vagrantfile, provisioning and the VM kernel matrix: their own
                  vm / provision markers, set in the files
+  tests/fleet    root, a NATS cluster, agents on this host and in the 6.1 VM: root, fleet
 The kernel lane also runs inside the Debian 12 VM (scripts/vm/guest-run.sh),
 except tests marked host_only.
 
@@ -36,6 +37,7 @@ LANE_MARKERS = {
     "docker": ("root", "docker"),
     "browser": ("root", "browser"),
     "infra": (),
+    "fleet": ("root", "fleet"),
 }
 TESTS = os.path.dirname(os.path.abspath(__file__))
 

@@ -99,8 +99,9 @@ def run(args) -> int:
         progress("stopping: sending what is queued (up to 5 s)")
         agent.stop()
         stats = agent.outbox.stats()
-        progress("stopped: %d messages (%d records) published, %d records dropped"
-                 % (stats["sent_messages"], stats["sent_records"], stats["dropped_records"]))
+        progress("stopped: %d messages (%d records) published, %d records dropped, %d publishes refused"
+                 % (stats["sent_messages"], stats["sent_records"], stats["dropped_records"],
+                    agent.publisher.counters["refused"]))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -1,0 +1,291 @@
+"""The fleet end to end: three agents (two on this host, one in the Debian 12 / Linux 6.1
+VM) stream to a three-server NATS JetStream cluster over TLS with per-node
+credentials; the fleet dashboard's graph of every node must equal that node's /proc,
+through a NATS server killed mid-stream, NATS down for 20 s, a dashboard restart and an
+agent restart; an agent may not publish as another node.
+
+Ground truth is each node's /proc (tests/fleet/procns.py, read on the node itself),
+what the workload did (the pids of its unshare processes), and the NATS servers' own
+answers (stream contents read with the admin credentials).  The tests share one
+cluster and one VM boot and run in file order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+import workload
+from conftest import AGENT_ARGS, HOST_NODES, NODES, VM_NODE
+from harness import NSGRAPH, REPO, Agent, Dashboard, wait_until
+
+pytestmark = pytest.mark.fleet
+
+
+def created_by(graph: dict, pids) -> set:
+    """The pids among `pids` that the graph names as creator of a uts namespace."""
+    wanted = set(pids)
+    return {ns["creator"]["pid"] for ns in graph["namespaces"]
+            if ns["type"] == "uts" and ns.get("creator") and ns["creator"].get("pid") in wanted}
+
+
+def losses(fleet, node) -> dict:
+    return fleet.dashboard.node(node)["health"]["losses"]
+
+
+def wait_created(fleet, node, pids, timeout=120.0):
+    def seen():
+        graph = fleet.dashboard.graph(node)
+        return graph is not None and created_by(graph, pids) == set(pids)
+    wait_until(seen, "every unshare of the workload on %s in the graph" % node, timeout, step=0.5)
+
+
+def admin_connect(fleet):
+    import nats
+
+    from tracer.fleet.natsconn import Credentials, connect_options
+    creds = Credentials.load(fleet.cluster.creds("admin"))
+    return nats.connect(**connect_options(creds, fleet.cluster.urls.split(","), "fleet-test",
+                                          max_reconnect_attempts=3))
+
+
+def test_cluster_refuses_clients_without_a_fleet_certificate(fleet, tmp_path):
+    import nats
+    url = fleet.cluster.urls.split(",")[0]
+    plain = ssl.create_default_context(cafile=os.path.join(fleet.cluster.etc, "ca", "ca.crt"))
+    # A stranger's CA and certificate (its own `fleet init`): the server must refuse it too.
+    other = subprocess.run([*NSGRAPH, "fleet", "init", "--dir", str(tmp_path / "other"), "--node", "host-a"],
+                           capture_output=True, text=True, cwd=REPO)
+    assert other.returncode == 0, other.stderr
+    foreign = ssl.create_default_context(cafile=os.path.join(fleet.cluster.etc, "ca", "ca.crt"))
+    foreign.load_cert_chain(str(tmp_path / "other" / "agent-host-a" / "client.crt"),
+                            str(tmp_path / "other" / "agent-host-a" / "client.key"))
+
+    async def attempt(ctx):
+        async def quiet(_exc):
+            pass
+        try:
+            nc = await nats.connect(url, tls=ctx, allow_reconnect=False, connect_timeout=3, error_cb=quiet)
+        except Exception as exc:
+            return type(exc).__name__
+        await nc.close()
+        return "connected"
+    assert asyncio.run(attempt(plain)) != "connected"
+    assert asyncio.run(attempt(foreign)) != "connected"
+
+
+def test_every_node_graph_equals_its_proc_after_a_workload(fleet):
+    holders = {}
+    bursts = {}
+    for node in NODES:
+        if node == VM_NODE:
+            held = fleet.vm.call("hold", k=2, seconds=600)["pids"]
+            assert fleet.vm.call("join", pid=held[0])["rc"] == 0
+        else:
+            procs = workload.holders(2, 600)
+            fleet.__dict__.setdefault("held", []).extend(procs)
+            held = [p.pid for p in procs]
+            time.sleep(0.3)
+            assert workload.join(held[0]) == 0
+        holders[node] = held
+        bursts[node] = fleet.burst(node, 20)
+    for node in NODES:
+        wait_created(fleet, node, bursts[node]["pids"])
+        problems = fleet.converge(node, timeout=240 if node == VM_NODE else 90)
+        assert problems == [], "node %s disagrees with its /proc:\n%s" % (node, "\n".join(problems[:30]))
+        graph = fleet.dashboard.graph(node)
+        procs = {p["pid"]: p for p in graph["processes"]}
+        for pid in holders[node]:
+            assert pid in procs, "holder %d missing on %s" % (pid, node)
+            host_net = graph["host_ns"]["net"]
+            assert procs[pid]["ns"]["net"] != host_net
+        joins = [j for j in graph["joins"] if j.get("comm") == "nsenter"]
+        assert joins, "the nsenter join on %s is not in its graph" % node
+    vm_graph = fleet.dashboard.graph(VM_NODE)
+    assert fleet.dashboard.node(VM_NODE)["agent"]["kernel"].startswith("6.1.")
+    assert vm_graph["node"] == VM_NODE
+    for node in NODES:
+        assert losses(fleet, node) == {"kernel_lost": 0, "agent_dropped": 0, "publish_refused": 0,
+                                       "stream_missed": 0, "bad_messages": 0}, node
+
+
+def test_a_nats_server_killed_mid_stream_loses_nothing(fleet):
+    node = "host-a"
+    heartbeat = fleet.dashboard.get("/api/fleet/nodes/%s" % node)["heartbeat"]
+    victim = fleet.cluster.index_of(heartbeat["publisher"]["server"])     # the agent's own server
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(fleet.burst(node, 120, pause_s=0.02)))
+    worker.start()
+    time.sleep(1.0)
+    fleet.cluster.kill(victim)
+    worker.join(180)
+    assert len(result["pids"]) == 120
+    wait_created(fleet, node, result["pids"], timeout=120)
+    fleet.cluster.start(victim)
+    assert fleet.converge(node) == []
+    assert losses(fleet, node)["agent_dropped"] == 0 and losses(fleet, node)["stream_missed"] == 0
+    publisher = fleet.dashboard.get("/api/fleet/nodes/%s" % node)["heartbeat"]["publisher"]
+    assert publisher["reconnects"] >= 1, publisher
+
+
+def test_nats_down_for_20_seconds_the_agents_catch_up(fleet):
+    fleet.cluster.stop()
+    down = time.monotonic()
+    results = {}
+
+    def vm_burst():
+        results[VM_NODE] = fleet.burst(VM_NODE, 15, pause_s=0.5)
+    vm_thread = threading.Thread(target=vm_burst)
+    vm_thread.start()
+    results["host-b"] = fleet.burst("host-b", 100, pause_s=0.15)
+    vm_thread.join(120)
+    time.sleep(max(0.0, 20.0 - (time.monotonic() - down)))
+    fleet.cluster.start()
+    for node in ("host-b", VM_NODE):
+        wait_created(fleet, node, results[node]["pids"], timeout=180)
+        problems = fleet.converge(node, timeout=240 if node == VM_NODE else 90)
+        assert problems == [], "node %s after the outage:\n%s" % (node, "\n".join(problems[:30]))
+        assert losses(fleet, node)["agent_dropped"] == 0, node
+        assert losses(fleet, node)["stream_missed"] == 0, node
+    fleet.wait_live(NODES, timeout=120)
+
+
+def test_dashboard_killed_and_restarted_rebuilds_every_node(fleet):
+    fleet.dashboard.kill()
+    fresh = Dashboard(fleet.cluster, fleet.base)
+    started = time.monotonic()
+    fleet.dashboard = fresh.start()
+    fleet.wait_live(NODES, timeout=60)
+    fleet.rebuild_s = time.monotonic() - started
+    for node in NODES:
+        problems = fleet.converge(node, timeout=240 if node == VM_NODE else 90)
+        assert problems == [], "node %s after the dashboard restart:\n%s" % (node, "\n".join(problems[:30]))
+
+
+def test_an_agent_killed_goes_offline_within_10_s_and_comes_back(fleet):
+    node = "host-b"
+    agent = fleet.agents[node]
+    agent.kill()
+    killed = time.monotonic()
+    wait_until(lambda: fleet.dashboard.node(node)["health"]["state"] == "offline", "%s offline" % node, 10.0,
+               step=0.2)
+    offline_after = time.monotonic() - killed
+    assert offline_after <= 10.0
+    since = fleet.dashboard.node(node)["health"]["since"]
+    assert since is not None and since <= time.time() - 1
+    fleet.agents[node] = Agent(fleet.cluster, node, fleet.base).start()
+    fleet.wait_live([node], timeout=90)
+    assert fleet.converge(node) == []
+    assert fleet.dashboard.node(node)["replica"]["resets"] >= 1
+    # ... and the VM's agent, killed and started again inside the guest.
+    fleet.vm.call("stop_agent", sig="KILL")
+    wait_until(lambda: fleet.dashboard.node(VM_NODE)["health"]["state"] == "offline", "vm offline", 10.0, step=0.2)
+    fleet.vm.call("start_agent", args=AGENT_ARGS)
+    fleet.wait_live([VM_NODE], timeout=600)
+    assert fleet.converge(VM_NODE, timeout=240) == []
+
+
+def test_an_agent_cannot_publish_as_another_node(fleet, tmp_path):
+    """host-a's certificate, told it is host-b: the server refuses every publish."""
+    impostor_creds = tmp_path / "impostor"
+    shutil.copytree(fleet.cluster.creds("agent-host-a"), impostor_creds)
+    identity = json.loads((impostor_creds / "identity.json").read_text())
+    identity["node"] = "host-b"
+    (impostor_creds / "identity.json").write_text(json.dumps(identity))
+    impostor = Agent(fleet.cluster, "host-b", str(tmp_path), creds=str(impostor_creds), extra=["--no-docker"])
+    impostor.name = "impostor"
+    impostor.log = str(tmp_path / "impostor.log")
+    impostor.start()
+    wait_until(lambda: "refused" in impostor.output(), "the impostor to be refused", 120, step=0.5)
+    time.sleep(3)
+    impostor.signal(signal.SIGTERM)
+    out = impostor.output()
+    run = out.split(", run ")[1].split(",")[0]
+    assert "permissions violation" in out
+    refused = int(out.rsplit(" publishes refused", 1)[0].rsplit(" ", 1)[1])
+    assert refused > 0, out[-2000:]
+
+    async def runs_on_host_b():
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        nc = await admin_connect(fleet)
+        js = nc.jetstream()
+        seen = set()
+        cfg = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, ack_policy=AckPolicy.NONE,
+                             opt_start_time=datetime.datetime.fromtimestamp(time.time() - 300,
+                                                                            datetime.timezone.utc),
+                             filter_subject="nsgraph.host-b.*", mem_storage=True, inactive_threshold=30.0)
+        sub = await js.pull_subscribe("nsgraph.host-b.*", stream="NSGRAPH", config=cfg)
+        while True:
+            try:
+                msgs = await sub.fetch(500, timeout=2)
+            except Exception:
+                break
+            for m in msgs:
+                seen.add((m.headers or {}).get("Nsgraph-Run") or json.loads(m.data).get("run"))
+            if msgs[-1].metadata.num_pending == 0:
+                break
+        await nc.close()
+        return seen
+    seen = asyncio.run(runs_on_host_b())
+    assert seen and run not in seen, (run, seen)
+    assert fleet.dashboard.node("host-b")["replica"]["run"] != run
+
+
+def test_fleet_search_finds_the_host_that_ran_docker_exec_into_a_container(fleet, docker_client):
+    name = "nsgtest-fleet-%s" % uuid.uuid4().hex[:8]
+    image = "nsgraph-demo:latest"
+    container = docker_client.containers.run(image, ["sleep", "300"], name=name, detach=True,
+                                             labels={"nsgraph.test": "fleet"})
+    try:
+        result = container.exec_run(["true"])
+        assert result.exit_code == 0
+
+        def found():
+            hits = fleet.dashboard.get("/api/fleet/search?q=%s&since=3600&kind=join" % name)["results"]
+            return {h["node"] for h in hits if h["container"] == name}
+        nodes = wait_until(found, "the docker exec into %s in the fleet search" % name, 60, step=0.5)
+        assert nodes == set(HOST_NODES)          # both host agents trace this kernel; the VM does not
+        listed = fleet.dashboard.get("/api/fleet/search?q=%s&kind=container" % name)["results"]
+        assert {h["node"] for h in listed} == set(HOST_NODES)
+    finally:
+        container.remove(force=True)
+
+
+def test_metrics_have_a_series_per_node_and_history_comes_from_the_stream(fleet):
+    text = fleet.dashboard.get("/metrics", raw=True)
+    for node in NODES:
+        assert 'nsgraph_fleet_node_up{node="%s"} 1' % node in text
+        assert 'nsgraph_fleet_lost_total{node="%s",where="agent"} 0' % node in text
+        assert 'nsgraph_fleet_namespaces{node="%s",type="uts"}' % node in text
+    before = time.time()
+    time.sleep(1.5)
+    procs = workload.holders(1, 600)
+    fleet.__dict__.setdefault("held", []).extend(procs)
+    pid = procs[0].pid
+
+    def live_has_it():
+        graph = fleet.dashboard.graph("host-a")
+        return any(p["pid"] == pid for p in graph["processes"])
+    wait_until(live_has_it, "the new holder in host-a's live graph", 60)
+    past = fleet.dashboard.get("/node/host-a/api/history/graph?at=%.3f" % before)
+    now = fleet.dashboard.get("/node/host-a/api/history/graph?at=%.3f" % time.time())
+    assert not any(p["pid"] == pid for p in past["processes"])
+    assert any(p["pid"] == pid for p in now["processes"])
+
+
+def test_vm_leg_ends_cleanly(fleet):
+    workload.stop(fleet.__dict__.get("held", []))
+    fleet.vm_summary = fleet.vm.stop()
+    assert fleet.vm_summary["status"] == "ok", fleet.vm_summary
+    assert fleet.vm_summary["kernel_release"].startswith("6.1.")
