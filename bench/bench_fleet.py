@@ -38,22 +38,14 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "fleet")]
+sys.path[:0] = [REPO, HERE, os.path.join(REPO, "tests", "fleet")]
 
+from bench_tracer import build_workload, rss_mb  # noqa: E402
 from harness import NSGRAPH, Agent, Cluster, Dashboard, Process, free_ports, wait_until  # noqa: E402
 
 from tracer.exitcodes import EXIT_NO_PRIVILEGES  # noqa: E402
 
 NODES = ("bench-a", "bench-b", "bench-c")
-
-
-def build_workload(tmp: str) -> str:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise SystemExit("bench_fleet: a C compiler is needed (apt-get install gcc)")
-    binary = os.path.join(tmp, "workload")
-    subprocess.run([cc, "-O2", "-o", binary, os.path.join(HERE, "workload.c")], check=True)
-    return binary
 
 
 def pct(values, q):
@@ -65,14 +57,6 @@ def cpu_s(pid: int) -> float:
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
 
 
 class StreamWatch(threading.Thread):

@@ -31,6 +31,22 @@ fleet_unit() {
   fi
 }
 
+# fleet_detached NAME LOG COMMAND...: COMMAND in the background with /run/nsgraph/NAME.pid,
+# where there is no systemd; a running one is stopped first.
+fleet_detached() {
+  local name="$1" logfile="$2" pid
+  shift 2
+  mkdir -p /run/nsgraph
+  pid="$(cat "/run/nsgraph/$name.pid" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"
+    sleep 1
+  fi
+  log "no systemd here: starting $name detached (log $logfile)"
+  nohup "$@" >>"$logfile" 2>&1 &
+  echo $! > "/run/nsgraph/$name.pid"
+}
+
 fleet_wait_port() {  # host port seconds
   local _
   for _ in $(seq 1 $(( $3 * 2 ))); do
@@ -67,17 +83,7 @@ fleet_server() {
     systemctl enable nsgraph-nats.service >/dev/null 2>&1
     systemctl reload-or-restart nsgraph-nats.service
   else
-    mkdir -p /run/nsgraph
-    local pid
-    pid="$(cat /run/nsgraph/nats.pid 2>/dev/null || true)"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      log "nats-server already runs (pid $pid): reloading its configuration"
-      kill -HUP "$pid"
-    else
-      log "no systemd here: starting nats-server detached (log /var/log/nsgraph-nats.log)"
-      nohup runuser -u nats -- /usr/sbin/nats-server -c "$conf" >>/var/log/nsgraph-nats.log 2>&1 &
-      echo $! > /run/nsgraph/nats.pid
-    fi
+    fleet_detached nats /var/log/nsgraph-nats.log runuser -u nats -- /usr/sbin/nats-server -c "$conf"
   fi
   fleet_wait_port 127.0.0.1 "$port" 30 || die "nats-server did not listen on port $port; see journalctl -u nsgraph-nats or /var/log/nsgraph-nats.log"
   # shellcheck disable=SC2086  # several arguments on purpose
@@ -111,16 +117,7 @@ fleet_agent() {
     systemctl restart nsgraph-agent.service
     log "the agent of node $node runs as nsgraph-agent.service (logs: journalctl -u nsgraph-agent -f)"
   else
-    mkdir -p /run/nsgraph
-    local pid
-    pid="$(cat /run/nsgraph/agent.pid 2>/dev/null || true)"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      kill "$pid"
-      sleep 1
-    fi
-    log "no systemd here: starting the agent detached (log /var/log/nsgraph-agent.log)"
-    nohup "$VENV/bin/nsgraph" agent --creds "$dest" "$@" >>/var/log/nsgraph-agent.log 2>&1 &
-    echo $! > /run/nsgraph/agent.pid
+    fleet_detached agent /var/log/nsgraph-agent.log "$VENV/bin/nsgraph" agent --creds "$dest" "$@"
   fi
 }
 

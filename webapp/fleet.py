@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Dict
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request, send_file
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 
 from tracer.fleet.subjects import NODE_RE
 from tracer.fleet.fleet import SEARCH_KINDS
@@ -95,7 +95,6 @@ class NodeDispatcher:
 
 def create_fleet_app(config: WebConfig, service, machine_addresses=()) -> Flask:
     """The fleet dashboard; `service` is a tracer.fleet.central.FleetService."""
-    from . import plotly_js_path
     app = Flask(__name__, static_folder=os.path.join(HERE, "static"),
                 template_folder=os.path.join(HERE, "templates"))
     app.json.sort_keys = False
@@ -103,13 +102,6 @@ def create_fleet_app(config: WebConfig, service, machine_addresses=()) -> Flask:
     app.extensions["nsgraph"] = state
     auth.init_app(app, config, machine_addresses)
     app.register_blueprint(bp)
-
-    @app.route("/static/vendor/plotly.min.js")
-    def plotly_js():
-        path = plotly_js_path()
-        if path is None:
-            return auth.error(404, "plotly.min.js not found in the plotly package")
-        return send_file(path, mimetype="text/javascript", max_age=86400)
 
     for code in (400, 404, 405, 413):
         app.register_error_handler(code, lambda exc: auth.error(getattr(exc, "code", 500) or 500,
@@ -124,14 +116,10 @@ class FleetSetupError(Exception):
 
 def make_fleet(args, config: WebConfig, machine_addresses=()):
     """(FleetService, the fleet app) for `nsgraph serve --fleet`."""
-    try:
-        import nats  # noqa: F401
-    except ImportError:
-        raise FleetSetupError("fleet mode needs the nats-py package: sudo scripts/setup.sh fleet-dashboard "
-                              "(or pip install 'nsgraph[fleet]' in nsgraph's venv)") from None
     from tracer.fleet.central import FleetService
-    from tracer.fleet.natsconn import Credentials, CredentialsError, parse_servers
+    from tracer.fleet.natsconn import Credentials, CredentialsError, parse_servers, require_client
     try:
+        require_client()
         creds = Credentials.load(args.fleet_creds)
         if creds.role not in ("dashboard", "admin"):
             raise CredentialsError("%s is an %s bundle; the dashboard reads with the dashboard bundle "

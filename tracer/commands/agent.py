@@ -52,10 +52,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..fleet.natsconn import Credentials, CredentialsError, parse_servers
+    from ..fleet.natsconn import Credentials, CredentialsError, parse_servers, require_client
     from ..fleet.subjects import BadNodeName, check_node
     from ..kernel.probes import missing_privileges
     try:
+        require_client()
         creds = Credentials.load(args.creds)
         if creds.role != "agent":
             raise CredentialsError("%s is the %s's bundle; an agent needs an agent-NODE bundle" % (args.creds, creds.role))

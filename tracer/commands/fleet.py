@@ -120,7 +120,8 @@ def run_add_node(args) -> int:
 
 
 def _connect_args(args):
-    from ..fleet.natsconn import Credentials, parse_servers
+    from ..fleet.natsconn import Credentials, parse_servers, require_client
+    require_client()
     creds = Credentials.load(args.creds)
     return creds, parse_servers(args.nats, creds.servers)
 

@@ -9,22 +9,13 @@ root: the dashboard host traces nothing itself (run an agent there too, to inclu
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 from .consumer import FleetConsumer
 from .fleet import Fleet
 from .history import NodeHistory
 from .natsconn import Credentials
-from .nodeview import NodeService
-
-
-@dataclass
-class FleetStatus:
-    state: str = "starting"
-    progress: str = "not started"
-    error: Optional[str] = None
-    warnings: List[str] = field(default_factory=list)
+from .nodeview import NodeService, ServiceState
 
 
 class FleetService:
@@ -34,7 +25,7 @@ class FleetService:
         self.servers = servers
         self.fleet = Fleet(offline_after=offline_after)
         self.consumer = FleetConsumer(creds, servers, self.fleet, dashboard=dashboard)
-        self._status = FleetStatus()
+        self._status = ServiceState(progress="not started")
         self._nodes: Dict[str, NodeService] = {}
         self.started_at: Optional[float] = None
 
@@ -44,7 +35,7 @@ class FleetService:
     collector = None
 
     @property
-    def status(self) -> FleetStatus:
+    def status(self) -> ServiceState:
         conn = self.fleet.connection
         st = self._status
         if st.state == "running":

@@ -25,7 +25,7 @@ import time
 from typing import Dict, Optional
 
 from .fleet import Fleet
-from .natsconn import Credentials, ErrorNotes, connect_options
+from .natsconn import Credentials, ErrorNotes, connect_options, connect_until
 from .runner import LoopThread
 from .subjects import (PREFIX, STREAM, consumer_name, node_filter, parse_subject, status_consumer_name,
                        subject)
@@ -84,19 +84,10 @@ class FleetConsumer:
     # -- connection ----------------------------------------------------------------------------
 
     async def _main(self) -> None:
-        import nats
-        delay = 0.2
-        while not self._stopping:
-            try:
-                self._nc = await nats.connect(**connect_options(
-                    self.creds, self.servers, "nsgraph-dashboard %s" % self.dashboard,
-                    error_cb=self._on_error, disconnected_cb=self._on_disconnect,
-                    reconnected_cb=self._on_reconnect))
-                break
-            except Exception as exc:
-                self._note(exc)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 2.0)
+        options = connect_options(self.creds, self.servers, "nsgraph-dashboard %s" % self.dashboard,
+                                  error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                                  reconnected_cb=self._on_reconnect)
+        self._nc = await connect_until(options, lambda: self._stopping, self._note)
         if self._nc is None:
             return
         self.js = self._nc.jetstream(timeout=5)

@@ -22,7 +22,7 @@ import os
 import ssl
 import stat
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from .subjects import inbox_prefix
 
@@ -68,8 +68,9 @@ class Credentials:
                 data = json.load(f)
         except FileNotFoundError:
             raise CredentialsError(
-                "%s has no identity.json: point --creds at a bundle that `nsgraph fleet init` made "
-                "(e.g. /etc/nsgraph/fleet/agent-NODE, copied to the node)" % directory) from None
+                "%s has no identity.json: use a bundle that `nsgraph fleet init` made (an agent: "
+                "/etc/nsgraph/fleet/agent-NODE copied to the node; serve --fleet: /etc/nsgraph/fleet/dashboard)"
+                % directory) from None
         except (OSError, ValueError) as exc:
             raise CredentialsError("cannot read %s (%s)" % (path, exc)) from None
         if not isinstance(data, dict) or data.get("role") not in ("agent", "dashboard", "admin", "monitor"):
@@ -97,6 +98,16 @@ class Credentials:
         return ctx
 
 
+def require_client() -> None:
+    """CredentialsError (with what to install) when nats-py is missing."""
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        raise CredentialsError("the fleet needs the nats-py package, which is not installed: "
+                               "sudo scripts/setup.sh fleet-agent|fleet-server|fleet-dashboard installs it "
+                               "(or pip install 'nsgraph[fleet]' in nsgraph's venv)") from None
+
+
 def parse_servers(text: Optional[str], fallback: List[str] = ()) -> List[str]:
     """'tls://a:4222,b' -> ['tls://a:4222', 'tls://b:4222']; TLS is always used."""
     items = [s.strip() for s in (text or "").split(",") if s.strip()] or list(fallback)
@@ -115,6 +126,24 @@ def parse_servers(text: Optional[str], fallback: List[str] = ()) -> List[str]:
             rest += ":%d" % DEFAULT_PORT
         out.append("tls://" + rest)
     return out
+
+
+async def connect_until(options: dict, stopping: Callable[[], bool], on_error: Callable[[BaseException], None]):
+    """nats.connect(**options), tried again (0.2 s, doubling to 2 s) until it works or
+    stopping(); None if stopped.  nats-py reconnects by itself once a first connection
+    was made, but not the first one: an agent must start while NATS is down."""
+    import asyncio
+
+    import nats
+    delay = 0.2
+    while not stopping():
+        try:
+            return await nats.connect(**options)
+        except Exception as exc:
+            on_error(exc)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 2.0)
+    return None
 
 
 class _SslEofNoise(logging.Filter):

@@ -83,7 +83,8 @@ class NodeEvents:
 
 
 @dataclass
-class NodeStatus:
+class ServiceState:
+    """webapp/contract.py's ServiceStatusView, for a node's replica and for the fleet."""
     state: str = "starting"
     progress: str = ""
     error: Optional[str] = None
@@ -105,14 +106,14 @@ class NodeService:
         return self._view if self.replica.graph is not None else None
 
     @property
-    def status(self) -> NodeStatus:
+    def status(self) -> ServiceState:
         health = self.fleet.health(self.node) or {}
         if self.replica.graph is None:
-            return NodeStatus("starting", "waiting for node %s's first checkpoint from the stream" % self.node)
+            return ServiceState("starting", "waiting for node %s's first checkpoint from the stream" % self.node)
         warnings = []
         if health.get("state") not in ("live", None):
             warnings.append("node %s is %s: %s" % (self.node, health.get("state"), health.get("reason")))
-        return NodeStatus("running", "replica of node %s" % self.node, None, warnings)
+        return ServiceState("running", "replica of node %s" % self.node, None, warnings)
 
     def subscribe(self, callback: Callable[[int], None]) -> None:
         self.replica.subscribe(callback)

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Callable, Optional
 
-from .natsconn import Credentials, ErrorNotes, connect_options
+from .natsconn import Credentials, ErrorNotes, connect_options, connect_until
 from .outbox import Outbox
 from .runner import LoopThread
 from .subjects import subject
@@ -83,22 +83,13 @@ class Publisher:
         await asyncio.gather(self._publish_loop(), self._heartbeat_loop())
 
     async def _connect(self) -> None:
-        import nats
-        delay = 0.2
-        while not self._stopping:
-            try:
-                self._nc = await nats.connect(**connect_options(
-                    self.creds, self.servers, "nsgraph-agent %s" % self.node,
-                    error_cb=self._on_error, disconnected_cb=self._on_disconnect,
-                    reconnected_cb=self._on_reconnect))
-            except Exception as exc:
-                self._note_error(exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
+        options = connect_options(self.creds, self.servers, "nsgraph-agent %s" % self.node,
+                                  error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                                  reconnected_cb=self._on_reconnect)
+        self._nc = await connect_until(options, lambda: self._stopping, self._note_error)
+        if self._nc is not None:
             self._js = self._nc.jetstream(timeout=self.publish_timeout_s)
             self._mark_connected()
-            return
 
     def _mark_connected(self) -> None:
         self.connected = True
