@@ -129,7 +129,16 @@ def make_fleet(args, config: WebConfig, machine_addresses=()):
         raise FleetSetupError(str(exc)) from None
     if not NODE_RE.match(args.fleet_name or ""):
         raise FleetSetupError("--fleet-name must be letters, digits, '-' or '_'")
-    service = FleetService(creds, servers, dashboard=args.fleet_name, offline_after=args.offline_after)
+    monitor = None
+    sibling = os.path.join(os.path.dirname(os.path.abspath(args.fleet_creds)), "monitor")
+    monitor_dir = getattr(args, "fleet_monitor_creds", None) or (sibling if os.path.isdir(sibling) else None)
+    if monitor_dir:
+        try:
+            monitor = Credentials.load(monitor_dir)
+        except CredentialsError as exc:
+            raise FleetSetupError("the monitor bundle: %s" % exc) from None
+    service = FleetService(creds, servers, dashboard=args.fleet_name, offline_after=args.offline_after,
+                           monitor_creds=monitor)
     return service, create_fleet_app(config, service, machine_addresses)
 
 

@@ -26,6 +26,9 @@ def render(service, state) -> str:
              [({"state": s}, sum(1 for r in rows if r["health"]["state"] == s)) for s in STATES])
     w.metric("nsgraph_fleet_bad_messages_total", "counter", "messages on fleet subjects that were not nsgraph wire data",
              fleet.counters.get("bad_messages", 0))
+    w.metric("nsgraph_fleet_refused_clients_total", "counter",
+             "clients the NATS servers refused at authentication (needs the monitor bundle)",
+             fleet.counters.get("auth_errors", 0))
     w.metric("nsgraph_fleet_repositions_total", "counter", "times a node's consumer read again after a hole",
              service.consumer.counters.get("repositions", 0))
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 
 import pytest
 
 import procns
-from harness import Agent, Cluster, Dashboard, wait_until
+from harness import REPO, Agent, Cluster, Dashboard, wait_until
 from tests.conftest import require
 
 HOST_NODES = ("host-a", "host-b")
@@ -39,11 +40,17 @@ class Fleet:
         return workload.burst(n, pause_s=pause_s)
 
     def wait_live(self, nodes=NODES, timeout=120.0):
+        seen = {}
+
         def all_live():
-            overview = self.dashboard.overview()
-            states = {n["node"]: n["health"]["state"] for n in overview["nodes"]}
-            return all(states.get(n) == "live" for n in nodes) and states
-        return wait_until(all_live, "nodes %s to be live" % ", ".join(nodes), timeout, step=0.5)
+            for n in self.dashboard.overview()["nodes"]:
+                seen[n["node"]] = (n["health"]["state"], n["health"].get("reason"))
+            return all(seen.get(n, ("",))[0] == "live" for n in nodes)
+        try:
+            wait_until(all_live, "nodes %s to be live" % ", ".join(nodes), timeout, step=0.5)
+        except AssertionError as exc:
+            logs = "".join("\n--- %s (last lines):\n%s" % (a.name, a.output()[-1500:]) for a in self.agents.values())
+            raise AssertionError("%s; the dashboard says %s%s" % (exc, seen, logs)) from None
 
     def converge(self, node, timeout=90.0, attempts=3):
         """[] once the node's graph agrees with its /proc.  A disagreement counts only when it
@@ -83,16 +90,31 @@ def _require_everything():
         require(shutil.which(tool) is not None, "%s is missing (scripts/setup.sh test installs it)" % tool)
 
 
+def _keep_logs(base: str) -> None:
+    """Every process's log into test-artifacts/fleet/ (CI keeps that folder)."""
+    out = os.path.join(REPO, "test-artifacts", "fleet")
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(base):
+        if name.endswith(".log"):
+            shutil.copy(os.path.join(base, name), out)
+    console = os.path.join(base, "vm-results", "console.log")
+    if os.path.exists(console):
+        shutil.copy(console, os.path.join(out, "vm-console.log"))
+
+
 @pytest.fixture(scope="session")
-def fleet(tmp_path_factory, root):
+def fleet(root):
     _require_everything()
     from vm import FleetVM
-    base = str(tmp_path_factory.mktemp("fleet"))
+    # Not pytest's tmp_path: its numbered folders are pruned by any other pytest run of the
+    # same user, which on a shared machine may happen while this lane's servers use them.
+    base = tempfile.mkdtemp(prefix="nsgraph-fleet-test-", dir="/var/tmp")
     cluster = Cluster(base, list(NODES))
     cluster.start()
     vm = None
     agents = {}
     dashboard = None
+    fleet = None
     try:
         cluster.make_streams()
         vm = FleetVM(cluster, base, VM_NODE).start()      # boots while the host side comes up
@@ -101,10 +123,14 @@ def fleet(tmp_path_factory, root):
         vm.connect()
         vm.call("start_agent", args=AGENT_ARGS)
         fleet = Fleet(base, cluster, agents, dashboard, vm)
-        fleet.wait_live(HOST_NODES, timeout=120)
+        fleet.wait_live(HOST_NODES, timeout=240)
         fleet.wait_live(NODES, timeout=600)               # the agent compiles its probes under TCG
         yield fleet
     finally:
+        if fleet is not None:          # tests replace agents and the dashboard: stop the current ones
+            agents, dashboard = fleet.agents, fleet.dashboard
+            import workload
+            workload.stop(fleet.__dict__.get("held", []))
         if vm is not None:
             vm.stop()
         for agent in agents.values():
@@ -112,3 +138,5 @@ def fleet(tmp_path_factory, root):
         if dashboard is not None:
             dashboard.signal()
         cluster.stop()
+        _keep_logs(base)
+        shutil.rmtree(base, ignore_errors=True)

@@ -7,6 +7,8 @@
   DIR/nats-server-<name>.conf  one configuration per server (a single server: nats-1)
   DIR/agent-<node>/            one bundle per node: copy it to that node (0700, key 0600)
   DIR/dashboard/, DIR/admin/   the dashboard's (read-only) and the administrator's bundles
+  DIR/monitor/                 the dashboard's second, system-account identity: it counts the
+                               clients the servers refuse (authentication failures)
 
 Idempotent: existing certificates are kept (a node's certificate is only made when its
 bundle is missing), configurations are rewritten from fleet.json every time.
@@ -114,7 +116,7 @@ def init_fleet(spec: FleetSpec, progress=lambda text: None) -> dict:
     else:
         kept.append(server_dir)
     urls = client_urls(spec)
-    identities = [("admin", None, "admin"), ("dashboard", None, "dashboard")]
+    identities = [("admin", None, "admin"), ("dashboard", None, "dashboard"), ("monitor", None, "monitor")]
     identities += [("agent", n, "agent-%s" % n) for n in spec.nodes]
     for role, node, dirname in identities:
         bundle = os.path.join(d, dirname)

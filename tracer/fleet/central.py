@@ -20,11 +20,11 @@ from .nodeview import NodeService, ServiceState
 
 class FleetService:
     def __init__(self, creds: Credentials, servers: list, *, dashboard: str = "dashboard",
-                 offline_after: Optional[float] = None):
+                 offline_after: Optional[float] = None, monitor_creds: Optional[Credentials] = None):
         self.creds = creds
         self.servers = servers
         self.fleet = Fleet(offline_after=offline_after)
-        self.consumer = FleetConsumer(creds, servers, self.fleet, dashboard=dashboard)
+        self.consumer = FleetConsumer(creds, servers, self.fleet, dashboard=dashboard, monitor_creds=monitor_creds)
         self._status = ServiceState(progress="not started")
         self._nodes: Dict[str, NodeService] = {}
         self.started_at: Optional[float] = None

@@ -25,6 +25,7 @@ import time
 from typing import Dict, Optional
 
 from .fleet import Fleet
+from .monitor import AuthMonitor
 from .natsconn import Credentials, ErrorNotes, connect_options, connect_until
 from .runner import LoopThread
 from .subjects import (PREFIX, STREAM, consumer_name, node_filter, parse_subject, status_consumer_name,
@@ -39,7 +40,8 @@ NO_STREAM = ("the NATS servers have no %s stream: create it once with the admin 
 
 class FleetConsumer:
     def __init__(self, creds: Credentials, servers: list, fleet: Fleet, *, dashboard: str = "dashboard",
-                 fetch_batch: int = 256, discover_s: float = 2.0, ack_wait_s: float = 30.0):
+                 fetch_batch: int = 256, discover_s: float = 2.0, ack_wait_s: float = 30.0,
+                 monitor_creds: Optional[Credentials] = None):
         self.creds = creds
         self.servers = servers
         self.fleet = fleet
@@ -56,6 +58,9 @@ class FleetConsumer:
         self.rebuilt_at: Dict[str, float] = {}      # node -> when its graph first came back
         self.counters = {"repositions": 0, "consumer_errors": 0, "reconnects": 0, "disconnects": 0}
         self._errors = ErrorNotes(log)
+        self.monitor_creds = monitor_creds
+        self.monitor = AuthMonitor(fleet)
+        self._monitor_nc = None
 
     # -- life cycle (any thread) -----------------------------------------------------------
 
@@ -75,6 +80,11 @@ class FleetConsumer:
     async def _close(self) -> None:
         for task in self._tasks.values():
             task.cancel()
+        if self._monitor_nc is not None:
+            try:
+                await self._monitor_nc.close()
+            except Exception:
+                pass
         if self._nc is not None:
             try:
                 await self._nc.close()
@@ -92,7 +102,17 @@ class FleetConsumer:
             return
         self.js = self._nc.jetstream(timeout=5)
         self._connected()
-        await asyncio.gather(self._status_loop(), self._discover_loop())
+        await asyncio.gather(self._status_loop(), self._discover_loop(), self._watch_refusals())
+
+    async def _watch_refusals(self) -> None:
+        """With the monitor identity: count the clients the servers refuse (monitor.py)."""
+        if self.monitor_creds is None:
+            return
+        options = connect_options(self.monitor_creds, self.servers, "nsgraph-dashboard %s monitor" % self.dashboard,
+                                  error_cb=self._on_error)
+        self._monitor_nc = await connect_until(options, lambda: self._stopping, self._note)
+        if self._monitor_nc is not None:
+            await self.monitor.subscribe(self._monitor_nc)
 
     def _connected(self) -> None:
         url = self._nc.connected_url
@@ -207,6 +227,9 @@ class FleetConsumer:
                         return "resume", replica.seq
                     replica.on_events(item, stream_seq)
                 last = msg
+                # A message is up to 2 000 records (~10 ms to replay): let the other nodes and
+                # the heartbeats have the loop between messages, or a busy node starves them.
+                await asyncio.sleep(0)
             if last is not None:
                 await last.ack()
         return "resume", reread_at

@@ -8,6 +8,7 @@ Keyed by node name; inside a node, namespaces keep the graph's own identity
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from typing import Callable, Dict, List, Optional
@@ -51,6 +52,7 @@ class Fleet:
         self._listeners: List[Callable[[str], None]] = []
         self.counters = {"bad_messages": 0, "status_messages": 0, "auth_errors": 0}
         self.connection = {"connected": False, "server": None, "error": None, "since": None}
+        self.refused_clients = collections.deque(maxlen=50)    # monitor.AuthMonitor fills it
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -130,7 +132,7 @@ class Fleet:
         for n in nodes:
             states[n["health"]["state"]] = states.get(n["health"]["state"], 0) + 1
         return {"time": now, "nodes": nodes, "states": states, "connection": dict(self.connection),
-                "counters": dict(self.counters)}
+                "counters": dict(self.counters), "refused_clients": list(self.refused_clients)}
 
     def search(self, text: str, since: Optional[float] = None, kinds=SEARCH_KINDS,
                nodes: Optional[List[str]] = None, limit: int = 100) -> dict:

@@ -9,6 +9,8 @@ handshake and one with an unknown name fails authentication.  Permissions:
   dashboard      read only: JetStream info, message gets, its consumers and their acks on
                  the fleet's stream; no publish on nsgraph.>, no stream changes
   admin          everything in the account (creates the streams)
+  monitor        a user of the system account that may only subscribe to the servers'
+                 authentication-failure advisories (monitor.py): the dashboard counts them
 
 Servers route to each other over TLS too (mutual, same CA).  The account has
 JetStream with file storage.
@@ -20,6 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import List
 
+from .monitor import permissions as monitor_permissions
 from .pki import user_for
 from .subjects import KINDS, PREFIX, STREAM, inbox_prefix
 
@@ -107,9 +110,11 @@ def render(member: Member, members: List[Member], *, tls_dir: str, store_dir: st
             "  routes: [ %s ]" % routes,
             "}",
         ]
-    lines += ["accounts {", "  %s {" % ACCOUNT, "    jetstream: enabled", "    users: ["]
+    lines += ["system_account: SYS", "accounts {", "  %s {" % ACCOUNT, "    jetstream: enabled", "    users: ["]
     for user, perms in users:
         lines.append("      { user: %s%s }" % (_q(user), _perm_block(perms, "      ")))
+    lines += ["    ]", "  }", "  SYS {", "    users: ["]
+    lines.append("      { user: %s%s }" % (_q(user_for("monitor")), _perm_block(monitor_permissions(), "      ")))
     lines += ["    ]", "  }", "}", ""]
     return "\n".join(lines)
 

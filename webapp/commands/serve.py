@@ -64,6 +64,9 @@ def add_parser(subparsers) -> None:
                        help="the dashboard's credentials bundle (read-only; default %(default)s)")
     fleet.add_argument("--fleet-name", metavar="NAME", default="dashboard",
                        help="this dashboard's consumer names (two dashboards on one fleet need two names)")
+    fleet.add_argument("--fleet-monitor-creds", metavar="DIR",
+                       help="the monitor bundle, to count clients the NATS servers refuse (default: the "
+                            "'monitor' folder beside --fleet-creds, when there is one)")
     fleet.add_argument("--offline-after", type=float, metavar="S",
                        help="a node without a heartbeat for S seconds is offline (default 3 heartbeats, >= 6 s)")
     p.set_defaults(func=run)

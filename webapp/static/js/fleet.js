@@ -71,7 +71,9 @@ function renderHeader(ov) {
   badge.dataset.state = conn.connected ? "live" : "reconnecting";
   badge.textContent = conn.connected ? "NATS connected" : "NATS disconnected";
   $("fleet-server").textContent = conn.server ? "via " + conn.server : "";
-  $("fleet-states").textContent = Object.entries(ov.states || {}).map(([s, c]) => c + " " + s).join(", ");
+  const refused = (ov.counters || {}).auth_errors || 0;
+  $("fleet-states").textContent = Object.entries(ov.states || {}).map(([s, c]) => c + " " + s).join(", ") +
+    (refused ? " · " + refused + " clients refused by NATS" : "");
   const banner = $("banner");
   banner.textContent = conn.error || "";
   banner.hidden = !conn.error;
