@@ -9,12 +9,16 @@
 #   setup.sh fleet-dashboard [nsgraph serve arguments]   the fleet dashboard, in the foreground
 #
 # Environment: NSGRAPH_FLEET_DIR (/etc/nsgraph/fleet), NSGRAPH_FLEET_RETENTION (arguments for
-# `nsgraph fleet streams`, default "--max-age 7d --max-bytes 10G").
+# `nsgraph fleet streams`, default "--max-age 7d --max-bytes 10G"), NSGRAPH_FLEET_DETACHED=1
+# (no systemd units even where systemd runs: processes with pid files in NSGRAPH_FLEET_RUN_DIR,
+# default /run/nsgraph, and logs in NSGRAPH_FLEET_LOG_DIR, default /var/log).
 
 FLEET_DIR="${NSGRAPH_FLEET_DIR:-/etc/nsgraph/fleet}"
+FLEET_RUN_DIR="${NSGRAPH_FLEET_RUN_DIR:-/run/nsgraph}"
+FLEET_LOG_DIR="${NSGRAPH_FLEET_LOG_DIR:-/var/log}"
 
 fleet_systemd() {
-  [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+  [ "${NSGRAPH_FLEET_DETACHED:-0}" != 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
 }
 
 # fleet_unit TEMPLATE NAME KEY=VALUE...: scripts/TEMPLATE with @KEY@ filled in, as NAME.
@@ -31,20 +35,20 @@ fleet_unit() {
   fi
 }
 
-# fleet_detached NAME LOG COMMAND...: COMMAND in the background with /run/nsgraph/NAME.pid,
-# where there is no systemd; a running one is stopped first.
+# fleet_detached NAME COMMAND...: COMMAND in the background with $FLEET_RUN_DIR/NAME.pid and
+# $FLEET_LOG_DIR/nsgraph-NAME.log, where there is no systemd; a running one is stopped first.
 fleet_detached() {
-  local name="$1" logfile="$2" pid
-  shift 2
-  mkdir -p /run/nsgraph
-  pid="$(cat "/run/nsgraph/$name.pid" 2>/dev/null || true)"
+  local name="$1" logfile="$FLEET_LOG_DIR/nsgraph-$1.log" pid
+  shift
+  mkdir -p "$FLEET_RUN_DIR"
+  pid="$(cat "$FLEET_RUN_DIR/$name.pid" 2>/dev/null || true)"
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill "$pid"
     sleep 1
   fi
   log "no systemd here: starting $name detached (log $logfile)"
   nohup "$@" >>"$logfile" 2>&1 &
-  echo $! > "/run/nsgraph/$name.pid"
+  echo $! > "$FLEET_RUN_DIR/$name.pid"
 }
 
 fleet_wait_port() {  # host port seconds
@@ -83,9 +87,9 @@ fleet_server() {
     systemctl enable nsgraph-nats.service >/dev/null 2>&1
     systemctl reload-or-restart nsgraph-nats.service
   else
-    fleet_detached nats /var/log/nsgraph-nats.log runuser -u nats -- /usr/sbin/nats-server -c "$conf"
+    fleet_detached nats runuser -u nats -- /usr/sbin/nats-server -c "$conf"
   fi
-  fleet_wait_port 127.0.0.1 "$port" 30 || die "nats-server did not listen on port $port; see journalctl -u nsgraph-nats or /var/log/nsgraph-nats.log"
+  fleet_wait_port 127.0.0.1 "$port" 30 || die "nats-server did not listen on port $port; see journalctl -u nsgraph-nats or $FLEET_LOG_DIR/nsgraph-nats.log"
   # shellcheck disable=SC2086  # several arguments on purpose
   "$VENV/bin/nsgraph" fleet streams --creds "$FLEET_DIR/admin" ${NSGRAPH_FLEET_RETENTION:---max-age 7d --max-bytes 10G} \
     || die "creating the fleet's stream failed (message above)"
@@ -117,7 +121,7 @@ fleet_agent() {
     systemctl restart nsgraph-agent.service
     log "the agent of node $node runs as nsgraph-agent.service (logs: journalctl -u nsgraph-agent -f)"
   else
-    fleet_detached agent /var/log/nsgraph-agent.log "$VENV/bin/nsgraph" agent --creds "$dest" "$@"
+    fleet_detached agent "$VENV/bin/nsgraph" agent --creds "$dest" "$@"
   fi
 }
 

@@ -150,6 +150,10 @@ def test_health_live_stale_offline():
     assert gap["state"] == "stale" and "missed 7" in gap["reason"]
     restarted = health.assess(100.0, dict(status, run="r2"), 99.0, synced)
     assert restarted["state"] == "stale" and "restarted" in restarted["reason"]
+    behind = health.assess(100.0, dict(status, seq=900), 99.5, dict(synced, seq=400, last_record_ts=80.0))
+    assert behind["state"] == "stale" and "500 records behind" in behind["reason"]
+    caught_up = health.assess(100.0, dict(status, seq=900), 99.5, dict(synced, seq=900, last_record_ts=80.0))
+    assert caught_up["state"] == "live"
     assert health.assess(100.0, None, None, None)["state"] == "unknown"
     losses = health.losses_of({"kernel": {"lost": 3}, "outbox": {"dropped_records": 4}, "journal_dropped": 1,
                                "publisher": {"refused": 2}}, {"missed": 5, "bad_messages": 1})

@@ -141,6 +141,7 @@ class FleetAgent:
         out["journal_dropped"] = self.tap.dropped
         if self.batcher is not None:
             out["checkpoints"] = dict(self.batcher.counters)
+            out["seq"] = self.batcher.last_seq
         usage = resource.getrusage(resource.RUSAGE_SELF)
         out["process"] = {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
                           "max_rss_bytes": usage.ru_maxrss * 1024, "rss_bytes": _rss()}

@@ -20,6 +20,7 @@ starts with the last heartbeat of every node (deliver last-per-subject).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from typing import Dict, Optional
@@ -59,6 +60,7 @@ class FleetConsumer:
         self.counters = {"repositions": 0, "consumer_errors": 0, "reconnects": 0, "disconnects": 0}
         self._errors = ErrorNotes(log)
         self.monitor_creds = monitor_creds
+        self._replayers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="nsgraph-replay")
         self.monitor = AuthMonitor(fleet)
         self._monitor_nc = None
 
@@ -76,6 +78,7 @@ class FleetConsumer:
         except Exception:
             pass
         self.thread.stop()
+        self._replayers.shutdown(wait=False, cancel_futures=True)
 
     async def _close(self) -> None:
         for task in self._tasks.values():
@@ -199,6 +202,7 @@ class FleetConsumer:
 
     async def _pump(self, node: str, sub, replica, reread_at):
         from nats.errors import TimeoutError as NatsTimeout
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
                 msgs = await sub.fetch(self.fetch_batch, timeout=1.0)
@@ -206,33 +210,39 @@ class FleetConsumer:
                 continue
             last = None
             for msg in msgs:
-                stream_seq = msg.metadata.sequence.stream
-                try:
-                    item = decode(msg.subject, msg.headers, msg.data)
-                except WireError as exc:
-                    replica.bad_message()
-                    self.fleet.counters["bad_messages"] += 1
-                    log.warning("fleet: node %s: skipped a message at stream sequence %d: %s", node, stream_seq, exc)
-                    last = msg
-                    continue
-                if isinstance(item, Status):
-                    pass                # heartbeats are read by _status_loop (every node's last one)
-                elif isinstance(item, Checkpoint):
-                    if replica.on_checkpoint(item, stream_seq) and node not in self.rebuilt_at:
-                        self.rebuilt_at[node] = time.time()
-                else:
-                    if replica.check(item) == "gap" and reread_at != replica.seq:
-                        # Maybe the hole is ours (messages in flight at a reconnect): read again.
-                        self.counters["repositions"] += 1
-                        return "resume", replica.seq
-                    replica.on_events(item, stream_seq)
+                # Decoding and replaying are CPU work (about 10 ms for 2 000 records): done in the
+                # replay threads, so this loop stays free for heartbeats, fetches and acks even
+                # while a busy node, or a machine short of CPU, keeps the replicas working.
+                outcome = await loop.run_in_executor(self._replayers, self._apply, node, replica, msg, reread_at)
+                if outcome == "reread":
+                    # Maybe the hole is ours (messages in flight at a reconnect): read again.
+                    self.counters["repositions"] += 1
+                    return "resume", replica.seq
                 last = msg
-                # A message is up to 2 000 records (~10 ms to replay): let the other nodes and
-                # the heartbeats have the loop between messages, or a busy node starves them.
-                await asyncio.sleep(0)
             if last is not None:
                 await last.ack()
         return "resume", reread_at
+
+    def _apply(self, node: str, replica, msg, reread_at) -> str:
+        """One message of a node's stream (a replay thread; one at a time per node)."""
+        stream_seq = msg.metadata.sequence.stream
+        try:
+            item = decode(msg.subject, msg.headers, msg.data)
+        except WireError as exc:
+            replica.bad_message()
+            self.fleet.counters["bad_messages"] += 1
+            log.warning("fleet: node %s: skipped a message at stream sequence %d: %s", node, stream_seq, exc)
+            return "skipped"
+        if isinstance(item, Status):
+            return "status"         # heartbeats are read by _status_loop (every node's last one)
+        if isinstance(item, Checkpoint):
+            if replica.on_checkpoint(item, stream_seq) and node not in self.rebuilt_at:
+                self.rebuilt_at[node] = time.time()
+            return "checkpoint"
+        if replica.check(item) == "gap" and reread_at != replica.seq:
+            return "reread"
+        replica.on_events(item, stream_seq)
+        return "events"
 
     # -- heartbeats --------------------------------------------------------------------------
 

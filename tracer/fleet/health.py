@@ -2,7 +2,8 @@
 
   live     heartbeats on time, the replica in step with the node's stream
   stale    heartbeats late (missed > 1.5 intervals), the agent reports a tracing error,
-           or the replica saw a hole in the stream and waits for the next checkpoint
+           the replica saw a hole in the stream and waits for the next checkpoint, or the
+           replica trails the node's reported position by more than 10 s of records
   offline  no heartbeat for `offline_after` (default 3 intervals, at least 6 s), or the
            agent said it stopped; `since` is the time of its last heartbeat
   unknown  nothing heard yet (a node found only through old data in the stream)
@@ -48,9 +49,23 @@ def assess(now: float, status: Optional[dict], received_at: Optional[float], rep
     elif replica_stats is not None and status.get("run") and status.get("run") != replica_stats.get("run"):
         out.update(state="stale", since=received_at,
                    reason="the agent restarted (run %s); waiting for its first checkpoint" % status.get("run"))
+    elif _behind(now, status, replica_stats):
+        out.update(state="stale", since=replica_stats.get("last_applied_at"),
+                   reason="the dashboard is %d records behind the node (replaying)"
+                   % (status["seq"] - replica_stats["seq"]))
     else:
         out.update(state="live", since=None, reason=None)
     return out
+
+
+def _behind(now: float, status: dict, replica_stats: Optional[dict], grace_s: float = 10.0) -> bool:
+    """The replica trails what the node reported having sent by more than grace_s of records."""
+    if not replica_stats or not isinstance(status.get("seq"), int) or status.get("run") != replica_stats.get("run"):
+        return False
+    if status["seq"] <= replica_stats.get("seq", 0):
+        return False
+    last = replica_stats.get("last_record_ts") or replica_stats.get("checkpoint_ts") or now
+    return now - last > grace_s
 
 
 def losses_of(status: Optional[dict], replica_stats: Optional[dict]) -> dict:

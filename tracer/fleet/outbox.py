@@ -165,6 +165,7 @@ class Batcher:
         self._records_since_checkpoint = 0
         self._want_checkpoint: Optional[str] = "start"    # unless the caller queued one (mark_checkpointed)
         self.counters = {"checkpoints": 0, "checkpoint_bytes": 0, "checkpoint_ms": 0.0, "batches": 0}
+        self.last_seq = 0                   # the newest journal record taken (heartbeats carry it)
 
     def request_checkpoint(self, reason: str = "requested") -> None:
         self._want_checkpoint = reason
@@ -180,6 +181,8 @@ class Batcher:
         state = reason = None
         with self.graph.lock:
             records = self.tap.take()
+            if records:
+                self.last_seq = records[-1][0]
             if self.tap.overflowed:
                 self.tap.overflowed = False
                 self.outbox.start_dropping()
