@@ -8,6 +8,12 @@ const POLL_MS = 2000;
 const state = { overview: null, errors: 0 };
 window.nsgraphFleet = state;   // tests and benchmarks read what the page shows
 
+// Command lines can be whole scripts: show the start, the rest on hover.
+function brief(text, max = 200) {
+  const s = String(text || "");
+  return s.length > max ? el("span", { title: s }, s.slice(0, max) + "…") : s;
+}
+
 function nodeLink(name, text) {
   return el("a", { href: "/node/" + encodeURIComponent(name) + "/", title: "open node " + name + "'s graph" }, text || name);
 }
@@ -36,7 +42,7 @@ function renderNodes(nodes) {
     const since = h.since ? (h.state === "offline" ? "offline since " : "since ") + fmtTime(h.since) : "";
     const replica = n.replica || {};
     body.appendChild(el("tr", { "data-node": n.node, "data-state": h.state },
-      el("td", null, nodeLink(n.node)),
+      el("td", { class: "nowrap" }, nodeLink(n.node)),
       el("td", null, healthCell(h)),
       el("td", { class: "small" }, since, h.reason ? el("div", { class: "muted" }, h.reason) : null),
       el("td", { class: "small" }, ago(h.heartbeat_age_s)),
@@ -55,7 +61,7 @@ function renderCards(nodes) {
   clear(cards);
   for (const n of nodes) {
     const types = Object.entries(n.namespaces_by_type || {}).sort().map(([t, c]) => t + " " + c).join(", ");
-    const joins = (n.recent_joins || []).map((j) => el("li", null, fmtTime(j.start).slice(11, 19) + " " + (j.summary || "")));
+    const joins = (n.recent_joins || []).map((j) => el("li", null, fmtTime(j.start).slice(11, 19) + " ", brief(j.summary, 140)));
     cards.appendChild(el("div", { class: "fleet-card", "data-node": n.node },
       el("h3", null, nodeLink(n.node), " ", healthCell(n.health)),
       el("div", { class: "small" }, "namespaces: " + (types || "–")),
@@ -110,8 +116,8 @@ async function search(event) {
     clear(body);
     for (const r of result.results) {
       body.appendChild(el("tr", { "data-node": r.node, "data-kind": r.kind },
-        el("td", null, nodeLink(r.node)), el("td", null, r.kind),
-        el("td", { class: "small" }, r.time ? fmtTime(r.time) : ""), el("td", null, r.summary)));
+        el("td", { class: "nowrap" }, nodeLink(r.node)), el("td", null, r.kind),
+        el("td", { class: "small nowrap" }, r.time ? fmtTime(r.time) : ""), el("td", null, brief(r.summary))));
     }
     table.hidden = false;
     $("search-count").textContent = result.results.length + " found" + (result.truncated ? " (more: narrow the search)" : "");
