@@ -225,7 +225,10 @@ def test_encoding_is_documented_version_1():
     body = json.loads(zlib.decompress(msg.body))
     assert body["v"] == 1 and body["node"] == "n1" and body["run"] == "r1"
     seq, ts, kind, data = body["records"][0]
-    assert seq == msg.first and kind == "event" and data["kind"] == "unshare" and isinstance(ts, float)
+    assert seq == msg.first and kind == "event" and isinstance(ts, float)
+    event = dict(zip(body["fields"], data))
+    assert event["kind"] == "unshare" and event["pid"] == 50
+    assert body["maps"][event["ns"]]["uts"] == 300 and body["maps"][event["ns_before"]]["uts"] == 103
 
 
 @pytest.mark.parametrize("mutate, reason", [
@@ -260,3 +263,30 @@ def test_decoder_refuses_garbage_bombs_and_foreign_subjects():
 def test_status_round_trip():
     status = wire.decode("nsgraph.n1.status", None, wire.encode_status("n1", "r1", {"state": "running"}))
     assert status.node == "n1" and status.run == "r1" and status.body["state"] == "running"
+
+
+def test_a_node_is_served_through_the_web_contract():
+    """NodeService and its parts are what webapp/contract.py asks of the single-host service."""
+    from tracer.fleet.fleet import Fleet
+    from tracer.fleet.history import NodeHistory
+    from tracer.fleet.nodeview import NodeService
+    from webapp.contract import EventSource, GraphReader, HistoryReader, Service
+
+    fleet = Fleet()
+    service = NodeService(fleet, "n1", history=NodeHistory(consumer=None, node="n1"))
+    assert isinstance(service, Service)
+    assert service.graph is None and service.status.state == "starting"
+    agent = Agent()
+    workload(agent.graph)
+    agent.batcher.flush()
+    feed(fleet.node("n1").replica, agent.drain())
+    assert isinstance(service.graph, GraphReader) and isinstance(service.store, HistoryReader)
+    assert isinstance(service.collector, EventSource)
+    assert service.status.state == "running"
+    assert service.graph.namespace("uts:4:300:0")["creator"]["comm"] == "unshare"
+    seen = []
+    service.collector.subscribe(seen.append)
+    workload(agent.graph, start=600, n=2)
+    agent.batcher.flush()
+    feed(fleet.node("n1").replica, agent.drain())
+    assert [e.kind for e in seen][:2] == ["unshare", "unshare"]

@@ -16,20 +16,29 @@ Headers carry what a reader needs without opening the body:
   Nsgraph-Seq     "first-last" (events) or "seq" (checkpoints): journal sequence numbers
 
 A journal record is [seq, ts, kind, data]: the graph's input number, the time it was
-journaled, and the input as tracer.history.recording.encode_input writes it for
-recordings and the SQLite history (so one replay path serves all three).  The
-sequence numbers of one run are contiguous: a reader that sees a hole knows exactly
-how much it missed, and waits for the next checkpoint to repair it.
+journaled, and the input.  Ops and /proc reads are written as recordings and the
+SQLite history write them (tracer.history.recording.encode_input), and they replay
+through the same path.  Tracer events, the bulk of the traffic (thousands a second),
+are written compactly: `data` is the list of the Event's attribute values in the order
+the message's "fields" names, not Event.to_json() (whose derived fields - ISO time,
+flag and errno names - cost the agent and the dashboard more than everything else
+together).  A reader builds Events from the names it knows, so fields added to Event
+later reach a newer reader and an older one ignores them.  The sequence numbers of
+one run are contiguous: a reader that sees a hole knows exactly how much it missed,
+and waits for the next checkpoint to repair it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import operator
 import time
 import zlib
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from ..events.event import Event
 from ..history.recording import decode_input, encode_input
 from .subjects import check_node, parse_subject, subject
 
@@ -43,6 +52,58 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 MAX_EVENTS_BYTES = 64 << 20         # decompressed size a reader accepts (zlib bombs)
 MAX_CHECKPOINT_BYTES = 512 << 20
 ZLIB_LEVEL = 1                      # fast: the agent's CPU matters more than the bytes
+
+
+EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(Event))
+MAP_FIELDS = ("ns", "ns_before", "ns_id", "ns_id_before")
+_EVENT_VALUES = operator.attrgetter(*EVENT_FIELDS)
+_MAPS = tuple(i for i, name in enumerate(EVENT_FIELDS) if name in MAP_FIELDS)
+_KNOWN = frozenset(EVENT_FIELDS)
+
+
+class MapTable:
+    """The namespace maps of one message, each written once: events refer to them by index.
+
+    Nearly every event of a host carries one of a few maps (the host's own, a container's),
+    four times (before/after, inodes/ids): sent whole, they would be most of the bytes and
+    of the encoding time.  Decoded events share the map objects, as the decoder's do."""
+
+    def __init__(self, maps=None):
+        self.maps = list(maps or [])
+        self._index = {}
+        self._by_id = {}
+
+    def ref(self, mapping) -> int:
+        hit = self._by_id.get(id(mapping))
+        if hit is not None and hit[0] is mapping:
+            return hit[1]
+        key = tuple(mapping.items())
+        i = self._index.get(key)
+        if i is None:
+            i = self._index[key] = len(self.maps)
+            self.maps.append(dict(mapping))
+        self._by_id[id(mapping)] = (mapping, i)
+        return i
+
+
+def event_row(event, table: MapTable) -> list:
+    """An Event as the list of its attribute values (EVENT_FIELDS order), maps by reference."""
+    row = list(_EVENT_VALUES(event))
+    for i in _MAPS:
+        if row[i] is not None:
+            row[i] = table.ref(row[i])
+    return row
+
+
+def event_from_row(fields, maps_at, row, maps) -> Event:
+    if len(row) != len(fields):
+        raise ValueError("%d values for %d fields" % (len(row), len(fields)))
+    for i in maps_at:
+        if row[i] is not None:
+            row[i] = maps[row[i]]
+    if fields is EVENT_FIELDS:
+        return Event(*row)
+    return Event(**{name: value for name, value in zip(fields, row) if name in _KNOWN})
 
 
 class WireError(ValueError):
@@ -105,10 +166,12 @@ def _headers(msg_id: str, run: str, seq: str) -> dict:
 
 def encode_events(node: str, run: str, records: list) -> OutMessage:
     """records: (seq, ts, kind, payload) as the graph journaled them, contiguous."""
-    rows = [[seq, ts, kind, encode_input(kind, payload)] for seq, ts, kind, payload in records]
+    table = MapTable()
+    rows = [[seq, ts, kind, event_row(payload, table) if kind == "event" else encode_input(kind, payload)]
+            for seq, ts, kind, payload in records]
     first, last = records[0][0], records[-1][0]
     body = _pack({"v": WIRE_VERSION, "node": node, "run": run, "first": first, "last": last,
-                  "records": rows})
+                  "fields": EVENT_FIELDS, "maps": table.maps, "records": rows})
     return OutMessage(subject(node, "events"), body,
                       _headers("%s.%s.e.%d" % (node, run, first), run, "%d-%d" % (first, last)),
                       "events", first, last, len(rows), records[-1][1])
@@ -191,6 +254,12 @@ def decode(subj: str, headers: Optional[dict], data: bytes):
     rows = obj.get("records")
     if not isinstance(rows, list) or not rows:
         raise WireError("events message without records")
+    fields = obj.get("fields")
+    maps = obj.get("maps")
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields) or not isinstance(maps, list):
+        raise WireError("events message without its lists of event fields and namespace maps")
+    fields = EVENT_FIELDS if tuple(fields) == EVENT_FIELDS else tuple(fields)
+    maps_at = [i for i, name in enumerate(fields) if name in MAP_FIELDS]
     records = []
     expect = obj.get("first")
     for row in rows:
@@ -198,7 +267,8 @@ def decode(subj: str, headers: Optional[dict], data: bytes):
             seq, ts, kind_, payload = row
             if seq != expect:
                 raise WireError("records out of sequence (%r where %r was due)" % (seq, expect))
-            records.append((int(seq), float(ts), kind_, decode_input(kind_, payload)))
+            value = event_from_row(fields, maps_at, payload, maps) if kind_ == "event" else decode_input(kind_, payload)
+            records.append((int(seq), float(ts), kind_, value))
         except WireError:
             raise
         except (TypeError, ValueError, KeyError) as exc:
