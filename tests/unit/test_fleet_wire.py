@@ -290,3 +290,19 @@ def test_a_node_is_served_through_the_web_contract():
     agent.batcher.flush()
     feed(fleet.node("n1").replica, agent.drain())
     assert [e.kind for e in seen][:2] == ["unshare", "unshare"]
+
+
+def test_jumping_to_a_newer_checkpoint_is_not_counted_as_loss():
+    agent = Agent(max_records_per_message=5)
+    replica = NodeReplica("n1")
+    feed(replica, agent.drain())
+    workload(agent.graph)
+    agent.batcher.flush()
+    first = agent.drain()                          # the dashboard falls behind these ...
+    agent.batcher.request_checkpoint("periodic")
+    agent.batcher.flush()
+    newest = [m for m in agent.drain() if isinstance(m, wire.Checkpoint)][-1]
+    replica.on_checkpoint(newest, skip=True)       # ... and jumps to the newest checkpoint
+    assert replica.counters["missed"] == 0 and replica.counters["skipped_ahead"] == len(
+        [r for m in first for r in m.records])
+    assert _strip(replica.graph.to_json()) == _strip(agent.graph.to_json())

@@ -31,10 +31,12 @@ from .natsconn import Credentials, ErrorNotes, connect_options, connect_until
 from .runner import LoopThread
 from .subjects import (PREFIX, STREAM, consumer_name, node_filter, parse_subject, status_consumer_name,
                        subject)
-from .wire import Checkpoint, Status, WireError, decode
+from .wire import HEADER_RUN, HEADER_SEQ, Checkpoint, Status, WireError, decode
 
 log = logging.getLogger(__name__)
 
+SKIP_CHECK_S = 5.0          # how often a node's loop compares its position with the newest checkpoint
+SKIP_RECORDS = 50_000       # further behind than this, it starts again from that checkpoint
 NO_STREAM = ("the NATS servers have no %s stream: create it once with the admin credentials "
              "(nsgraph fleet streams --nats URL --creds /etc/nsgraph/fleet/admin)" % STREAM)
 
@@ -57,8 +59,9 @@ class FleetConsumer:
         self._stopping = False
         self.started_at = time.time()
         self.rebuilt_at: Dict[str, float] = {}      # node -> when its graph first came back
-        self.counters = {"repositions": 0, "consumer_errors": 0, "reconnects": 0, "disconnects": 0}
+        self.counters = {"repositions": 0, "skips": 0, "consumer_errors": 0, "reconnects": 0, "disconnects": 0}
         self._errors = ErrorNotes(log)
+        self._skipping: set = set()           # nodes whose next checkpoint is a deliberate jump ahead
         self.monitor_creds = monitor_creds
         self._replayers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="nsgraph-replay")
         self.monitor = AuthMonitor(fleet)
@@ -203,7 +206,14 @@ class FleetConsumer:
     async def _pump(self, node: str, sub, replica, reread_at):
         from nats.errors import TimeoutError as NatsTimeout
         loop = asyncio.get_running_loop()
+        checked = time.monotonic()
         while not self._stopping:
+            if time.monotonic() - checked > SKIP_CHECK_S:
+                checked = time.monotonic()
+                if await self._far_behind(node, replica):
+                    self.counters["skips"] += 1
+                    self._skipping.add(node)
+                    return "checkpoint", None
             try:
                 msgs = await sub.fetch(self.fetch_batch, timeout=1.0)
             except (NatsTimeout, asyncio.TimeoutError):
@@ -223,6 +233,26 @@ class FleetConsumer:
                 await last.ack()
         return "resume", reread_at
 
+    async def _far_behind(self, node: str, replica) -> bool:
+        """The node's newest checkpoint is more than SKIP_RECORDS past the replica's position.
+
+        Replaying every record to catch up would keep the node's graph minutes old on a
+        busy node or a dashboard short of CPU; the newest checkpoint is exact and current,
+        and the records in between stay in the stream for history."""
+        from nats.js.errors import NotFoundError
+        try:
+            last = await self.js.get_last_msg(STREAM, subject(node, "checkpoints"))
+        except NotFoundError:
+            return False
+        headers = last.headers or {}
+        try:
+            seq = int(headers.get(HEADER_SEQ, "0"))
+        except ValueError:
+            return False
+        if headers.get(HEADER_RUN) != replica.run:
+            return replica.run is not None and last.seq > replica.stream_seq
+        return seq - replica.seq > SKIP_RECORDS
+
     def _apply(self, node: str, replica, msg, reread_at) -> str:
         """One message of a node's stream (a replay thread; one at a time per node)."""
         stream_seq = msg.metadata.sequence.stream
@@ -236,7 +266,9 @@ class FleetConsumer:
         if isinstance(item, Status):
             return "status"         # heartbeats are read by _status_loop (every node's last one)
         if isinstance(item, Checkpoint):
-            if replica.on_checkpoint(item, stream_seq) and node not in self.rebuilt_at:
+            skipped = node in self._skipping
+            self._skipping.discard(node)
+            if replica.on_checkpoint(item, stream_seq, skip=skipped) and node not in self.rebuilt_at:
                 self.rebuilt_at[node] = time.time()
             return "checkpoint"
         if replica.check(item) == "gap" and reread_at != replica.seq:

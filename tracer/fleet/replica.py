@@ -53,7 +53,7 @@ class NodeReplica:
         self.latencies = collections.deque(maxlen=LATENCY_SAMPLES)   # record journaled -> applied, s
         self.counters = {"records": 0, "events": 0, "batches": 0, "checkpoints": 0, "resets": 0,
                          "checkpoints_matched": 0, "missed": 0, "skipped": 0, "duplicates": 0,
-                         "unknown_run": 0, "bad_messages": 0}
+                         "unknown_run": 0, "bad_messages": 0, "skipped_ahead": 0}
 
     # -- readers -------------------------------------------------------------------------
 
@@ -72,8 +72,9 @@ class NodeReplica:
 
     # -- the stream ------------------------------------------------------------------------
 
-    def on_checkpoint(self, cp: Checkpoint, stream_seq: int = 0) -> bool:
-        """Apply a checkpoint; True when it replaced the graph."""
+    def on_checkpoint(self, cp: Checkpoint, stream_seq: int = 0, skip: bool = False) -> bool:
+        """Apply a checkpoint; True when it replaced the graph.  skip: the reader jumped to it
+        on purpose, over records that are in the stream (counted as skipped, not missed)."""
         self.counters["checkpoints"] += 1
         self.checkpoint_ts = cp.ts
         self.checkpoint_interval = cp.interval
@@ -83,7 +84,8 @@ class NodeReplica:
             self.stream_seq = max(self.stream_seq, stream_seq)
             return False
         if self.graph is not None and self.synced and cp.run == self.run:
-            self.counters["missed"] += cp.seq - self.seq     # records it never saw (the agent dropped them)
+            # Records it never saw: dropped by the agent, or passed over to catch up.
+            self.counters["skipped_ahead" if skip else "missed"] += cp.seq - self.seq
         graph = NamespaceGraph.from_state(cp.state)
         with self._lock:
             old = self.graph
