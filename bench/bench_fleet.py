@@ -43,7 +43,7 @@ sys.path[:0] = [REPO, HERE, os.path.join(REPO, "tests", "fleet")]
 from bench_tracer import build_workload, rss_mb  # noqa: E402
 from harness import NSGRAPH, Agent, Cluster, Dashboard, Process, free_ports, wait_until  # noqa: E402
 
-from tracer.exitcodes import EXIT_NO_PRIVILEGES  # noqa: E402
+from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
 
 NODES = ("bench-a", "bench-b", "bench-c")
 
@@ -318,7 +318,7 @@ def main() -> int:
         return EXIT_NO_PRIVILEGES
     if shutil.which("nats-server") is None:
         print("bench_fleet: nats-server is missing (scripts/setup.sh test installs it)", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     results = {"machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0], "shared": True}}
     with tempfile.TemporaryDirectory(prefix="nsgraph-bench-fleet-") as tmp:
         workload = build_workload(tmp)
@@ -338,7 +338,7 @@ def main() -> int:
     results["estimate_1000_nodes"] = estimate(results)
     results["machine"]["load_after"] = os.getloadavg()[0]
     print(json.dumps(results, indent=1) if args.json else summary(results))
-    return 0
+    return EXIT_OK
 
 
 def summary(r) -> str:

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from . import exitcodes
 from .exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 # Subcommand modules and the commands each registers, in `nsgraph --help` order.
@@ -36,7 +37,8 @@ examples:
   nsgraph doctor                  # check that this machine can trace
   nsgraph agent --creds DIR       # stream this host's graph to a fleet (NATS JetStream)
   nsgraph serve --fleet URL       # one dashboard for every node of the fleet
-"""
+
+""" + exitcodes.HELP + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:

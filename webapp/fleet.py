@@ -102,6 +102,9 @@ def create_fleet_app(config: WebConfig, service, machine_addresses=()) -> Flask:
     app.extensions["nsgraph"] = state
     auth.init_app(app, config, machine_addresses)
     app.register_blueprint(bp)
+    # The node pages load their modules from /static/js/ at the root, vocab.js included.
+    from . import vocab
+    app.register_blueprint(vocab.bp)
 
     for code in (400, 404, 405, 413):
         app.register_error_handler(code, lambda exc: auth.error(getattr(exc, "code", 500) or 500,
