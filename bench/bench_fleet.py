@@ -321,7 +321,11 @@ def main() -> int:
         return EXIT_FAILURE
     results = {"machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0], "shared": True}}
     with tempfile.TemporaryDirectory(prefix="nsgraph-bench-fleet-") as tmp:
-        workload = build_workload(tmp)
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            print("bench_fleet: a C compiler is needed (apt-get install gcc)", file=sys.stderr)
+            return EXIT_FAILURE
+        workload = build_workload(cc, tmp)
         phases = args.phases.split(",")
         if "latency" in phases:
             results["latency"] = phase_latency(tempfile.mkdtemp(dir=tmp), workload, args.seconds, args.rate)
