@@ -110,21 +110,16 @@ setup_venv() {
     /usr/bin/python3 -m venv --system-site-packages "$VENV"
   fi
   "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "bcc is not importable from $VENV; python3-bpfcc must belong to /usr/bin/python3 ($(/usr/bin/python3 --version))"
-  local stamp="$VENV/.nsgraph-installed" want have hash extra=""
+  local stamp="$VENV/.nsgraph-installed" want have hash
   hash="$(sha256sum < "$REPO/pyproject.toml" | cut -d' ' -f1)"
-  # The extras each mode needs: the tests use everything, the fleet modes the NATS client.
-  case "$1" in
-    test) extra="[test,fleet]" ;;
-    fleet-*) extra="[fleet]" ;;
-  esac
-  want="$hash-$extra"
+  want="$hash-$1"
   have="$(cat "$stamp" 2>/dev/null || true)"
-  # A test install (all extras) also serves every other mode, a fleet install run and install.
-  case "$have" in
-    "$hash-[test,fleet]") want="$have" ;;
-    "$hash-[fleet]") [ -n "$extra" ] || want="$have" ;;
-  esac
+  # A test install (with the test extras, the fleet's NATS client among them) also serves
+  # run, install and the fleet modes.
+  [ "$have" = "$hash-test" ] && want="$have"
   if [ "$have" != "$want" ]; then
+    local extra=""
+    case "$1" in test) extra="[test]" ;; fleet-*) extra="[fleet]" ;; esac
     log "installing nsgraph into $VENV (pip install -e .$extra)"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO$extra"
     echo "$want" > "$stamp"

@@ -27,6 +27,7 @@ from tracer.fleet.fleet import SEARCH_KINDS
 
 from . import auth
 from .config import WebConfig
+from .fleet_options import FleetSetupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 bp = Blueprint("fleet", __name__)
@@ -113,12 +114,9 @@ def create_fleet_app(config: WebConfig, service, machine_addresses=()) -> Flask:
     return app
 
 
-class FleetSetupError(Exception):
-    """serve --fleet cannot start (bad bundle, no nats-py): the message says how to fix it."""
-
-
-def make_fleet(args, config: WebConfig, machine_addresses=()):
-    """(FleetService, the fleet app) for `nsgraph serve --fleet`."""
+def prepare_fleet(args):
+    """Check serve --fleet's bundles before anything listens; returns make(config,
+    machine_addresses) -> (FleetService, the fleet app)."""
     from tracer.fleet.central import FleetService
     from tracer.fleet.natsconn import Credentials, CredentialsError, parse_servers, require_client
     try:
@@ -140,9 +138,12 @@ def make_fleet(args, config: WebConfig, machine_addresses=()):
             monitor = Credentials.load(monitor_dir)
         except CredentialsError as exc:
             raise FleetSetupError("the monitor bundle: %s" % exc) from None
-    service = FleetService(creds, servers, dashboard=args.fleet_name, offline_after=args.offline_after,
-                           monitor_creds=monitor)
-    return service, create_fleet_app(config, service, machine_addresses)
+
+    def make(config: WebConfig, machine_addresses=()):
+        service = FleetService(creds, servers, dashboard=args.fleet_name, offline_after=args.offline_after,
+                               monitor_creds=monitor)
+        return service, create_fleet_app(config, service, machine_addresses)
+    return make
 
 
 def _service():

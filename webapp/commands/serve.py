@@ -43,6 +43,8 @@ def add_parser(subparsers) -> None:
         "serve", help="run the live dashboard (tracer + graph + web UI)",
         description="Trace namespace events and serve the live dashboard.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..fleet_options import add_fleet_arguments
+    add_fleet_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000, help="TCP port (default 5000; 0 picks a free one)")
     p.add_argument("--allow-remote", action="store_true",
@@ -56,19 +58,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--db", metavar="PATH", help="SQLite event store for history (the time scrubber)")
     p.add_argument("--public-metrics", action="store_true",
                    help="serve /metrics without the token (it reveals host activity)")
-    fleet = p.add_argument_group("fleet mode (README: Fleet)")
-    fleet.add_argument("--fleet", metavar="URL[,URL...]", nargs="?", const="",
-                       help="show the fleet: consume every node's stream from these NATS servers "
-                            "(default: the bundle's list) instead of tracing this host")
-    fleet.add_argument("--fleet-creds", metavar="DIR", default="/etc/nsgraph/fleet/dashboard",
-                       help="the dashboard's credentials bundle (read-only; default %(default)s)")
-    fleet.add_argument("--fleet-name", metavar="NAME", default="dashboard",
-                       help="this dashboard's consumer names (two dashboards on one fleet need two names)")
-    fleet.add_argument("--fleet-monitor-creds", metavar="DIR",
-                       help="the monitor bundle, to count clients the NATS servers refuse (default: the "
-                            "'monitor' folder beside --fleet-creds, when there is one)")
-    fleet.add_argument("--offline-after", type=float, metavar="S",
-                       help="a node without a heartbeat for S seconds is offline (default 3 heartbeats, >= 6 s)")
     p.set_defaults(func=run)
 
 
@@ -169,9 +158,13 @@ def _run(args) -> int:
     if not (0 <= args.port <= 65535):
         raise UsageError("--port must be between 0 and 65535")
     check_address(args.host, args.allow_remote)
-    fleet_mode = getattr(args, "fleet", None) is not None
+    from ..fleet_options import FleetSetupError, prepare_fleet
+    try:
+        fleet = prepare_fleet(args)     # None in single-host mode
+    except FleetSetupError as exc:
+        raise UsageError(str(exc))
     from tracer.kernel.probes import missing_privileges
-    problem = None if fleet_mode else missing_privileges()
+    problem = None if fleet else missing_privileges()
     if problem:
         print("nsgraph serve: %s" % problem, file=sys.stderr)
         return EXIT_NO_PRIVILEGES
@@ -195,13 +188,8 @@ def _run(args) -> int:
                        allowed_hosts=tuple(args.allowed_host), db=args.db,
                        public_metrics=args.public_metrics)
 
-    if fleet_mode:
-        from ..fleet import FleetSetupError, make_fleet
-        try:
-            service, app = make_fleet(args, config, _machine_addresses())
-        except FleetSetupError as exc:
-            server.server_close()
-            raise UsageError(str(exc))
+    if fleet:
+        service, app = fleet(config, _machine_addresses())
     else:
         # Nothing starts at construction: the page answers "starting" until start() is done.
         service = NsgraphService(ServiceConfig(db=args.db))
@@ -224,7 +212,7 @@ def _run(args) -> int:
         # start() explains a failure in service.status (the page shows it) and returns False.
         if service.start(progress):
             progress("running: %s started in %.1f s"
-                     % ("the fleet consumer" if fleet_mode else "tracing", time.monotonic() - started))
+                     % ("the fleet consumer" if fleet else "tracing", time.monotonic() - started))
         else:
             progress("tracing failed to start: %s (the dashboard stays up and shows this "
                      "error; fix it and restart nsgraph serve)" % service.status.error)
