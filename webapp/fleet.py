@@ -27,7 +27,6 @@ from tracer.fleet.fleet import SEARCH_KINDS
 
 from . import auth
 from .config import WebConfig
-from .fleet_options import FleetSetupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 bp = Blueprint("fleet", __name__)
@@ -112,38 +111,6 @@ def create_fleet_app(config: WebConfig, service, machine_addresses=()) -> Flask:
                                                                 getattr(exc, "description", None) or str(exc)))
     app.wsgi_app = NodeDispatcher(app.wsgi_app, state)
     return app
-
-
-def prepare_fleet(args):
-    """Check serve --fleet's bundles before anything listens; returns make(config,
-    machine_addresses) -> (FleetService, the fleet app)."""
-    from tracer.fleet.central import FleetService
-    from tracer.fleet.natsconn import Credentials, CredentialsError, parse_servers, require_client
-    try:
-        require_client()
-        creds = Credentials.load(args.fleet_creds)
-        if creds.role not in ("dashboard", "admin"):
-            raise CredentialsError("%s is an %s bundle; the dashboard reads with the dashboard bundle "
-                                   "(/etc/nsgraph/fleet/dashboard)" % (args.fleet_creds, creds.role))
-        servers = parse_servers(args.fleet, creds.servers)
-    except CredentialsError as exc:
-        raise FleetSetupError(str(exc)) from None
-    if not NODE_RE.match(args.fleet_name or ""):
-        raise FleetSetupError("--fleet-name must be letters, digits, '-' or '_'")
-    monitor = None
-    sibling = os.path.join(os.path.dirname(os.path.abspath(args.fleet_creds)), "monitor")
-    monitor_dir = getattr(args, "fleet_monitor_creds", None) or (sibling if os.path.isdir(sibling) else None)
-    if monitor_dir:
-        try:
-            monitor = Credentials.load(monitor_dir)
-        except CredentialsError as exc:
-            raise FleetSetupError("the monitor bundle: %s" % exc) from None
-
-    def make(config: WebConfig, machine_addresses=()):
-        service = FleetService(creds, servers, dashboard=args.fleet_name, offline_after=args.offline_after,
-                               monitor_creds=monitor)
-        return service, create_fleet_app(config, service, machine_addresses)
-    return make
 
 
 def _service():

@@ -5,6 +5,8 @@ tracer/fleet/, nats-py) is imported only when --fleet is given."""
 
 from __future__ import annotations
 
+import os
+
 
 def add_fleet_arguments(parser) -> None:
     fleet = parser.add_argument_group("fleet mode (README: Fleet)")
@@ -27,9 +29,36 @@ class FleetSetupError(Exception):
 
 
 def prepare_fleet(args):
-    """None without --fleet; else make(config, machine_addresses) -> (service, app),
-    checked before the dashboard listens (FleetSetupError for a bad bundle or no nats-py)."""
+    """None without --fleet; else make(config, machine_addresses) -> (FleetService, the
+    fleet app), the bundles checked before the dashboard listens (FleetSetupError)."""
     if getattr(args, "fleet", None) is None:
         return None
-    from .fleet import prepare_fleet as prepare
-    return prepare(args)
+    from tracer.fleet.central import FleetService
+    from tracer.fleet.natsconn import Credentials, CredentialsError, parse_servers, require_client
+    from tracer.fleet.subjects import NODE_RE
+    try:
+        require_client()
+        creds = Credentials.load(args.fleet_creds)
+        if creds.role not in ("dashboard", "admin"):
+            raise CredentialsError("%s is an %s bundle; the dashboard reads with the dashboard bundle "
+                                   "(/etc/nsgraph/fleet/dashboard)" % (args.fleet_creds, creds.role))
+        servers = parse_servers(args.fleet, creds.servers)
+    except CredentialsError as exc:
+        raise FleetSetupError(str(exc)) from None
+    if not NODE_RE.match(args.fleet_name or ""):
+        raise FleetSetupError("--fleet-name must be letters, digits, '-' or '_'")
+    monitor = None
+    sibling = os.path.join(os.path.dirname(os.path.abspath(args.fleet_creds)), "monitor")
+    monitor_dir = getattr(args, "fleet_monitor_creds", None) or (sibling if os.path.isdir(sibling) else None)
+    if monitor_dir:
+        try:
+            monitor = Credentials.load(monitor_dir)
+        except CredentialsError as exc:
+            raise FleetSetupError("the monitor bundle: %s" % exc) from None
+
+    def make(config, machine_addresses=()):
+        from .fleet import create_fleet_app
+        service = FleetService(creds, servers, dashboard=args.fleet_name, offline_after=args.offline_after,
+                               monitor_creds=monitor)
+        return service, create_fleet_app(config, service, machine_addresses)
+    return make
