@@ -71,6 +71,7 @@ class StreamWatch(threading.Thread):
         self.latency = {}
         self.resyncs = 0
         self.stop = False
+        self.error = None           # why the stream ended early (a stall past 60 s on a loaded machine)
 
     def _note(self, ns, now):
         creator = ns.get("creator") or {}
@@ -78,6 +79,12 @@ class StreamWatch(threading.Thread):
             self.latency[creator["pid"]] = now - ns["created"]
 
     def run(self):
+        try:
+            self._follow()
+        except (OSError, ValueError) as exc:
+            self.error = "%s: %s" % (type(exc).__name__, exc)
+
+    def _follow(self):
         req = urllib.request.Request("http://127.0.0.1:%d/node/%s/stream" % (self.dashboard.port, self.node),
                                      headers={"Authorization": "Bearer " + self.dashboard.token})
         with urllib.request.urlopen(req, timeout=60) as resp:
@@ -153,7 +160,7 @@ def phase_latency(base, workload, seconds, rate):
             lat = [v * 1000 for v in w.latency.values()] or [float("nan")]
             out["nodes"][w.node] = {
                 "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1), "max_ms": round(max(lat), 1),
-                "markers_seen": len(w.latency), "resyncs": w.resyncs, "losses": row["health"]["losses"],
+                "markers_seen": len(w.latency), "resyncs": w.resyncs, "stream_error": w.error, "losses": row["health"]["losses"],
                 "replica": {k: row["replica"][k] for k in ("records", "latency_p50_s", "latency_p99_s", "resets")},
                 "calls_counted": graph["counters"].get("failed_calls", 0) - before[w.node],
                 "agent_published": dashboard.get("/api/fleet/nodes/%s" % w.node)["heartbeat"]["outbox"]}
