@@ -112,7 +112,7 @@ setup_venv() {
   "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "bcc is not importable from $VENV; python3-bpfcc must belong to /usr/bin/python3 ($(/usr/bin/python3 --version))"
   local stamp="$VENV/.nsgraph-installed" want have hash
   hash="$(sha256sum < "$REPO/pyproject.toml" | cut -d' ' -f1)"
-  want="$hash-$1"
+  want="$hash-${1%%-*}"     # the fleet-* modes share one install
   have="$(cat "$stamp" 2>/dev/null || true)"
   # A test install (with the test extras, the fleet's NATS client among them) also serves
   # run, install and the fleet modes.

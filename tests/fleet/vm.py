@@ -50,6 +50,7 @@ class FleetVM:
         self.net = ",".join(["user", "restrict=on", "model=virtio-net-pci"] + forwards)
         self.proc = None
         self.sock = None
+        self.reader = self.writer = None
         self.kernel = None
         self.summary = None
 
@@ -109,7 +110,12 @@ class FleetVM:
                 self.call("quit")
             except (AssertionError, OSError, ValueError):
                 pass
-            self.sock.close()
+            # the file objects hold the socket open too (the guest's relay waits for its close)
+            for f in (f for f in (self.reader, self.writer, self.sock) if f is not None):
+                try:
+                    f.close()
+                except (OSError, ValueError):
+                    pass
         if self.proc is not None:
             try:
                 self.proc.wait(180)
