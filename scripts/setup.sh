@@ -6,6 +6,8 @@
 #   scripts/setup.sh run      set up, then run the dashboard (nsgraph serve)
 #   scripts/setup.sh test     set up, start dockerd, build the demo image, run the tests
 #   scripts/setup.sh install  set up only (what the Vagrant provisioner uses)
+#   scripts/setup.sh fleet-server|fleet-agent|fleet-dashboard ...   the fleet (README: Fleet;
+#                             the functions are in scripts/fleet-setup.sh)
 #
 # Environment: NSGRAPH_VENV (default: <repo>/.venv), NSGRAPH_SERVE_ARGS (extra
 # arguments for 'nsgraph serve'), PYTEST_ARGS (extra arguments for pytest).
@@ -20,9 +22,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 case "$MODE" in
-  run|test|install) ;;
-  -h|--help|help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) die "unknown mode '$MODE' (use: run, test or install)" ;;
+  run|test|install|fleet-server|fleet-agent|fleet-dashboard) ;;
+  -h|--help|help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) die "unknown mode '$MODE' (use: run, test, install, fleet-server, fleet-agent or fleet-dashboard)" ;;
 esac
 
 [ "$(id -u)" -eq 0 ] || die "run me as root (sudo $0 $MODE): installing packages and loading eBPF probes need it"
@@ -110,13 +112,14 @@ setup_venv() {
   "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "bcc is not importable from $VENV; python3-bpfcc must belong to /usr/bin/python3 ($(/usr/bin/python3 --version))"
   local stamp="$VENV/.nsgraph-installed" want have hash
   hash="$(sha256sum < "$REPO/pyproject.toml" | cut -d' ' -f1)"
-  want="$hash-$1"
+  want="$hash-${1%%-*}"     # the fleet-* modes share one install
   have="$(cat "$stamp" 2>/dev/null || true)"
-  # A test install (with the test extras) also serves run and install.
+  # A test install (with the test extras, the fleet's NATS client among them) also serves
+  # run, install and the fleet modes.
   [ "$have" = "$hash-test" ] && want="$have"
   if [ "$have" != "$want" ]; then
     local extra=""
-    [ "$1" = test ] && extra="[test]"
+    case "$1" in test) extra="[test]" ;; fleet-*) extra="[fleet]" ;; esac
     log "installing nsgraph into $VENV (pip install -e .$extra)"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO$extra"
     echo "$want" > "$stamp"
@@ -144,7 +147,8 @@ start_dockerd() {
 }
 
 BASE_PACKAGES=(python3-bpfcc python3-venv python3-pip util-linux iproute2 procps docker.io busybox-static ca-certificates)
-TEST_PACKAGES=(chromium shellcheck debootstrap qemu-system-x86 qemu-utils e2fsprogs fonts-dejavu-core gcc libc6-dev systemd ruby)
+TEST_PACKAGES=(chromium shellcheck debootstrap qemu-system-x86 qemu-utils e2fsprogs fonts-dejavu-core gcc libc6-dev systemd ruby
+               nats-server openssl)
 
 log "nsgraph set-up ($MODE) in $REPO"
 apt_install "${BASE_PACKAGES[@]}"
@@ -176,5 +180,10 @@ case "$MODE" in
     cd "$REPO"
     # shellcheck disable=SC2086
     exec "$VENV/bin/python" -m pytest ${PYTEST_ARGS:-} "$@"
+    ;;
+  fleet-server|fleet-agent|fleet-dashboard)
+    # shellcheck source=scripts/fleet-setup.sh
+    . "$REPO/scripts/fleet-setup.sh"
+    "fleet_${MODE#fleet-}" "$@"
     ;;
 esac

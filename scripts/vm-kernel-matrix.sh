@@ -17,6 +17,11 @@
 #                      (default: a new /tmp/nsgraph-vm-results.* folder)
 #   --project DIR      the tree copied into the VM (default: this checkout)
 #   --rebuild          rebuild the cached image even if it is up to date
+#   --guest-mode MODE  kernel-tests (default): pytest's kernel lane; fleet: the fleet tests' guest
+#                      side (tests/fleet/vm_guest.py: an nsgraph agent driven by the host test)
+#   --net SPEC         a qemu -nic SPEC (default none), e.g. user,restrict=on,guestfwd=... so the
+#                      guest reaches only the host's loopback services the test forwards
+#   --guest-files DIR  copied into the guest's /opt/nsgraph/.nsgraph-vm/ (credentials, config)
 # Environment: NSGRAPH_VM_CACHE (/var/cache/nsgraph/vm), NSGRAPH_VM_TIMEOUT (900 s, for
 # the whole boot-test-power-off leg; qemu is killed after it), NSGRAPH_VM_MEMORY (1536 MB),
 # NSGRAPH_VM_CPUS (2), NSGRAPH_VM_ACCEL (tcg; stock kernels do not boot under this
@@ -34,6 +39,9 @@ PROJECT="$REPO"
 RESULTS_DIR=""
 REBUILD=0
 PYTEST_EXTRA=()
+GUEST_MODE=kernel-tests
+NET=none
+GUEST_FILES=""
 
 log() { printf '[vm-matrix %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { printf '[vm-matrix] error: %s\n' "$*" >&2; exit "${2:-1}"; }
@@ -43,12 +51,16 @@ while [ $# -gt 0 ]; do
     --results-dir) RESULTS_DIR="${2:?--results-dir needs a folder}"; shift 2 ;;
     --project) PROJECT="$(cd "${2:?--project needs a folder}" && pwd)"; shift 2 ;;
     --rebuild) REBUILD=1; shift ;;
+    --guest-mode) GUEST_MODE="${2:?--guest-mode needs kernel-tests or fleet}"; shift 2 ;;
+    --net) NET="${2:?--net needs a qemu -nic specification}"; shift 2 ;;
+    --guest-files) GUEST_FILES="$(cd "${2:?--guest-files needs a folder}" && pwd)"; shift 2 ;;
     -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; PYTEST_EXTRA=("$@"); break ;;
     *) die "unknown argument '$1' (see --help)" 2 ;;
   esac
 done
 case "$TIMEOUT" in ''|*[!0-9]*) die "NSGRAPH_VM_TIMEOUT must be a number of seconds, not '$TIMEOUT'" 2 ;; esac
+case "$GUEST_MODE" in kernel-tests|fleet) ;; *) die "--guest-mode must be kernel-tests or fleet, not '$GUEST_MODE'" 2 ;; esac
 
 [ "$(id -u)" -eq 0 ] || die "run me as root: building the image needs debootstrap and chroot"
 for tool in qemu-system-x86_64 tar flock timeout sha256sum; do
@@ -62,9 +74,15 @@ KEY="$(cat "$VMDIR/build-image.sh" "$VMDIR/packages.txt" | sha256sum | cut -c1-1
 IMAGE="$CACHE/img-$KEY"
 
 # One lock for the whole cache: builds hold it exclusively, runs share it, so no run
-# boots an image that is being built or pruned.
+# boots an image that is being built or pruned.  A run whose image is there takes the
+# shared lock at once (runs of other checkouts may be booting meanwhile); only a build
+# waits for them to finish.
 exec 9>"$CACHE/.lock"
-flock -x 9
+flock -s 9
+if [ "$REBUILD" -eq 1 ] || [ ! -f "$IMAGE/root.img" ]; then
+  flock -u 9
+  flock -x 9
+fi
 if [ "$REBUILD" -eq 1 ] || [ ! -f "$IMAGE/root.img" ]; then
   log "building the VM image $IMAGE (cold cache; later runs reuse it)"
   rm -rf "$IMAGE" "$IMAGE.partial"
@@ -102,7 +120,9 @@ mkdir -p "$RUN/extra/.nsgraph-vm"
 {
   printf 'PYTEST_TIMEOUT=%q\n' "$((TIMEOUT > 120 ? TIMEOUT - 60 : TIMEOUT))"
   printf 'PYTEST_EXTRA=%q\n' "${PYTEST_EXTRA[*]:-}"
+  printf 'GUEST_MODE=%q\n' "$GUEST_MODE"
 } > "$RUN/extra/.nsgraph-vm/run.env"
+[ -z "$GUEST_FILES" ] || cp -a "$GUEST_FILES/." "$RUN/extra/.nsgraph-vm/"
 tar -cf "$RUN/project.tar" --exclude=.git --exclude=.venv --exclude=__pycache__ \
   --exclude='*.egg-info' --exclude=.pytest_cache --exclude=.hypothesis --exclude=node_modules \
   --exclude=.nsgraph-vm -C "$PROJECT" .
@@ -117,7 +137,7 @@ TVM=$SECONDS
 # the order of the -device options: root first, so root=/dev/vda holds.
 TMPDIR="$RUN" timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
   -accel "$ACCEL" -m "$MEMORY" -smp "$CPUS" -cpu max \
-  -display none -serial stdio -monitor none -no-reboot -nic none \
+  -display none -serial stdio -monitor none -no-reboot -nic "$NET" \
   -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" \
   -drive "file=$IMAGE/root.img,format=raw,if=none,id=root,snapshot=on" \
   -device virtio-blk-pci,drive=root,serial=nsgroot \
@@ -151,11 +171,11 @@ fi
 
 # Count from the junit report, not from pytest's exit status alone: a run that
 # selected nothing must fail too.
-/usr/bin/env python3 - "$RESULTS_DIR" "$STATUS" "$REASON" "$VM_SECONDS" "$KREL_IMAGE" "$(uname -r)" <<'EOF'
+/usr/bin/env python3 - "$RESULTS_DIR" "$STATUS" "$REASON" "$VM_SECONDS" "$KREL_IMAGE" "$(uname -r)" "$GUEST_MODE" <<'EOF'
 import json, os, sys
 import xml.etree.ElementTree as ET
 
-out, status, reason, vm_seconds, krel_image, host_krel = sys.argv[1:7]
+out, status, reason, vm_seconds, krel_image, host_krel, mode = sys.argv[1:8]
 def read(name):
     try:
         with open(os.path.join(out, name)) as f:
@@ -173,7 +193,11 @@ except (OSError, ET.ParseError) as exc:
     junit_error = exc
 passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
 rc = read("rc")
-if status == "ok":
+if status == "ok" and mode == "fleet":
+    # The fleet guest has no junit report: the host's fleet tests count the checks.
+    if rc != "0":
+        status, reason = "failed", "the fleet guest exited with status %s (see pytest.txt)" % rc
+elif status == "ok":
     # pytest's exit status 5 means it collected nothing.
     if rc == "5" or (rc == "0" and junit_error is None and passed <= 0):
         status, reason = "failed", "the VM ran no test (none selected, or all skipped)"

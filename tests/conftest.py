@@ -10,6 +10,8 @@ what a machine can run:
   tests/browser  Chromium and Playwright: browser
   tests/infra    the Vagrantfile, provisioning, the VM kernel matrix (their own vm /
                  provision markers, set in the files), and the unit lane run as nobody
+  tests/fleet    a NATS JetStream cluster, agents on this host and in the 6.1 VM, the
+                 fleet dashboard: fleet (and root, through the root fixture)
 `root` means "needs root", and is derived, not declared: a test gets it when it
 uses the `root` fixture (directly or through live_events, docker_client...), the
 one place that checks for root, or boots a VM (`vm`: debootstrap and chroot).
@@ -41,6 +43,7 @@ LANE_MARKERS = {
     "docker": ("docker",),
     "browser": ("browser",),
     "infra": (),
+    "fleet": ("fleet",),
 }
 # Fixtures that need root, Docker or a browser: a unit test using one is in the wrong lane.
 HEAVY_FIXTURES = ("root", "live_events", "docker_client", "chromium_path")

@@ -23,6 +23,8 @@ SUBCOMMANDS = (
     ("tracer.commands.doctor", ("doctor",)),
     ("webapp.commands.demo_image", ("demo-image",)),
     ("webapp.commands.serve", ("serve",)),
+    ("tracer.commands.agent", ("agent",)),
+    ("tracer.commands.fleet", ("fleet",)),
 )
 
 DESCRIPTION = """\
@@ -36,6 +38,8 @@ examples:
                                   # what the host and a container see, side by side
   nsgraph serve                   # the live dashboard on http://127.0.0.1:5000
   nsgraph doctor                  # check that this machine can trace
+  nsgraph agent --creds DIR       # stream this host's graph to a fleet (NATS JetStream)
+  nsgraph serve --fleet URL       # one dashboard for every node of the fleet
 
 """ + exitcodes.HELP + "\n"
 

@@ -47,6 +47,9 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
+MetricsWriter = _Writer     # the public name (webapp/fleetmetrics.py writes the fleet's series with it)
+
+
 def _number(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"

@@ -52,21 +52,27 @@ PYTEST_EXTRA=""
 [ -f "$PROJECT/.nsgraph-vm/run.env" ] && . "$PROJECT/.nsgraph-vm/run.env"
 
 cd "$PROJECT" || { say "ERROR: no project copy"; power_off; }
-# The kernel lane (tests/kernel, marked `kernel` by tests/conftest.py), minus the
-# files marked host_only as a whole: they import what the VM deliberately lacks
-# (Flask) or measure the emulator; single host_only tests are deselected by -m.
-FILES="$(grep -L -E '^pytestmark *=.*host_only' tests/kernel/test_*.py 2>/dev/null | tr '\n' ' ')"
-say "test files: ${FILES:-none}"
-
 start="$(cut -d' ' -f1 /proc/uptime)"
-if [ -n "$FILES" ]; then
-  # shellcheck disable=SC2086
-  { timeout -k 10 "$PYTEST_TIMEOUT" python3 -m pytest -m "kernel and not host_only" -p no:cacheprovider \
-      --junitxml="$RESULTS/junit.xml" -v -rfEs --durations=10 $PYTEST_EXTRA $FILES; echo $? > "$RESULTS/rc"; } 2>&1 \
-    | tee "$RESULTS/pytest.txt"
+if [ "${GUEST_MODE:-kernel-tests}" = fleet ]; then
+  # The fleet tests' guest side: an nsgraph agent driven by the host test (tests/fleet/vm.py).
+  say "fleet mode: tests/fleet/vm_guest.py"
+  { timeout -k 10 "$PYTEST_TIMEOUT" python3 tests/fleet/vm_guest.py; echo $? > "$RESULTS/rc"; } 2>&1 | tee "$RESULTS/pytest.txt"
 else
-  echo 5 > "$RESULTS/rc"
-  echo "no test file in tests/kernel/ to run" | tee "$RESULTS/pytest.txt"
+  # The kernel lane (tests/kernel, marked `kernel` by tests/conftest.py), minus the
+  # files marked host_only as a whole: they import what the VM deliberately lacks
+  # (Flask) or measure the emulator; single host_only tests are deselected by -m.
+  FILES="$(grep -L -E '^pytestmark *=.*host_only' tests/kernel/test_*.py 2>/dev/null | tr '\n' ' ')"
+  say "test files: ${FILES:-none}"
+
+  if [ -n "$FILES" ]; then
+    # shellcheck disable=SC2086
+    { timeout -k 10 "$PYTEST_TIMEOUT" python3 -m pytest -m "kernel and not host_only" -p no:cacheprovider \
+        --junitxml="$RESULTS/junit.xml" -v -rfEs --durations=10 $PYTEST_EXTRA $FILES; echo $? > "$RESULTS/rc"; } 2>&1 \
+      | tee "$RESULTS/pytest.txt"
+  else
+    echo 5 > "$RESULTS/rc"
+    echo "no test file in tests/kernel/ to run" | tee "$RESULTS/pytest.txt"
+  fi
 fi
 end="$(cut -d' ' -f1 /proc/uptime)"
 echo "$start $end" | awk '{printf "%.1f\n", $2 - $1}' > "$RESULTS/pytest-seconds"

@@ -156,6 +156,8 @@ LAYERS = (
     ("tracer.graph",),
     ("tracer.history",),
     ("tracer.health", "tracer.service"),
+    # the fleet: the agent runs the service; the dashboard's replicas are graphs
+    ("tracer.fleet",),
     ("tracer.commands", "tracer.cli"),
     # the web layer: the core never imports it (tracer.cli registers `serve` and
     # `demo-image` by module name, so that the core runs without Flask)

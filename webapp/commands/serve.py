@@ -38,6 +38,8 @@ examples:
   sudo nsgraph serve --port 8080 --read-only
   sudo nsgraph serve --token-file /var/lib/nsgraph/token --db /var/lib/nsgraph/events.db
   sudo nsgraph serve --host 0.0.0.0 --allow-remote --token-file /var/lib/nsgraph/token
+  nsgraph serve --fleet tls://nats.example:4222 --fleet-creds /etc/nsgraph/fleet/dashboard
+      (fleet mode: every node's graph from NATS JetStream; no tracing here, no root needed)
 """
 
 
@@ -46,6 +48,8 @@ def add_parser(subparsers) -> None:
         "serve", help="run the live dashboard (tracer + graph + web UI)",
         description="Trace namespace events and serve the live dashboard.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..fleet_options import add_fleet_arguments
+    add_fleet_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000, help="TCP port (default 5000; 0 picks a free one)")
     p.add_argument("--allow-remote", action="store_true",
@@ -200,8 +204,13 @@ def _run(args) -> int:
     if problem:
         raise UsageError(problem)
     check_address(args.host, args.allow_remote)
+    from ..fleet_options import FleetSetupError, prepare_fleet
+    try:
+        fleet = prepare_fleet(args)     # None in single-host mode
+    except FleetSetupError as exc:
+        raise UsageError(str(exc))
     from tracer.kernel.probes import missing_privileges
-    problem = missing_privileges()
+    problem = None if fleet else missing_privileges()
     if problem:
         print("nsgraph serve: %s" % problem, file=sys.stderr)
         return EXIT_NO_PRIVILEGES
@@ -233,10 +242,13 @@ def _run(args) -> int:
                        allowed_hosts=tuple(args.allowed_host), db=args.db,
                        public_metrics=args.public_metrics, sse_max_streams=limits.max_streams)
 
-    # Nothing starts at construction: the page answers "starting" until start() is done.
-    service = NsgraphService(ServiceConfig(db=args.db, retention_s=args.history_days * 86400,
-                                           history_max_bytes=int(args.history_max_mb * 2**20)))
-    app = create_app(config, service=service, machine_addresses=_machine_addresses())
+    if fleet:
+        service, app = fleet(config, _machine_addresses())
+    else:
+        # Nothing starts at construction: the page answers "starting" until start() is done.
+        service = NsgraphService(ServiceConfig(db=args.db, retention_s=args.history_days * 86400,
+                                               history_max_bytes=int(args.history_max_mb * 2**20)))
+        app = create_app(config, service=service, machine_addresses=_machine_addresses())
     state = app.extensions["nsgraph"]
     state.set_server_stats(server.stats)
     if not args.no_access_log:
@@ -258,7 +270,8 @@ def _run(args) -> int:
     try:
         # start() explains a failure in service.status (the page shows it) and returns False.
         if service.start(progress):
-            progress("running: tracing started in %.1f s" % (time.monotonic() - started))
+            progress("running: %s started in %.1f s"
+                     % ("the fleet consumer" if fleet else "tracing", time.monotonic() - started))
         else:
             progress("tracing failed to start: %s (the dashboard stays up and shows this "
                      "error; fix it and restart nsgraph serve)" % service.status.error)

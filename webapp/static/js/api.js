@@ -1,6 +1,14 @@
 // Same-origin JSON calls.  The auth cookie goes along by itself; an expired or
 // missing cookie becomes an ApiError the page explains instead of a blank view.
 
+// Where this page's app is mounted: "" for `nsgraph serve`, "/node/NAME" for one node
+// of a fleet dashboard (templates/index.html puts it in <html data-base>).
+export const BASE = document.documentElement.dataset.base || "";
+
+export function apiPath(path) {
+  return path.startsWith("/") ? BASE + path : path;
+}
+
 export class ApiError extends Error {
   constructor(status, message, body) {
     super(message);
@@ -33,7 +41,7 @@ function explain(status, body, path) {
 export async function getJSON(path, { allow = [] } = {}) {
   let resp;
   try {
-    resp = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    resp = await fetch(apiPath(path), { credentials: "same-origin", headers: { Accept: "application/json" } });
   } catch (err) {
     throw new ApiError(0, "cannot reach the nsgraph server (" + err.message + "); is `nsgraph serve` still running?");
   }
@@ -45,7 +53,7 @@ export async function getJSON(path, { allow = [] } = {}) {
 export async function postJSON(path, payload) {
   let resp;
   try {
-    resp = await fetch(path, {
+    resp = await fetch(apiPath(path), {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", Accept: "application/json" },

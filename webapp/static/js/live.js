@@ -8,7 +8,7 @@
 // graph when the server answers 409).  The browser itself sends Last-Event-ID
 // when it reconnects.
 
-import { getJSON } from "./api.js";
+import { apiPath, getJSON } from "./api.js";
 
 export class LiveStream {
   constructor({ model, onApplied, onEvent, onStatus, onDemo, onConnection, onResync, onDiffArrived }) {
@@ -34,7 +34,7 @@ export class LiveStream {
   }
 
   connect() {
-    const source = new EventSource("/stream", { withCredentials: true });
+    const source = new EventSource(apiPath("/stream"), { withCredentials: true });
     this.source = source;
     source.addEventListener("open", () => {
       this.onConnection("live");
