@@ -69,15 +69,9 @@ def run_record(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    # The recorder attaches before the probes start: hook it in when the graph exists.
-    original = service._progress
-
-    def progress(text):
-        if service.graph is not None and recorder._graph is None:
-            recorder.attach(service.graph)
-        original(text)
-    service._progress = progress
-    ok = service.start(lambda t: print("nsgraph record: %s" % t, file=sys.stderr, flush=True))
+    # The recorder attaches once the graph holds the snapshot, before the probes start.
+    ok = service.start(lambda t: print("nsgraph record: %s" % t, file=sys.stderr, flush=True),
+                       on_graph=recorder.attach)
     if not ok:
         recorder.close()
         print("nsgraph record: %s" % service.status.error, file=sys.stderr)

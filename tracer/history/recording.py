@@ -17,6 +17,8 @@ import threading
 import time
 
 from ..events.event import Event
+from ..graph.model import NamespaceGraph
+from .replay import replay_records
 
 
 # -- journal records <-> JSON (shared with the SQLite history) ---------------------
@@ -93,7 +95,6 @@ class ReplayError(Exception):
 
 def replay_file(path: str, until: float = None):
     """The graph a recording rebuilds (at its end, or at time `until`)."""
-    from ..graph.model import NamespaceGraph, replay_records
     graph = None
     skipped = 0
 

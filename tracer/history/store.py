@@ -30,9 +30,11 @@ import threading
 import time
 from typing import Optional
 
-from ..graph.model import NamespaceGraph, replay_records
+from ..graph.model import NamespaceGraph
+from ..graph.schema import GraphJSON
 from .diff import diff_graphs
 from .recording import decode_input, encode_input
+from .replay import replay_records
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +191,11 @@ class HistoryStore:
         g = self._graph
         if g is None:
             return
-        with g.lock:
-            if g.version == self._last_change_version:
-                return
-            rows = [(v, op, entity, str(ident)) for v, op, entity, ident in g._changes
-                    if v > self._last_change_version]
-            self._last_change_version = g.version
+        records = g.changes_since(self._last_change_version)
+        if not records:
+            return
+        self._last_change_version = records[-1][0]
+        rows = [(v, op, entity, str(ident)) for v, op, entity, ident in records]
         now = time.time()
         self._db.executemany("INSERT INTO changes VALUES (?, ?, ?, ?, ?)",
                              [(v, now, op, entity, ident) for v, op, entity, ident in rows])
@@ -274,6 +275,11 @@ class HistoryStore:
         graph = NamespaceGraph.from_state(json.loads(state))
         replay_records(graph, ((kind, decode_input(kind, json.loads(data))) for kind, data in records))
         return graph
+
+    def graph_json_at(self, at: float) -> Optional[GraphJSON]:
+        """The Graph JSON as it was at time `at`, or None before the history (webapp/contract.py)."""
+        graph = self.graph_at(at)
+        return graph.to_json() if graph is not None else None
 
     def diff(self, t1: float, t2: float) -> Optional[dict]:
         """What changed between two times, in the diff format of graph.diff_since."""
