@@ -229,3 +229,19 @@ def test_apply_batch_is_apply_event_by_event_with_one_notification():
     assert one.check_invariants() == [] and batched.check_invariants() == []
     batched.apply_batch([])
     assert len(heard) == 2                        # nothing changed: nobody is told
+
+
+def test_a_namespaces_container_does_not_depend_on_set_order():
+    # Two processes of different containers join net 300, the later-loaded one first: the
+    # live member set and the one a checkpoint rebuilds (in process order) iterate differently.
+    g = NamespaceGraph(dev=DEV)
+    g.load_snapshot(host_snapshot(pids=(1,)))
+    for pid, cid in ((16, "a" * 64), (8, "b" * 64)):
+        g.apply_ops([{"op": "proc", "pid": pid, "ppid": 1, "uid": 0, "comm": "sh", "cmdline": ["sh"],
+                      "cgroup": "0::/", "ns": HOST, "ts": 1.0,
+                      "container": {"id": cid, "name": cid[:1], "image": None, "runtime": "docker", "pid": pid,
+                                    "labels": {}, "state": None, "pod_uid": None, "source": "test"}}])
+    g.apply(ev("unshare", 8, ns=with_(HOST, net=300), before=HOST, raw_flags=nstypes.CLONE_NEWNET))
+    g.apply(ev("setns", 16, ns=with_(HOST, net=300), before=HOST, raw_flags=nstypes.CLONE_NEWNET))
+    copy = NamespaceGraph.from_state(g.export_state())
+    assert g.namespace("net:300")["container"] == copy.namespace("net:300")["container"] == "b"

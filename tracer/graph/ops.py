@@ -31,6 +31,7 @@ from .invariants import recount
 
 _NS_TYPES = frozenset(MEMBER_TYPES)
 _NUMBER = (int, float)
+_PROC_FIELDS = (("ppid", int), ("uid", int), ("comm", str), ("cgroup", str), ("start_ticks", int))
 _NS_ATTRS = (("ns_id", int), ("owner_inode", int), ("parent_inode", int), ("owner_uid", int),
              ("uid_map", str), ("gid_map", str))
 
@@ -39,16 +40,28 @@ def _field(op: dict, key: str, types, optional: bool = False):
     value = op.get(key)
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, types):
+    if value.__class__ is bool or not isinstance(value, types):
         raise BadEvent("op %r: %s=%r" % (op.get("op"), key, value))
     return value
 
 
-def _list_of(op: dict, key: str, item_type) -> tuple:
+def _check_optional(op: dict, spec: tuple) -> None:
+    """Each (key, types) of spec is absent, None, or of those types (one call: a snapshot
+    load checks 10 000 ops)."""
+    for key, types in spec:
+        value = op.get(key)
+        if value is not None and (value.__class__ is bool or not isinstance(value, types)):
+            raise BadEvent("op %r: %s=%r" % (op.get("op"), key, value))
+
+
+def _list_of(op: dict, key: str, item_type) -> list:
     value = op.get(key) or ()
-    if not isinstance(value, (list, tuple)) or any(not isinstance(v, item_type) for v in value):
+    if value.__class__ is not list and value.__class__ is not tuple:
         raise BadEvent("op %r: %s=%r" % (op.get("op"), key, value))
-    return tuple(value)
+    for item in value:
+        if not isinstance(item, item_type):
+            raise BadEvent("op %r: %s=%r" % (op.get("op"), key, value))
+    return value
 
 
 def _container(op: dict):
@@ -75,9 +88,9 @@ def op_ns(g, op, ts) -> None:
     ns_type, inode = _field(op, "type", str), _field(op, "inode", int)
     if ns_type not in _NS_TYPES:
         raise BadEvent("op 'ns': type %r" % ns_type)
-    attrs = [(attr, _field(op, attr, kind, optional=True)) for attr, kind in _NS_ATTRS if attr in op]
-    pinned = _list_of(op, "pinned", str) if "pinned" in op else None
-    holders = _list_of(op, "holders", int) if "holders" in op else None
+    _check_optional(op, _NS_ATTRS)
+    pinned = tuple(_list_of(op, "pinned", str)) if "pinned" in op else None
+    holders = tuple(_list_of(op, "holders", int)) if "holders" in op else None
     created = _field(op, "created", _NUMBER, optional=True)
     nid = op.get("ns_id")
     table = g.namespaces
@@ -90,7 +103,8 @@ def op_ns(g, op, ts) -> None:
             ns.repaired = True
             g.counters["repaired"] += 1
     changed = False
-    for attr, value in attrs:
+    for attr, _ in _NS_ATTRS:
+        value = op.get(attr)
         if value is not None and getattr(ns, attr) != value:
             setattr(ns, attr, value)
             changed = True
@@ -119,8 +133,7 @@ def op_proc(g, op, ts) -> None:
     ids = op.get("ns_id") or {}
     check_maps(ns_map, ids)
     cmdline = _list_of(op, "cmdline", str) if op.get("cmdline") is not None else None
-    for key, kind in (("ppid", int), ("uid", int), ("comm", str), ("cgroup", str), ("start_ticks", int)):
-        _field(op, key, kind, optional=True)
+    _check_optional(op, _PROC_FIELDS)
     container = _container(op)
     processes = g.processes
     proc = processes.get(pid)
@@ -134,7 +147,7 @@ def op_proc(g, op, ts) -> None:
     else:
         proc.ppid, proc.uid, proc.comm = op.get("ppid", proc.ppid), op.get("uid", proc.uid), op.get("comm", proc.comm)
     if "cmdline" in op:
-        proc.cmdline = list(cmdline) if cmdline is not None else None
+        proc.cmdline = cmdline
         proc.cgroup = op.get("cgroup")
         proc.fresh = True
     proc.start_ticks = op.get("start_ticks", proc.start_ticks)
@@ -144,8 +157,9 @@ def op_proc(g, op, ts) -> None:
     if op.get("repair"):
         proc.repaired = True
         g.counters["repaired"] += 1
-    proc.version = g.changes.next_version
-    g.changes.record("add" if new else "update", "process", pid)
+    changes = g.changes
+    proc.version = changes.version if changes.bumped else changes.version + 1
+    changes.record("add" if new else "update", "process", pid)
 
 
 def op_proc_gone(g, op, ts) -> None:
@@ -173,7 +187,7 @@ def op_procread(g, op, ts) -> None:
     container = _container(op)
     proc = g.processes.get(pid)
     if proc is not None:
-        proc.cmdline = list(cmdline) if cmdline is not None else None
+        proc.cmdline = cmdline
         if cgroup is not None:
             proc.cgroup = cgroup
         if "container" in op:
@@ -248,6 +262,8 @@ def apply_op(g, op) -> None:
     handler = OP_HANDLERS.get(op.get("op"))
     if handler is None:
         raise BadEvent("unknown op %r" % (op.get("op"),))
-    ts = _field(op, "ts", _NUMBER, optional=True)
+    ts = op.get("ts")
+    if ts is not None and (ts.__class__ is bool or not isinstance(ts, _NUMBER)):
+        raise BadEvent("op %r: ts=%r" % (op.get("op"), ts))
     handler(g, op, ts or time.time())
 

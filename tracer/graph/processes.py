@@ -136,6 +136,7 @@ class Processes:
             return
         target = proc.ns if member else thread
         table = self.namespaces
+        changes = self.changes
         made = None
         pid = proc.pid
         for slot, inode in ns_map.items():
@@ -164,7 +165,7 @@ class Processes:
                 ns.refs += 1
             if ns.orphaned_at is not None:
                 table.unorphan(ns)
-            ns.version = self.changes.next_version
+            ns.version = changes.version if changes.bumped else changes.version + 1   # next_version, inline
         if made:
             self._link_created(made, ns_map, creation.before)
         if member:

@@ -30,11 +30,15 @@ def container_name(g, cid) -> Optional[str]:
 
 
 def namespace_container(g, ns, hosts: set) -> Optional[str]:
-    """The container id of the first member that has one (None for the host's namespaces)."""
+    """The container id of the lowest member pid that has one (None for the host's namespaces).
+
+    In pid order, not set order: a set's order depends on its history, which a
+    replay (members rebuilt from a checkpoint) does not share, and the members read
+    here, and so the answer, must be the same live and replayed."""
     if ns.id in hosts:
         return None
     procs = g.processes.procs
-    for pid in ns.members:
+    for pid in sorted(ns.members):
         proc = procs.get(pid)
         if proc is not None:
             g.ensure_read(proc)
