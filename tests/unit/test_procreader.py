@@ -87,3 +87,36 @@ def test_a_live_graph_journals_its_reads_and_a_replay_rebuilds_it():
     a, b = live.to_json(), copy.to_json()
     a.pop("time"), b.pop("time")
     assert a == b
+
+
+def test_a_lookup_that_reports_back_during_a_read_replays_the_same():
+    # ContainerCatalog.resolve tells its subscribers what it found in the calling thread, and
+    # the service turns that into apply_ops: here, in the middle of the event whose read asked.
+    me = os.getpid()
+    container = {"id": "ab" * 32, "name": "web", "image": None, "runtime": "docker", "pid": me, "labels": {},
+                 "state": "running", "pod_uid": None, "source": "docker"}
+
+    def resolve(pid, cgroup):
+        live.apply_ops([{"op": "container", "data": container}])
+        return container
+
+    live = NamespaceGraph(dev=DEV, reader=LiveProcReader(resolve))
+    live.load_snapshot(host_snapshot(pids=(1,)))
+    inside = dict(HOST, net=300)
+    live.apply_ops([{"op": "ns", "type": "net", "inode": 300, "ts": 1.0},
+                    {"op": "proc", "pid": me, "ppid": 1, "uid": 0, "comm": "python", "ns": inside, "ts": 1.0}])
+    state = live.export_state()
+    journal = []
+    live.add_journal(lambda kind, payload, seq: journal.append((kind, payload)))
+    stranger = 4_194_401                             # no such pid: nothing to read for it
+    live.apply(ev("setns", stranger, ns=inside, before=HOST, raw_flags=0x40000000, comm="nsenter"))
+    live.apply(ev("exec", stranger, ns=inside, filename="/bin/true", comm="true"))
+    (session,) = live.to_json()["joins"]
+    assert session["container_id"] == "ab" * 32 and session["container"] == "web"
+    kinds = [(kind, payload.get("pid") if kind == "op" else None) for kind, payload in journal]
+    assert kinds == [("event", None), ("event", None), ("op", stranger), ("op", me), ("ops", None)]
+    copy = NamespaceGraph.from_state(state)
+    replay_records(copy, journal)
+    a, b = live.to_json(), copy.to_json()
+    a.pop("time"), b.pop("time")
+    assert a == b

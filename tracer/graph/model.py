@@ -1,16 +1,9 @@
 """NamespaceGraph: the live namespace graph, a snapshot kept current by tracer events.
 
 One lock guards everything: the collector thread applies events while web
-threads read.  The model is put together from parts with one job each:
-
-  nstable.NamespaceTable   namespaces: identity, generations, recycling, orphans, retention
-  processes.Processes      processes, threads, and the namespaces they hold
-  handlers.EventHandlers   EventKind -> handler: what each event does
-  ops                      every input that is not an event (snapshots, repairs, reads, containers)
-  changelog.ChangeLog      versions and the change log behind diff_since
-  joins.JoinTracker        join sessions (setns bursts), behind the JoinPort this class implements
-  procreader               lazy /proc reads: live, or replayed from a recording
-  reconcile / views / dot / checkpoint / invariants: pure functions over the model
+threads read.  The parts it is made of, one job each, are listed in
+tracer/graph/__init__.py; this class holds the lock, applies inputs, and is the
+public face (webapp/contract.py GraphReader, joins.JoinPort).
 
 Every input is journaled (add_journal) before it is applied, so a journal of
 (events, ops, reads) replays to the very same graph offline (history/).
@@ -81,7 +74,8 @@ class NamespaceGraph:
         self._handlers = EventHandlers(self.processes).table()
         self._journals = []
         self._listeners = []
-        self._in_apply = False
+        self._in_apply = False         # an input is being applied (this thread holds the lock)
+        self._deferred = []            # ops that arrived while another input was applied
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -97,7 +91,7 @@ class NamespaceGraph:
         """callback(kind, payload, input_seq) for every input, under the graph lock:
         ("event", Event), ("ops", [op, ...]) for one apply_ops call, ("op", procread op)
         for a lazy /proc read (op["nested"] when made while an event was applied).
-        Must be quick and must not call back in.  replay_input() is the inverse."""
+        Must be quick and must not call back in.  history/replay.py is the inverse."""
         self._journals.append(callback)
 
     def remove_journal(self, callback) -> None:
@@ -131,6 +125,8 @@ class NamespaceGraph:
             version = self.changes.version
         if changed and self._listeners:
             self._notify(version)
+        if self._deferred:
+            self._apply_deferred()
 
     def apply_batch(self, events: Iterable) -> None:
         """Apply events in order under one lock: the same graph, versions and journal
@@ -144,6 +140,8 @@ class NamespaceGraph:
             version = self.changes.version
         if changed and self._listeners:
             self._notify(version)
+        if self._deferred:
+            self._apply_deferred()
 
     def _apply_one(self, ev) -> bool:
         """One event under the lock; True when it changed the graph (a new version)."""
@@ -190,20 +188,37 @@ class NamespaceGraph:
     # -- ops: every non-event input ------------------------------------------------------
 
     def apply_ops(self, ops: Iterable[dict]) -> None:
-        """Apply ops (ops.py; journaled, so a replay does the same)."""
+        """Apply ops (ops.py; journaled, so a replay does the same).
+
+        Called while this thread applies another input (a container lookup made by a
+        lazy read reports what it found through apply_ops), the ops wait until that
+        input is done and then go in as an input of their own: the journal must hold
+        inputs in the order they were applied, or a replay would see the read's
+        result before the input that made it."""
         ops = list(ops)
         with self._lock:
+            if self._in_apply:
+                self._deferred.extend(ops)
+                return
             changes = self.changes
             changes.bumped = False
             if self._journals:
                 self._journal("ops", ops)
-            nested, self._in_apply = self._in_apply, True
+            self._in_apply = True
             for op in ops:
                 self._apply_op(op)
-            self._in_apply = nested
+            self._in_apply = False
             changed, version = changes.finish(), changes.version
         if changed and self._listeners:
             self._notify(version)
+        if self._deferred:
+            self._apply_deferred()
+
+    def _apply_deferred(self) -> None:
+        with self._lock:
+            ops, self._deferred = self._deferred, []
+        if ops:
+            self.apply_ops(ops)
 
     def _apply_op(self, op) -> None:
         try:
@@ -267,7 +282,7 @@ class NamespaceGraph:
                 return
             self.apply_ops(ops)
 
-    # -- lazy /proc reads and replay --------------------------------------------------------
+    # -- lazy /proc reads --------------------------------------------------------
 
     def ensure_read(self, proc) -> None:
         """Read proc's command line and cgroup (and container) if it was created or exec'd
@@ -298,26 +313,6 @@ class NamespaceGraph:
                 return None
             self.ensure_read(proc)
             return " ".join(proc.cmdline) if proc.cmdline else None
-
-    def replay_input(self, kind: str, payload) -> None:
-        """Feed one journaled input back (offline graphs; see add_journal).  A read made
-        while the live run applied an event is journaled after it: the caller stashes
-        it *before* that event (history/replay.py does)."""
-        if kind == "event":
-            self.apply(payload)
-        elif kind == "ops":
-            self.apply_ops(payload)
-        elif kind == "op":
-            if payload.get("nested"):
-                self.reader.stash(payload)
-            else:
-                self.apply_ops([payload])
-
-    def flush_stash(self) -> None:
-        """Replay: apply the reads the recording made that no event asked for."""
-        ops = self.reader.drain()
-        if ops:
-            self.apply_ops(ops)
 
     # -- the JoinPort (joins.py) ---------------------------------------------------------------
 
