@@ -22,6 +22,7 @@ def _state(g):
 
 BAD_EVENTS = [
     ("unknown kind", lambda: ev("bogus", 50)),
+    ("unhashable kind", lambda: ev(["exec"], 50)),
     ("garbage inode", lambda: ev("clone", 50, ns=with_(HOST, net="x"), before=HOST, child_pid=60, raw_flags=17)),
     ("unknown slot", lambda: ev("unshare", 50, ns=with_(HOST, bogus=5), before=HOST,
                                 raw_flags=nstypes.CLONE_NEWUTS)),

@@ -154,10 +154,11 @@ class NamespaceGraph:
         counters["events"] += 1
         try:
             kind = ev.kind
-            handler = self._handlers.get(kind)
-            if handler is None:
-                raise BadEvent("unknown event kind %r" % (kind,))
-            if kind in SYSCALL_KINDS and ev.ret < 0:
+            try:
+                handler = self._handlers[kind]
+            except (KeyError, TypeError):       # TypeError: an unhashable kind from a bad file
+                raise BadEvent("unknown event kind %r" % (kind,)) from None
+            if ev.ret < 0 and kind in SYSCALL_KINDS:
                 counters["failed_calls"] += 1
             else:
                 handler(ev)

@@ -64,9 +64,9 @@ def _list_of(op: dict, key: str, item_type) -> list:
     return value
 
 
-def _container(op: dict):
-    data = op.get("container") if op.get("op") != "container" else op.get("data")
-    if data is not None and not (isinstance(data, dict) and isinstance(data.get("id"), str)):
+def _container(op: dict, key: str = "container"):
+    data = op.get(key)
+    if data is not None and not (data.__class__ is dict and data.get("id").__class__ is str):
         raise BadEvent("op %r: container %r" % (op.get("op"), data))
     return data
 
@@ -124,7 +124,9 @@ def op_ns(g, op, ts) -> None:
 
 
 def op_proc(g, op, ts) -> None:
-    pid = _field(op, "pid", int)
+    pid = op.get("pid")
+    if pid.__class__ is not int:
+        raise BadEvent("op 'proc': pid=%r" % (pid,))
     raw = op.get("ns") or {}
     try:
         ns_map = {slot: int(v) for slot, v in raw.items()}
@@ -196,7 +198,7 @@ def op_procread(g, op, ts) -> None:
 
 
 def op_container(g, op, ts) -> None:
-    note_container(g, _container(op))
+    note_container(g, _container(op, "data"))
 
 
 def op_container_gone(g, op, ts) -> None:
@@ -257,13 +259,14 @@ OP_HANDLERS: Dict[str, Callable] = {
 
 def apply_op(g, op) -> None:
     """Apply one op to model g (under its lock); BadEvent when it is malformed."""
-    if not isinstance(op, dict):
+    if op.__class__ is not dict:
         raise BadEvent("op %r is not an object" % (op,))
-    handler = OP_HANDLERS.get(op.get("op"))
-    if handler is None:
+    try:
+        handler = OP_HANDLERS[op.get("op")]
+    except (KeyError, TypeError):
         raise BadEvent("unknown op %r" % (op.get("op"),))
     ts = op.get("ts")
-    if ts is not None and (ts.__class__ is bool or not isinstance(ts, _NUMBER)):
+    if ts is not None and ts.__class__ is not float and (ts.__class__ is bool or not isinstance(ts, _NUMBER)):
         raise BadEvent("op %r: ts=%r" % (op.get("op"), ts))
     handler(g, op, ts or time.time())
 

@@ -38,7 +38,8 @@ def namespace_container(g, ns, hosts: set) -> Optional[str]:
     if ns.id in hosts:
         return None
     procs = g.processes.procs
-    for pid in sorted(ns.members):
+    members = ns.members
+    for pid in (members if len(members) < 2 else sorted(members)):
         proc = procs.get(pid)
         if proc is not None:
             g.ensure_read(proc)
