@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 
 from tracer import nstypes
@@ -118,3 +119,23 @@ def test_unwritable_path_gives_a_clear_error(tmp_path):
     with pytest.raises(StoreError) as info:
         HistoryStore(str(blocker / "sub" / "h.db")).open()
     assert "--db" in str(info.value)
+
+
+def test_close_leaves_a_busy_writer_its_connection_and_it_finishes(tmp_path, caplog):
+    g, store = _live_graph(tmp_path, flush_s=0.05)
+    blocker = sqlite3.connect(str(tmp_path / "h.db"), timeout=10)
+    blocker.execute("BEGIN EXCLUSIVE")              # the writer's next insert waits for this
+    for i in range(20):
+        g.apply(ev("clone", 50, ns=HOST, child_pid=300 + i))
+    time.sleep(0.3)                                 # the writer is now inside a waiting statement
+    store.close(timeout=0.2)                        # closing its connection here crashed sqlite3
+    assert "history writer still busy" in caplog.text
+    g.apply(ev("clone", 50, ns=HOST, child_pid=400))    # after close: no longer recorded
+    blocker.rollback()
+    writers = [t for t in threading.enumerate() if t.name == "nsgraph-store"]
+    for writer in writers:
+        writer.join(10)
+    assert writers and not any(w.is_alive() for w in writers)
+    events = blocker.execute("SELECT COUNT(*) FROM inputs WHERE kind = 'event'").fetchone()[0]
+    assert events == 20
+    blocker.close()

@@ -79,6 +79,8 @@ class HistoryStore:
         self._thread = None
         self._stop = threading.Event()
         self._read_lock = threading.RLock()     # one connection per thread role; sqlite serialises anyway
+        self._close_lock = threading.Lock()     # close() and a writer that outlived its timeout
+        self._writer_done = self._writer_closes = False
         self._db = None
         self._reader = None
         self._last_change_version = 0
@@ -120,23 +122,37 @@ class HistoryStore:
     def start(self) -> "HistoryStore":
         if self._db is None:
             self.open()
+        self._writer_done = self._writer_closes = False
         self._thread = threading.Thread(target=self._run, name="nsgraph-store", daemon=True)
         self._thread.start()
         return self
 
     def close(self, timeout: float = 10.0) -> None:
+        """Stop recording, write what is queued, close.  A writer still busy after
+        `timeout` (a swamped machine) keeps its connection and closes it itself when
+        done: closing it under a running statement crashes sqlite3 (seen: SIGSEGV)."""
+        if self._graph is not None:
+            self._graph.remove_journal(self._on_input)      # the queue stops growing
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        with self._close_lock:
+            if self._thread is not None and not self._writer_done:
+                log.warning("history writer still busy after %.0f s; it closes %s when done", timeout, self.path)
+                self._writer_closes = True
+            else:
+                self._close_db()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _close_db(self) -> None:
         if self._db is not None:
             try:
                 self._db.close()
             except sqlite3.Error:
                 pass
             self._db = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
     # -- writing -------------------------------------------------------------------
 
@@ -170,6 +186,10 @@ class HistoryStore:
                 if self.counters["write_errors"] == 1:
                     log.exception("history write failed")
                 self._stop.wait(1.0)
+        with self._close_lock:
+            self._writer_done = True
+            if self._writer_closes:
+                self._close_db()
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written (tests, shutdown)."""
