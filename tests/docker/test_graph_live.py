@@ -133,7 +133,9 @@ def service(root, docker_client, tmp_path_factory):
     yield svc
     svc.stop()
     recorder.close()
-    for name in [c.name for c in docker_client.containers.list(all=True) if c.name.startswith(PREFIX)]:
+    # Only ours are listed: listing every container races with other users' removals (a 404).
+    for name in [c.name for c in docker_client.containers.list(all=True, filters={"name": PREFIX})
+                 if c.name.startswith(PREFIX)]:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     subprocess.run(["ip", "netns", "del", PREFIX], capture_output=True)
 
