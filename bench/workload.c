@@ -35,6 +35,35 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *mode = argv[1];
+	if (strcmp(mode, "mix-rate") == 0 && argc >= 4) {
+		double rate = atof(argv[2]), seconds = atof(argv[3]);
+		double start = now(), end = start + seconds;
+		long events = 0, forks = 0;
+		while (now() < end) {
+			long due = (long)((now() - start) * rate);
+			if (events >= due) {
+				struct timespec pause = {0, 200000};
+				nanosleep(&pause, NULL);
+				continue;
+			}
+			for (int i = 0; i < 12; i++)
+				setns(-1, CLONE_NEWNET);
+			for (int i = 0; i < 2; i++) {
+				pid_t pid = fork();
+				if (pid < 0) {
+					perror("fork");
+					return 1;
+				}
+				if (pid == 0)
+					_exit(++forks % 64 == 0 && unshare(CLONE_NEWUTS) != 0);
+				forks++;
+				waitpid(pid, NULL, 0);
+			}
+			events += 16;
+		}
+		printf("%ld\n", events);
+		return 0;
+	}
 	if (strcmp(mode, "setns-rate") == 0) {
 		double rate = atof(argv[2]), seconds = atof(argv[3]);
 		double start = now(), end = start + seconds;

@@ -26,8 +26,6 @@ import socket
 import threading
 import time
 
-from werkzeug.serving import make_server
-
 from tracer import nstypes
 from tracer.containers.cgroups import parse_cgroup
 from tracer.containers.records import Container, container_from_ref
@@ -38,6 +36,7 @@ from tracer.host.snapshot import NsInfo, ProcInfo, Snapshot
 from tracer.service import NsgraphService
 from webapp import create_app
 from webapp.config import WebConfig
+from webapp.server import NsgraphHTTPServer, ServerLimits
 
 TOKEN = "test-token-0123456789abcdef"
 DEV = 4
@@ -201,16 +200,20 @@ def parse_sse(text: str) -> list:
 
 
 class LoopbackServer:
-    """The app on werkzeug's threaded server (what nsgraph serve runs) on 127.0.0.1, any port."""
+    """The app on nsgraph serve's own HTTP server (webapp/server.py) on 127.0.0.1, any port."""
 
-    def __init__(self, app):
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    def __init__(self, app, limits: ServerLimits = None):
+        self.server = NsgraphHTTPServer(app, "127.0.0.1", 0, limits or ServerLimits())
+        self.port = self.server.port
+        self.thread = threading.Thread(target=self.server.serve, daemon=True)
         self.thread.start()
 
-    def open_stream(self, headers=()) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+    def open_stream(self, headers=(), rcvbuf: int = 0) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:      # before connect(), or the window is already negotiated
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", self.port))
         # HTTP/1.0: no chunked framing to strip from the raw bytes.
         lines = ["GET /stream HTTP/1.0", "Host: 127.0.0.1:%d" % self.port,
                  "Authorization: Bearer " + TOKEN, "Accept: text/event-stream"] + list(headers)
@@ -218,7 +221,7 @@ class LoopbackServer:
         return sock
 
     def close(self):
-        self.server.shutdown()
+        self.server.stop()
 
 
 def read_until(sock, marker: bytes, limit_s: float = 5) -> bytes:

@@ -17,6 +17,7 @@ from typing import Callable, List, Optional
 from .graph.model import NamespaceGraph
 from .graph.nstable import DEFAULT_ENDED_RETENTION
 from .graph.procreader import LiveProcReader
+from .health import Health
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServiceConfig:
     db: Optional[str] = None            # history database; None: the default path; "" or "none": no history
-    retention_s: Optional[float] = 7 * 86400
-    retention_rows: Optional[int] = 2_000_000
+    retention_s: Optional[float] = 7 * 86400        # history older than this is deleted
+    history_max_bytes: Optional[int] = 400 * 1024 * 1024   # ... and beyond this size, oldest first
     reconcile_s: float = 30.0           # full /proc reconcile, counted in counters["reconciles"]
     settle_s: float = 1.0               # confirm ended namespaces at most this often (adapts to snapshot cost)
     ended_retention: int = DEFAULT_ENDED_RETENTION
@@ -66,6 +67,11 @@ class NsgraphService:
         self._resolve = None
         self._last_reconcile = self._last_settle = time.monotonic()
         self.timings = {}
+        self._health = Health(self)
+
+    def health(self) -> List[dict]:
+        """What is degraded now, each with a message a person can act on (tracer/health.py)."""
+        return self._health.check()
 
     # -- wiring for the web layer ------------------------------------------------
 
@@ -132,9 +138,8 @@ class NsgraphService:
         t0 = time.perf_counter()
         if cfg.docker:
             self._progress("connecting to the Docker engine (optional)")
+            # Not connected: /api/status says so while it lasts (tracer/health.py), not forever.
             self.catalog = ContainerCatalog().start(wait=2.0)
-            if not self.catalog.connected:
-                self.status.warnings.append(self.catalog.status)
             from .containers.exec_hints import DockerExecHints
             self.hints = DockerExecHints().start()
             resolve = self.catalog.resolve
@@ -162,7 +167,9 @@ class NsgraphService:
             self._progress("opening the history database")
             try:
                 self.store = HistoryStore(cfg.db, retention_s=cfg.retention_s,
-                                          retention_rows=cfg.retention_rows).open()
+                                          max_bytes=cfg.history_max_bytes).open()
+                if self.store.notice:
+                    self.status.warnings.append(self.store.notice)
                 self.store.attach(graph)
                 self.store.start()
             except StoreError as exc:
@@ -239,8 +246,13 @@ class NsgraphService:
                 return
             try:
                 self.tick()
-            except Exception:
-                log.exception("maintenance failed")
+            except Exception as exc:
+                if self._health.reconcile_error is None:
+                    log.exception("maintenance failed")      # once per outage, not every 0.25 s
+                self._health.maintenance_failed(exc)
+                self._stop.wait(1.0)
+            else:
+                self._health.maintenance_ok()
 
     def tick(self) -> None:
         """One round of maintenance (the timer thread runs it about 4 times a second):

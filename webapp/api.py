@@ -58,6 +58,8 @@ def _check_body():
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         return error(400, "malformed JSON body: %s" % exc)
+    except RecursionError:
+        return error(400, "the JSON body is nested too deeply")
     if not isinstance(body, dict):
         return error(400, "the JSON body must be an object")
     return None

@@ -20,6 +20,7 @@ import hmac
 from typing import Optional
 
 from flask import Flask, Response, jsonify, redirect, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .config import WebConfig
 
@@ -109,11 +110,10 @@ def init_app(app: Flask, config: WebConfig, machine_addresses=()) -> None:
             return error(400, "Host header %r is not one this dashboard answers to (DNS-rebinding "
                          "defence). Use http://127.0.0.1:%d/ or start nsgraph serve with "
                          "--allowed-host NAME." % (request.headers.get("Host"), config.port))
-        length = request.content_length
-        if length is not None and length > config.max_body_bytes:
+        too_big = _body_over_limit(config.max_body_bytes)
+        if too_big:
             state.count("rejected_body")
-            return error(413, "request body of %d bytes is over the %d-byte limit"
-                         % (length, config.max_body_bytes))
+            return error(413, "request body of %s is over the %d-byte limit" % (too_big, config.max_body_bytes))
         if request.path == "/" and "token" in request.args:
             return _exchange_token(config, state)
         how, ok = credentials(config)
@@ -146,6 +146,22 @@ def init_app(app: Flask, config: WebConfig, machine_addresses=()) -> None:
         if not request.path.startswith("/static/"):
             headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def _body_over_limit(limit: int) -> Optional[str]:
+    """How big the body is when it is over `limit`, else None.  A body without a length
+    (chunked, when the server passes it on undecoded) is read up to limit + 1 bytes and
+    kept for the view, so it is refused whole, never cut short."""
+    length = request.content_length
+    if length is not None:
+        return "%d bytes" % length if length > limit else None
+    if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return None
+    try:
+        data = request.get_data(cache=True)      # bounded by MAX_CONTENT_LENGTH
+    except RequestEntityTooLarge:
+        return "more than %d bytes (chunked)" % limit
+    return "%d bytes (chunked)" % len(data) if len(data) > limit else None
 
 
 def _exchange_token(config: WebConfig, state):

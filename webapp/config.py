@@ -54,6 +54,10 @@ class WebConfig:
     sse_heartbeat_s: float = 15.0
     sse_ring_size: int = 50_000    # shared backlog; a client further behind is resynced
     sse_min_interval_s: float = 0.03   # diffs are coalesced to at most ~30 per second
+    sse_ring_bytes: int = 16 * 1024 * 1024   # ... and at most this much text
+    sse_chunk_bytes: int = 64 * 1024   # what one client takes from the ring per write
+    sse_pending_events: int = 20_000  # events waiting to be encoded; the oldest beyond are dropped
+    sse_max_streams: int = 256     # concurrent /stream clients; more get 503 + Retry-After
     events_ring_size: int = 10_000  # recent events served by /api/events
     # /metrics needs the token like every other endpoint unless this is set.
     public_metrics: bool = False

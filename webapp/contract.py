@@ -85,3 +85,6 @@ class Service(Protocol):
 
     def subscribe(self, callback: Callable[[int], None]) -> None:
         """callback(version) after every graph change (any thread; keep it quick)."""
+
+    def health(self) -> List[dict]:
+        """Degraded parts now: [{"check": name, "message": what to do}], empty when healthy."""

@@ -13,6 +13,10 @@ from flask import Blueprint, Response, current_app
 
 bp = Blueprint("metrics", __name__)
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# tracer/health.py's checks (named here: the web layer reaches the core only through contract.py).
+HEALTH_CHECKS = ("collector", "docker", "reconcile", "descriptors", "lost_events", "history")
+
 _LABEL_ESCAPE = re.compile(r'(["\\\n])')
 
 
@@ -62,6 +66,9 @@ def render(state) -> str:
              1 if status.get("state") == "running" else 0)
     w.metric("nsgraph_state", "gauge", "the service state (1 for the current one)",
              [({"state": s}, 1 if status.get("state") == s else 0) for s in ("starting", "running", "error")])
+    degraded = {h["check"] for h in status.get("health") or []}
+    w.metric("nsgraph_degraded", "gauge", "1 for each degraded part (the message is in /api/status warnings)",
+             [({"check": c}, 1 if c in degraded else 0) for c in HEALTH_CHECKS])
     for key, help_text in (("events", "events received from the kernel"),
                            ("lost", "events the kernel could not deliver (buffer full)"),
                            ("repaired", "graph inconsistencies repaired from /proc"),
@@ -94,6 +101,24 @@ def render(state) -> str:
     w.metric("nsgraph_sse_events_unencodable_total", "counter",
              "trace events left out of the stream because they could not be encoded (a bug: see the log)",
              hub.events_unencodable)
+    w.metric("nsgraph_sse_events_dropped_total", "counter",
+             "trace events left out of the stream because the tracer outran the publisher (graph diffs "
+             "still carry every change)", hub.events_dropped)
+    w.metric("nsgraph_sse_refused_total", "counter", "/stream connections refused at the --max-streams cap",
+             hub.streams_refused)
+    server = state.server_stats()
+    if server is not None:
+        w.metric("nsgraph_http_connections", "gauge", "open HTTP connections", server["connections"])
+        w.metric("nsgraph_http_connections_busy", "gauge", "connections with a request being served",
+                 server["connections_busy"])
+        w.metric("nsgraph_http_connections_max", "gauge", "the connection cap (--max-connections)",
+                 server["connections_max"])
+        w.metric("nsgraph_http_accepted_total", "counter", "connections accepted", server["accepted"])
+        w.metric("nsgraph_http_closed_total", "counter", "connections closed by the server's policy",
+                 [({"reason": r}, server["closed"].get(r, 0))
+                  for r in ("request_timeout", "idle", "stalled", "shed")])
+        w.metric("nsgraph_http_queued_requests", "gauge", "requests waiting for a worker thread",
+                 server["queued_requests"])
     w.metric("nsgraph_http_rejected_total", "counter", "requests refused by the security checks",
              [({"reason": r}, state.counters[r]) for r in
               ("rejected_host", "rejected_auth", "rejected_origin", "rejected_body")])
@@ -110,4 +135,5 @@ def _int(value):
 @bp.route("/metrics")
 def metrics():
     state = current_app.extensions["nsgraph"]
-    return Response(render(state), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    # content_type, not mimetype: Flask appends "; charset=utf-8" to a mimetype itself.
+    return Response(render(state), content_type=CONTENT_TYPE)

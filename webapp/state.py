@@ -17,7 +17,7 @@ from .demos import DemoManager
 from .stream import StreamHub
 
 STARTING = {"state": "starting", "progress": "the tracer has not started yet", "error": None,
-            "warnings": [], "version": None, "counters": {}}
+            "warnings": [], "health": [], "degraded": False, "version": None, "counters": {}}
 
 
 class WebState:
@@ -32,6 +32,14 @@ class WebState:
         self.demos = demos or DemoManager(config)
         self.demos.set_graph_source(self.graph_json)
         self.demos.add_listener(lambda run: self.hub.publish("demo", run))
+        self._server_stats = None
+
+    def set_server_stats(self, stats_fn) -> None:
+        """The HTTP server's numbers (webapp/server.py stats()), for /metrics and /api/status."""
+        self._server_stats = stats_fn
+
+    def server_stats(self) -> Optional[dict]:
+        return self._server_stats() if self._server_stats is not None else None
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -67,12 +75,21 @@ class WebState:
         else:
             status = service.status
             graph = service.graph
+            health = service.health() if status.state == "running" else []
             out = {"state": status.state, "progress": status.progress,
                    "error": str(status.error) if status.error else None,
-                   "warnings": list(status.warnings),
+                   "warnings": list(status.warnings) + [h["message"] for h in health],
+                   "health": health, "degraded": bool(health),
                    "version": graph.version if graph is not None else None,
                    "counters": dict(graph.counters_snapshot()) if graph is not None else {}}
         out["counters"] = dict(out["counters"], demos_running=self.demos.stats()["running"],
                                sse_clients=self.hub.open_streams)
+        server = self.server_stats()
+        if server is not None:
+            out["counters"]["http_connections"] = server["connections"]
+            if server["connections"] >= server["connections_max"]:
+                out["warnings"].append(
+                    "%d open connections, the --max-connections cap: idle ones are being closed to serve new "
+                    "ones (a client flooding the port? see /metrics nsgraph_http_*)" % server["connections"])
         out["read_only"] = self.config.read_only
         return out

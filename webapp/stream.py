@@ -34,6 +34,7 @@ from typing import Callable, Optional
 
 from flask import Blueprint, Response, current_app, request
 
+from .auth import error
 from .contract import GraphReader, Service
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,19 @@ class StreamHub:
         self._status_fn = status_fn
         self._cond = threading.Condition()
         self._ring = collections.deque()       # (n, text)
+        self._ring_bytes = 0                    # characters held in the ring
         self._next = 0                          # number of the next message
         self._ring_size = max(16, int(config.sse_ring_size))
+        self._ring_max_bytes = max(1 << 16, int(config.sse_ring_bytes))
+        self._chunk_bytes = max(4096, int(config.sse_chunk_bytes))
+        self.max_streams = max(1, int(config.sse_max_streams))
         self.events = collections.deque(maxlen=max(1, int(config.events_ring_size)))
+        # Events the publisher has not encoded yet.  Bounded: when the tracer outruns the
+        # publisher (a storm on a busy machine), the oldest are dropped and counted
+        # (events_dropped) instead of growing without limit; graph diffs are unaffected.
+        self._pending_limit = max(1000, int(config.sse_pending_events))
         self._pending_events = collections.deque()
+        self.events_dropped = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -77,6 +87,7 @@ class StreamHub:
         self._last_status_at = 0.0
         self.open_streams = 0
         self.streams_total = 0
+        self.streams_refused = 0
         self.resyncs_sent = 0
         self.published = 0
         self.max_lag = 0                         # messages, worst seen since start
@@ -94,16 +105,25 @@ class StreamHub:
         with self._cond:
             for text in texts:
                 self._ring.append((self._next, text))
+                self._ring_bytes += len(text)
                 self._next += 1
-            overflow = len(self._ring) - self._ring_size
-            for _ in range(max(0, overflow)):
-                self._ring.popleft()
+            # Bounded by count and by size (one diff of a big change can be megabytes).
+            while len(self._ring) > self._ring_size or (self._ring_bytes > self._ring_max_bytes
+                                                         and len(self._ring) > 1):
+                self._ring_bytes -= len(self._ring.popleft()[1])
             self.published += len(texts)
             self._cond.notify_all()
 
     def on_event(self, event) -> None:
         """Collector callback: runs in the collector thread, so only queue."""
-        self._pending_events.append(event)
+        pending = self._pending_events
+        pending.append(event)
+        if len(pending) > self._pending_limit:
+            try:
+                pending.popleft()
+                self.events_dropped += 1
+            except IndexError:
+                pass
         if not self._wake.is_set():  # Event.set() takes a lock: not 10 000 times a second
             self._wake.set()
 
@@ -233,45 +253,61 @@ class StreamHub:
         out = [e for e in list(self.events) if e.get("seq", 0) > since_seq]
         return out[-limit:] if limit else []
 
-    def client_stream(self, since_version: Optional[int]):
-        """A generator of SSE text for one client; its `finally` frees the slot."""
+    def try_open(self) -> bool:
+        """Take a stream slot (False at the cap: the caller answers 503); release() frees it."""
         with self._cond:
+            if self.open_streams >= self.max_streams:
+                self.streams_refused += 1
+                return False
             self.open_streams += 1
             self.streams_total += 1
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self.open_streams -= 1
+
+    def _take(self, cursor: int):
+        """(lagged, chunk, new cursor): at most sse_chunk_bytes of messages after `cursor`.
+        Called with the lock held.  The cap keeps what one client holds small: a client
+        far behind gets its backlog in pieces (or a resync), never one huge string."""
+        head = self._next
+        oldest = self._ring[0][0] if self._ring else head
+        if cursor < oldest:
+            return True, [], head
+        chunk, size = [], 0
+        for n, text in itertools.islice(self._ring, cursor - oldest, None):
+            chunk.append(text)
+            size += len(text)
+            cursor = n + 1
+            if size >= self._chunk_bytes:
+                break
+        return False, chunk, cursor
+
+    def client_stream(self, since_version: Optional[int]):
+        """A generator of SSE text for one client (the caller holds a slot: try_open)."""
+        with self._cond:
             cursor = self._next
-        try:
-            yield "retry: 2000\n\n"
-            yield sse_message("status", self._status_fn())
-            yield self._initial(since_version)
-            heartbeat = self.config.sse_heartbeat_s
-            while not self._stop.is_set():
-                with self._cond:
-                    if cursor >= self._next:
-                        self._cond.wait(timeout=heartbeat)
-                    head = self._next
-                    oldest = self._ring[0][0] if self._ring else head
-                    if cursor < oldest:
-                        lagged = True
-                        chunk = []
-                    else:
-                        lagged = False
-                        skip = cursor - oldest
-                        chunk = [t for n, t in itertools.islice(self._ring, skip, None)]
-                    lag = head - cursor
-                    if lag > self.max_lag:
-                        self.max_lag = lag
-                    cursor = head
-                if lagged:
-                    self.resyncs_sent += 1
-                    yield sse_message("resync", {"version": self._version(),
-                                                 "reason": "this client fell behind the stream"})
-                elif chunk:
-                    yield "".join(chunk)
-                else:
-                    yield ": heartbeat %d\n\n" % int(time.time())
-        finally:
+        yield "retry: 2000\n\n"
+        yield sse_message("status", self._status_fn())
+        yield self._initial(since_version)
+        heartbeat = self.config.sse_heartbeat_s
+        while not self._stop.is_set():
             with self._cond:
-                self.open_streams -= 1
+                if cursor >= self._next:
+                    self._cond.wait(timeout=heartbeat)
+                lag = self._next - cursor
+                if lag > self.max_lag:
+                    self.max_lag = lag
+                lagged, chunk, cursor = self._take(cursor)
+            if lagged:
+                self.resyncs_sent += 1
+                yield sse_message("resync", {"version": self._version(),
+                                             "reason": "this client fell behind the stream"})
+            elif chunk:
+                yield "".join(chunk)
+            else:
+                yield ": heartbeat %d\n\n" % int(time.time())
 
     def _version(self) -> Optional[int]:
         graph = self._graph()
@@ -313,11 +349,18 @@ def _since_version() -> Optional[int]:
 @bp.route("/stream")
 def stream():
     hub: StreamHub = current_app.extensions["nsgraph"].hub
+    if not hub.try_open():
+        response = error(503, "too many open event streams (%d, the --max-streams cap); close other "
+                         "dashboard tabs or retry later" % hub.max_streams)
+        response.headers["Retry-After"] = "10"
+        return response
     since = _since_version()
     body = hub.client_stream(None if since is None else since)
     # No stream_with_context: the generator needs no request context, and holding
     # one for the life of a tab would pin it in memory.
     response = Response(body, mimetype="text/event-stream")
+    # The slot is freed when the server closes the response, even one never iterated.
+    response.call_on_close(hub.release)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
     return response

@@ -680,3 +680,34 @@ def test_history_scrubber_shows_the_past(server, dash):
     finally:
         helper.kill()
         helper.wait()
+
+
+def test_degraded_parts_are_shown_and_cleared(server, playwright_browser):
+    """What /api/status says is degraded (checked against real failures in tests/unit/test_health.py)
+    appears in the page's health banner, and goes when the server reports recovery.  The health
+    list of the real server's answers is replaced while `held` is on."""
+    page = playwright_browser.new_page(viewport={"width": 1500, "height": 1250})
+    log = PageLog(page)
+    held = {"health": [{"check": "docker", "message": "Docker is unreachable (test): the demos are unavailable"},
+                       {"check": "descriptors", "message": "990 of 1024 file descriptors in use: raise the limit"}]}
+
+    def status_route(route):
+        response = route.fetch()
+        body = response.json()
+        body.update(health=held["health"], degraded=bool(held["health"]))
+        route.fulfill(response=response, json=body)
+
+    page.route("**/api/status", status_route)
+    # Status also rides on the event stream, unaltered (on this busy machine it may report real
+    # lost events); without the stream the page polls /api/status.
+    page.route("**/stream*", lambda route: route.abort())
+    page.goto(server.url, wait_until="domcontentloaded", timeout=90_000)     # a shared, busy machine
+    wait_js(page, "window.nsgraph && window.nsgraph.ready", 60, "the page")
+    shown = wait_js(page, """() => !document.getElementById('health').hidden &&
+        [...document.querySelectorAll('#health li')].map(li => [li.dataset.check, li.textContent])""",
+                    15, "the health banner")
+    assert shown == [[h["check"], h["message"]] for h in held["health"]]
+    shot(page, "health-degraded")
+    held["health"] = []
+    wait_js(page, "document.getElementById('health').hidden", 15, "the banner to go")
+    page.close()

@@ -149,13 +149,13 @@ def test_every_module_imports(module):
 # pipeline: kernel -> events -> graph -> history -> service -> commands / web.
 LAYERS = (
     # vocabulary shared by everything
-    ("tracer.nstypes", "tracer.exitcodes", "tracer.text"),
+    ("tracer.nstypes", "tracer.exitcodes", "tracer.text", "tracer.malloc"),
     # the edges: the kernel and its event records (kernel.collector decodes with events,
     # events.decode reads kernel.abi's layout: one layer), /proc, containers
     ("tracer.kernel", "tracer.events", "tracer.host", "tracer.containers"),
     ("tracer.graph",),
     ("tracer.history",),
-    ("tracer.service",),
+    ("tracer.health", "tracer.service"),
     ("tracer.commands", "tracer.cli"),
     # the web layer: the core never imports it (tracer.cli registers `serve` and
     # `demo-image` by module name, so that the core runs without Flask)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
 import threading
 import time
 
+from . import argcheck
 from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
 
 RECORD_EXAMPLES = """\
@@ -19,6 +21,10 @@ examples:
   nsgraph replay trace.jsonl                       # the graph at the end, as a table
   nsgraph replay trace.jsonl --json > graph.json
   nsgraph replay trace.jsonl --until 1764470000 --dot | dot -Tsvg > then.svg
+
+exit status: 0 done; 1 a failure (record: the file could not be written, e.g. a full disk,
+with what was written; replay: not a recording, or lines skipped, counted on stderr);
+2 bad command line; 77 record without the privileges to load eBPF.
 
 File format: JSON Lines. Line 1 is a header, line 2 the whole graph when recording
 began ({"kind": "state"}), then one line per graph input: {"kind": "event"} (a tracer
@@ -50,8 +56,9 @@ def add_parser(subparsers) -> None:
 
 
 def run_record(args) -> int:
-    if args.duration is not None and args.duration <= 0:
-        print("nsgraph record: --duration must be positive", file=sys.stderr)
+    problem = argcheck.first_problem(args, (("duration", "--duration", argcheck.seconds),))
+    if problem:
+        print("nsgraph record: %s" % problem, file=sys.stderr)
         return EXIT_USAGE
     from ..kernel.probes import missing_privileges
     problem = missing_privileges()
@@ -70,34 +77,77 @@ def run_record(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     # The recorder attaches once the graph holds the snapshot, before the probes start.
+    def attach(graph):
+        try:
+            recorder.attach(graph)
+        except OSError:               # recorder.failed is set: the loop below ends at once
+            pass
     ok = service.start(lambda t: print("nsgraph record: %s" % t, file=sys.stderr, flush=True),
-                       on_graph=recorder.attach)
+                       on_graph=attach)
     if not ok:
         recorder.close()
         print("nsgraph record: %s" % service.status.error, file=sys.stderr)
         return EXIT_FAILURE
     deadline = time.monotonic() + args.duration if args.duration else None
-    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+    while not stop.is_set() and not recorder.failed.is_set() and (
+            deadline is None or time.monotonic() < deadline):
         stop.wait(0.2)
-    service.graph.to_json()           # journal the last lazy reads, so a replay shows the same
+    if not recorder.failed.is_set():
+        service.graph.to_json()       # journal the last lazy reads, so a replay shows the same
     service.stop()
     recorder.close()
-    print("nsgraph record: %d inputs written to %s%s" % (
-        recorder.written, args.file, (", %d dropped" % recorder.dropped) if recorder.dropped else ""),
-        file=sys.stderr)
+    dropped = (", %d dropped" % recorder.dropped) if recorder.dropped else ""
+    if recorder.failed.is_set():
+        print("nsgraph record: %s; stopped after %d inputs%s. The file holds the recording up to its last "
+              "complete line (nsgraph replay reads it)" % (recorder.error, recorder.written, dropped),
+              file=sys.stderr)
+        return EXIT_FAILURE
+    print("nsgraph record: %d inputs written to %s%s" % (recorder.written, args.file, dropped), file=sys.stderr)
     return EXIT_OK
 
 
+class _CountedWarnings(logging.Handler):
+    """During a replay: what the graph logs about inputs it rejects becomes one line each for
+    the first few (no tracebacks) and a count in the summary."""
+
+    SHOWN = 5
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record) -> None:
+        self.count += 1
+        if self.count <= self.SHOWN:
+            message = record.getMessage().splitlines()[0][:300]
+            if record.exc_info and record.exc_info[1] is not None:
+                message += " (%s: %s)" % (type(record.exc_info[1]).__name__, record.exc_info[1])
+            print("nsgraph replay: warning: %s" % message, file=sys.stderr)
+
+
 def run_replay(args) -> int:
+    problem = argcheck.first_problem(args, (("until", "--until", argcheck.epoch),))
+    if problem:
+        print("nsgraph replay: %s" % problem, file=sys.stderr)
+        return EXIT_USAGE
     if not os.path.exists(args.file):
         print("nsgraph replay: %s does not exist" % args.file, file=sys.stderr)
         return EXIT_USAGE
-    from ..history.recording import ReplayError, replay_file
+    from ..history.recording import ReplayError, ReplayReport, replay_file
+    report = ReplayReport()
+    warnings = _CountedWarnings()
+    root = logging.getLogger()
+    root.addHandler(warnings)
     try:
-        graph = replay_file(args.file, until=args.until)
-    except (ReplayError, OSError) as exc:
+        graph = replay_file(args.file, until=args.until, report=report)
+    except ReplayError as exc:
         print("nsgraph replay: %s" % exc, file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:
+        print("nsgraph replay: cannot read %s (%s)" % (args.file, exc.strerror or exc), file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        root.removeHandler(warnings)
     if args.dot:
         sys.stdout.write(graph.to_dot())
     elif args.json:
@@ -106,4 +156,13 @@ def run_replay(args) -> int:
     else:
         from .snapshot import render_table
         sys.stdout.write(render_table(graph.to_json(include_ended=False)))
+    if report.truncated_tail:
+        print("nsgraph replay: the last line of %s is incomplete (the recording was cut short); the graph "
+              "is the one before it" % args.file, file=sys.stderr)
+    if warnings.count:
+        print("nsgraph replay: the graph rejected %d input(s) (the first %d are shown above)"
+              % (warnings.count, min(warnings.count, warnings.SHOWN)), file=sys.stderr)
+    if report.skipped_total:
+        print("nsgraph replay: %s; the graph above lacks them" % report.summary(), file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK

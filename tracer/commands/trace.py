@@ -12,6 +12,7 @@ import time
 from datetime import datetime
 from typing import Callable, Optional
 
+from . import argcheck
 from ..containers.records import MIN_ID_PREFIX, matches_container
 from ..events.event import Event
 from ..events.kinds import EventKind
@@ -35,6 +36,9 @@ columns: TIME (local), PID (host view), COMM, CONTAINER (as `docker ps` names it
 exit status: %d after Ctrl-C/SIGTERM/--duration, %d on failure, %d on bad usage,
 %d without the privileges to load eBPF (root, or CAP_BPF+CAP_PERFMON).
 """ % (EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NO_PRIVILEGES)
+
+# 65 536 pages of 4 KiB: a 256 MiB ring buffer (locked kernel memory), plenty for any storm.
+MAX_BUFFER_PAGES = 65536
 
 COLUMNS = "%-15s %-7s %-16s %-14s %-8s %-18s %s"
 
@@ -160,16 +164,20 @@ def header() -> str:
 def run(args) -> int:
     from ..kernel.probes import ProbeError, ProbeOptions, PrivilegeError, missing_privileges
 
+    problem = argcheck.first_problem(args, (
+        ("type", "--type", argcheck.name_list),
+        ("duration", "--duration", argcheck.seconds),
+        ("buffer_pages", "--buffer-pages", argcheck.pages(1, MAX_BUFFER_PAGES)),
+        ("pid", "--pid", argcheck.each(argcheck.pid)),
+        ("comm", "--comm", argcheck.each(argcheck.comm)),
+        ("container", "--container", argcheck.each(argcheck.not_empty))))
+    if problem:
+        print("nsgraph trace: %s" % problem, file=sys.stderr)
+        return EXIT_USAGE
     try:
         types = parse_types(args.type)
     except ValueError as exc:
         print("nsgraph trace: %s" % exc, file=sys.stderr)
-        return EXIT_USAGE
-    if args.buffer_pages is not None and (args.buffer_pages < 1 or args.buffer_pages & (args.buffer_pages - 1)):
-        print("nsgraph trace: --buffer-pages must be a power of two (e.g. 512)", file=sys.stderr)
-        return EXIT_USAGE
-    if args.duration is not None and args.duration <= 0:
-        print("nsgraph trace: --duration must be positive", file=sys.stderr)
         return EXIT_USAGE
     problem = missing_privileges()
     if problem:

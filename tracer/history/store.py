@@ -12,11 +12,11 @@ a bounded queue; one writer thread serialises and inserts in batches (WAL
 mode).  A full queue drops the record and counts it, and the next checkpoint
 (forced after a drop) makes later history exact again.
 
-Tables (schema version 1):
-  inputs(seq, ts, kind, data)          journal records, data is JSON
-  changes(version, ts, op, entity, ident)
-  checkpoints(seq, ts, version, state) state is JSON (export_state)
-  meta(key, value)
+The layout (schema 2: runs, checkpoints, input blocks, keyed by run) and the
+one-process lock are in schema.py; retention by age and size in retention.py.
+Checkpoints come every `checkpoint_every_inputs` inputs (or `checkpoint_every_s`),
+so a rebuild replays at most that many inputs after loading one checkpoint: the
+graph at any T in well under a second on a full database.
 """
 
 from __future__ import annotations
@@ -28,27 +28,21 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
+import zlib
 from typing import Optional
 
 from ..graph.model import NamespaceGraph
 from ..graph.schema import GraphJSON
+from . import retention, schema
 from .diff import diff_graphs
 from .recording import decode_input, encode_input
 from .replay import replay_records
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS inputs (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS inputs_ts ON inputs(ts);
-CREATE TABLE IF NOT EXISTS changes (version INTEGER NOT NULL, ts REAL NOT NULL, op TEXT NOT NULL,
-                                    entity TEXT NOT NULL, ident TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS changes_version ON changes(version);
-CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, version INTEGER NOT NULL,
-                                        state TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS checkpoints_ts ON checkpoints(ts);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-"""
+DEFAULT_MAX_BYTES = 400 * 1024 * 1024     # with the WAL, a busy host stays under ~500 MB
+DEFAULT_MAX_AGE_S = 7 * 86400
 
 
 def default_path() -> str:
@@ -63,13 +57,16 @@ class StoreError(Exception):
 
 
 class HistoryStore:
-    def __init__(self, path: Optional[str] = None, *, retention_s: Optional[float] = 7 * 86400,
-                 retention_rows: Optional[int] = 2_000_000, checkpoint_every_s: float = 300.0,
-                 checkpoint_every_inputs: int = 50_000, queue_size: int = 200_000,
+    def __init__(self, path: Optional[str] = None, *, retention_s: Optional[float] = DEFAULT_MAX_AGE_S,
+                 max_bytes: Optional[int] = DEFAULT_MAX_BYTES, checkpoint_every_s: float = 300.0,
+                 checkpoint_every_inputs: int = 5_000, queue_size: int = 50_000,
                  batch: int = 2000, flush_s: float = 0.2):
         self.path = path or default_path()
         self.retention_s = retention_s
-        self.retention_rows = retention_rows
+        self.max_bytes = max_bytes
+        self.run_id = uuid.uuid4().hex
+        self.notice = None              # one line when an old database was moved aside
+        self._lock_fd = None
         self.checkpoint_every_s = checkpoint_every_s
         self.checkpoint_every_inputs = checkpoint_every_inputs
         self.batch = batch
@@ -79,8 +76,6 @@ class HistoryStore:
         self._thread = None
         self._stop = threading.Event()
         self._read_lock = threading.RLock()     # one connection per thread role; sqlite serialises anyway
-        self._close_lock = threading.Lock()     # close() and a writer that outlived its timeout
-        self._writer_done = self._writer_closes = False
         self._db = None
         self._reader = None
         self._last_change_version = 0
@@ -88,71 +83,77 @@ class HistoryStore:
         self._inputs_since_checkpoint = 0
         self._force_checkpoint = False
         self.counters = {"written": 0, "dropped": 0, "checkpoints": 0, "changes": 0, "pruned": 0,
-                         "write_errors": 0}
+                         "pruned_bytes": 0, "write_errors": 0}
         self.error = None
+        self.error_at = None            # time.time() of the last failed write
 
     # -- life cycle ---------------------------------------------------------------
 
     def open(self) -> "HistoryStore":
+        if self.path == ":memory:":
+            self._db = schema.connect(self.path)
+            self._db.executescript(schema.DDL)
+            return self
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            self._db = self._connect()
-            self._db.executescript(SCHEMA)
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', '1')")
-            self._db.commit()
+            self._lock_fd = schema.lock(self.path)
+            self._db, self.notice = schema.open_database(self.path)
+        except schema.SchemaError as exc:
+            raise StoreError(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
+            self._release_lock()
             raise StoreError("cannot open the history database %s (%s). Choose another path with --db, "
                              "or make %s writable." % (self.path, exc, directory)) from exc
+        if self.notice:
+            log.warning("%s", self.notice)
         return self
 
-    def _connect(self):
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def attach(self, graph: NamespaceGraph) -> None:
         """Record graph's inputs from now on; writes a first checkpoint."""
         self._graph = graph
         self._last_change_version = graph.version
+        with self._read_lock:
+            self._db.execute("INSERT INTO runs VALUES (?, ?, NULL, ?, ?)",
+                             (self.run_id, time.time(), graph.node, os.getpid()))
+            self._db.commit()
         graph.add_journal(self._on_input)
         self._write_checkpoint()
 
     def start(self) -> "HistoryStore":
         if self._db is None:
             self.open()
-        self._writer_done = self._writer_closes = False
         self._thread = threading.Thread(target=self._run, name="nsgraph-store", daemon=True)
         self._thread.start()
         return self
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop recording, write what is queued, close.  A writer still busy after
-        `timeout` (a swamped machine) keeps its connection and closes it itself when
-        done: closing it under a running statement crashes sqlite3 (seen: SIGSEGV)."""
-        if self._graph is not None:
-            self._graph.remove_journal(self._on_input)      # the queue stops growing
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        with self._close_lock:
-            if self._thread is not None and not self._writer_done:
-                log.warning("history writer still busy after %.0f s; it closes %s when done", timeout, self.path)
-                self._writer_closes = True
-            else:
-                self._close_db()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-    def _close_db(self) -> None:
-        if self._db is not None:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
-            self._db = None
+        if self._graph is not None:
+            self._graph.remove_journal(self._on_input)
+        with self._read_lock:              # the writer may still be in a batch if the join timed out
+            if self._db is not None:
+                try:
+                    self._db.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (time.time(), self.run_id))
+                    self._db.commit()
+                except sqlite3.Error:
+                    pass
+                try:
+                    self._db.close()
+                except sqlite3.Error:
+                    pass
+                self._db = None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        self._release_lock()
 
     # -- writing -------------------------------------------------------------------
 
@@ -174,22 +175,40 @@ class HistoryStore:
                 pass
             try:
                 with self._read_lock:
+                    if self._db is None:           # closed under us (shutdown)
+                        return
                     if rows:
                         self._write(rows)
                     self._write_changes()
                     if self._checkpoint_due():
                         self._write_checkpoint()
                         self._prune()
-            except Exception as exc:
-                self.counters["write_errors"] += 1
-                self.error = "writing history to %s failed: %s (disk full? check free space)" % (self.path, exc)
-                if self.counters["write_errors"] == 1:
-                    log.exception("history write failed")
+                if self.error is not None:
+                    self._recovered()
+            except (sqlite3.Error, OSError, ValueError) as exc:
+                self._write_failed(exc, len(rows))
                 self._stop.wait(1.0)
-        with self._close_lock:
-            self._writer_done = True
-            if self._writer_closes:
-                self._close_db()
+
+    def _write_failed(self, exc, lost: int) -> None:
+        """A failed batch is lost (counted); the next checkpoint makes history exact again."""
+        self.counters["write_errors"] += 1
+        self.counters["dropped"] += lost
+        self._force_checkpoint = True
+        self.error_at = time.time()
+        full = "full" in str(exc).lower() or getattr(exc, "errno", None) == 28
+        self.error = ("writing history to %s failed: %s%s" % (
+            self.path, exc, " (the disk is full: free space there, or lower the history size limit)"
+            if full else " (check the file and its disk)"))
+        if self.counters["write_errors"] == 1:
+            log.error("%s", self.error)
+        try:
+            self._db.rollback()
+        except (sqlite3.Error, AttributeError):
+            pass
+
+    def _recovered(self) -> None:
+        log.warning("history writes work again after %d failure(s)", self.counters["write_errors"])
+        self.error = None
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written (tests, shutdown)."""
@@ -199,13 +218,16 @@ class HistoryStore:
         time.sleep(self.flush_s + 0.05)
 
     def _write(self, rows) -> None:
-        encoded = []
-        for seq, ts, kind, payload in rows:
-            encoded.append((seq, ts, kind, json.dumps(encode_input(kind, payload), separators=(",", ":"))))
-        self._db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?)", encoded)
+        """One input block per writer batch: zlib'd JSON lines [seq, ts, kind, data]."""
+        lines = [json.dumps([seq, ts, kind, encode_input(kind, payload)], separators=(",", ":"))
+                 for seq, ts, kind, payload in rows]
+        data = zlib.compress("\n".join(lines).encode("utf-8"), 1)
+        self._db.execute("INSERT OR IGNORE INTO input_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (self.run_id, rows[0][0], rows[-1][0], rows[0][1], rows[-1][1], len(rows),
+                          len(data), data))
         self._db.commit()
-        self.counters["written"] += len(encoded)
-        self._inputs_since_checkpoint += len(encoded)
+        self.counters["written"] += len(rows)
+        self._inputs_since_checkpoint += len(rows)
 
     def _write_changes(self) -> None:
         g = self._graph
@@ -240,64 +262,52 @@ class HistoryStore:
         if g is None:
             return
         self._force_checkpoint = False
+        # The time is taken BEFORE the export: every input after the checkpoint then has a
+        # later time, which is what retention (cut by time) and graph_at rely on.
+        ts = time.time()
         state = g.export_state()
+        blob = zlib.compress(json.dumps(state, separators=(",", ":")).encode("utf-8"), 1)
         with self._read_lock:
-            self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
-                             (state["input_seq"], time.time(), state["version"],
-                              json.dumps(state, separators=(",", ":"))))
+            self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
+                             (self.run_id, state["input_seq"], ts, state["version"], len(blob), blob))
             self._db.commit()
         self._last_checkpoint = time.time()
         self._inputs_since_checkpoint = 0
         self.counters["checkpoints"] += 1
 
     def _prune(self) -> None:
-        """Drop history beyond the retention, keeping a checkpoint to replay from."""
-        cutoff_seq = None
-        if self.retention_s:
-            row = self._db.execute("SELECT max(seq) FROM checkpoints WHERE ts <= ?",
-                                   (time.time() - self.retention_s,)).fetchone()
-            cutoff_seq = row[0]
-        if self.retention_rows:
-            row = self._db.execute("SELECT max(seq) FROM inputs").fetchone()
-            if row[0] is not None and row[0] > self.retention_rows:
-                cp = self._db.execute("SELECT max(seq) FROM checkpoints WHERE seq <= ?",
-                                      (row[0] - self.retention_rows,)).fetchone()[0]
-                if cp is not None and (cutoff_seq is None or cp > cutoff_seq):
-                    cutoff_seq = cp
-        if cutoff_seq is None:
-            return
-        cur = self._db.execute("DELETE FROM inputs WHERE seq <= ?", (cutoff_seq,))
-        self.counters["pruned"] += cur.rowcount
-        self._db.execute("DELETE FROM checkpoints WHERE seq < ?", (cutoff_seq,))
-        first_ts = self._db.execute("SELECT ts FROM checkpoints WHERE seq = ?", (cutoff_seq,)).fetchone()
-        if first_ts:
-            self._db.execute("DELETE FROM changes WHERE ts < ?", (first_ts[0],))
-        self._db.commit()
+        """Drop history beyond the retention (age, size), keeping a checkpoint to replay from."""
+        result = retention.prune(self._db, max_bytes=self.max_bytes, max_age_s=self.retention_s,
+                                 keep_run=self.run_id)
+        self.counters["pruned"] += result["blocks"] + result["checkpoints"]
+        self.counters["pruned_bytes"] += result["bytes"]
 
     # -- reading -------------------------------------------------------------------
 
     def _read_db(self):
         if self._reader is None:
-            self._reader = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+            self._reader = self._db if self.path == ":memory:" else schema.connect(self.path)
         return self._reader
 
     def graph_at(self, at: float) -> Optional[NamespaceGraph]:
-        """The graph as it was at time `at` (seconds since the epoch), or None before the history."""
+        """The graph as it was at time `at` (seconds since the epoch), or None before the history.
+        The run live at `at` is the one with the newest checkpoint at or before it: a time
+        before a restart shows the old run's graph, a time after it the new run's."""
         with self._read_lock:
             db = self._read_db()
-            row = db.execute("SELECT seq, state FROM checkpoints WHERE ts <= ? ORDER BY seq DESC LIMIT 1",
-                             (at,)).fetchone()
+            row = db.execute("SELECT run_id, seq, state FROM checkpoints WHERE ts <= ? ORDER BY ts DESC "
+                             "LIMIT 1", (at,)).fetchone()
             if row is None:
                 return None
-            seq, state = row
-            records = db.execute("SELECT kind, data FROM inputs WHERE seq > ? AND ts <= ? ORDER BY seq",
-                                 (seq, at)).fetchall()
-        graph = NamespaceGraph.from_state(json.loads(state))
-        replay_records(graph, ((kind, decode_input(kind, json.loads(data))) for kind, data in records))
+            run_id, seq, state = row
+            blocks = db.execute("SELECT data FROM input_blocks WHERE run_id = ? AND last_seq > ? AND "
+                                "first_ts <= ? ORDER BY first_seq", (run_id, seq, at)).fetchall()
+        graph = NamespaceGraph.from_state(json.loads(zlib.decompress(state)))
+        replay_records(graph, _inputs(blocks, seq, at))
         return graph
 
     def graph_json_at(self, at: float) -> Optional[GraphJSON]:
-        """The Graph JSON as it was at time `at`, or None before the history (webapp/contract.py)."""
+        """graph_at(at) as Graph JSON (webapp.contract.HistoryReader)."""
         graph = self.graph_at(at)
         return graph.to_json() if graph is not None else None
 
@@ -308,16 +318,52 @@ class HistoryStore:
             return None
         return diff_graphs(g1.to_json(), g2.to_json(), t1, t2)
 
+    def time_range(self):
+        """(first, last): the times the history covers now (None, None when empty)."""
+        with self._read_lock:
+            row = self._read_db().execute("SELECT min(ts) FROM checkpoints").fetchone()
+        return (row[0], time.time()) if row and row[0] is not None else (None, None)
+
     def events(self, since: float = 0.0, limit: int = 1000) -> list:
+        """Tracer events recorded at or after `since` (every run), oldest first."""
         with self._read_lock:
             rows = self._read_db().execute(
-                "SELECT data FROM inputs WHERE kind = 'event' AND ts >= ? ORDER BY seq LIMIT ?",
-                (since, limit)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+                "SELECT data FROM input_blocks WHERE last_ts >= ? ORDER BY first_ts", (since,)).fetchall()
+        out = []
+        for seq, ts, kind, data in _lines(rows):
+            if kind == "event" and ts >= since:
+                out.append(data)
+                if len(out) >= limit:
+                    break
+        return out
 
     def stats(self) -> dict:
         out = dict(self.counters)
         out["queued"] = self._queue.qsize()
         out["path"] = self.path
+        out["run_id"] = self.run_id
         out["error"] = self.error
+        out["error_at"] = self.error_at
+        out["max_bytes"] = self.max_bytes
+        try:
+            out["bytes"] = sum(os.path.getsize(self.path + s) for s in ("", "-wal") if os.path.exists(self.path + s))
+        except OSError:
+            out["bytes"] = None
         return out
+
+
+def _lines(blocks):
+    """(seq, ts, kind, data) of every input in the blocks, in order."""
+    for (data,) in blocks:
+        for line in zlib.decompress(data).split(b"\n"):
+            yield json.loads(line)
+
+
+def _inputs(blocks, after_seq: int, until: float):
+    """(kind, payload) of the inputs after `after_seq` up to time `until`, decoded for replay."""
+    for seq, ts, kind, data in _lines(blocks):
+        if seq <= after_seq:
+            continue
+        if ts > until:
+            return
+        yield kind, decode_input(kind, data)

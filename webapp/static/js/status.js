@@ -34,6 +34,7 @@ export class StatusBar {
   update(status) {
     this.state = status.state;
     this.setCounters(status.counters);
+    showHealth(status.health || []);
   }
 
   setCounters(c) {
@@ -61,6 +62,29 @@ export class StatusBar {
       getJSON("/api/status").then(({ body }) => this.update(body)).catch(() => {});
     }, 2000);
   }
+}
+
+// What the server says is degraded (tracer/health.py), each with what to do about it.
+// Shown while it lasts; gone at the next status once the part recovers.
+function showHealth(problems) {
+  const box = $("health");
+  if (!box) return;
+  box.hidden = problems.length === 0;
+  const key = problems.map((p) => p.check + ":" + p.message).join("\n");
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren();
+  if (!problems.length) return;
+  const title = document.createElement("strong");
+  title.textContent = "nsgraph is degraded:";
+  const list = document.createElement("ul");
+  for (const p of problems) {
+    const item = document.createElement("li");
+    item.dataset.check = p.check;
+    item.textContent = p.message;
+    list.appendChild(item);
+  }
+  box.append(title, list);
 }
 
 function setText(id, text) {

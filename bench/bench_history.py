@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""graph_at on a full history database: the time to rebuild the graph at random times T.
+
+Fills a real SQLite file through the real HistoryStore (writer thread, blocks,
+checkpoints, retention) with synthetic tracer events (fork, exec, exit, an unshare
+now and then, on a graph with --procs long-lived processes) until it holds --mb MB,
+then times graph_at(T) for --samples random T across the whole history.
+Target: every T rebuilds in <= 200 ms (issue 11).  No root needed.
+
+    .venv/bin/python bench/bench_history.py [--mb 400] [--samples 50] [--procs 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tracer.exitcodes import EXIT_OK  # noqa: E402
+
+from bench_web_stream import HOST, event_stream  # noqa: E402
+from loadgen import percentile  # noqa: E402
+from tracer.graph.model import NamespaceGraph  # noqa: E402
+from tracer.history.store import HistoryStore  # noqa: E402
+
+
+def build_graph(procs: int):
+    import collections
+    from tracer.host.snapshot import NsInfo, ProcInfo, Snapshot
+    dev = 4
+    namespaces = {}
+    for slot, inode in HOST.items():
+        t = slot.replace("_for_children", "")
+        namespaces[(t, dev, inode)] = NsInfo(t, inode, dev, ns_id=inode, owner_inode=None if t == "user" else 105)
+    pids = [1, 50] + list(range(100_000, 100_000 + procs))
+    processes = {pid: ProcInfo(pid, 0 if pid == 1 else 1, 0, "init" if pid == 1 else "sh", ["sh", "-c", "x" * 40],
+                               pid, "0::/", {s: (dev, i) for s, i in HOST.items()}) for pid in pids}
+    g = NamespaceGraph(dev=dev)
+    g.load_snapshot(Snapshot(time.time(), processes, namespaces, collections.Counter()))
+    return g
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=400.0)
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--procs", type=int, default=2000)
+    ap.add_argument("--path", help="database file (default: a temporary one)")
+    args = ap.parse_args()
+    path = args.path or os.path.join(tempfile.mkdtemp(prefix="nsgbench-hist-"), "history.db")
+    g = build_graph(args.procs)
+    store = HistoryStore(path, max_bytes=int(args.mb * 2**20)).open()
+    store.attach(g)
+    store.start()
+    gen = event_stream()
+    t0 = time.monotonic()
+    n = 0
+    last_report = t0
+    while True:
+        for _ in range(2000):
+            g.apply(next(gen))
+        n += 2000
+        while store.stats()["queued"] > 20_000:
+            time.sleep(0.05)
+        if time.monotonic() - last_report > 10:
+            last_report = time.monotonic()
+            st = store.stats()
+            print("  %d inputs, %.0f MB, %d checkpoints, pruned %d" % (
+                n, (st["bytes"] or 0) / 2**20, st["checkpoints"], st["pruned"]), flush=True)
+            # Full: the size retention has started cutting.
+            if st["pruned"] > 0 or (st["bytes"] or 0) >= args.mb * 2**20:
+                break
+    store.flush()
+    lo, hi = store.time_range()
+    times, cpu = [], []
+    rng = random.Random(1)
+    for _ in range(args.samples):
+        at = rng.uniform(lo, hi)
+        t, c = time.perf_counter(), time.process_time()
+        graph = store.graph_at(at)
+        times.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+        assert graph is not None
+    st = store.stats()
+    store.close()
+    print("database %.0f MB (limit %.0f), %d inputs written in %.0f s, %d checkpoints kept, graph of %d processes"
+          % ((st["bytes"] or 0) / 2**20, args.mb, st["written"], time.monotonic() - t0, st["checkpoints"],
+             args.procs))
+    print("graph_at over %d random T: wall p50 %.0f ms, p99 %.0f ms, max %.0f ms (target <= 200 ms); CPU time "
+          "p50 %.0f ms, p99 %.0f ms (what it costs without other load); load %.1f (a shared machine)"
+          % (len(times), percentile(times, 50), percentile(times, 99), max(times), percentile(cpu, 50),
+             percentile(cpu, 99), os.getloadavg()[0]))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
