@@ -7,7 +7,7 @@ them (ABI 4: plain forks and exits are brief records that name no namespace,
 unshares name only the slot they changed).  Like tracer.events.decode.Decoder,
 events with the same namespaces share one read-only map (--copied-maps gives each
 event its own dict instead, as the first version of this benchmark did).  Offline
-graph (live=False), so /proc is never read and only the model is measured.
+graph (its default ReplayProcReader), so /proc is never read and only the model is measured.
 
     .venv/bin/python bench/bench_graph.py            # everything (~1 min)
     .venv/bin/python bench/bench_graph.py --quick    # fewer events
@@ -179,7 +179,7 @@ def apply_rate(n_procs: int, n_events: int, batch: int = 0, shared_maps: bool = 
     # collector's sight, and build the model after, so its own objects are still counted.
     gc.collect()
     gc.freeze()
-    g = NamespaceGraph(dev=DEV, live=False)
+    g = NamespaceGraph(dev=DEV)
     g.load_snapshot(world.snapshot)
     t, c = time.perf_counter(), time.process_time()
     if batch:
@@ -216,7 +216,7 @@ def rates(args) -> None:
 
 def memory_growth(n_events: int, n_procs: int = 2000, batch: int = 100_000) -> tuple:
     world = World(n_procs)
-    g = NamespaceGraph(dev=DEV, live=False)
+    g = NamespaceGraph(dev=DEV)
     g.load_snapshot(world.snapshot)
     warm = world.events(batch)
     for e in warm:
@@ -241,9 +241,9 @@ def memory_growth(n_events: int, n_procs: int = 2000, batch: int = 100_000) -> t
 
 def serialise(n_procs: int, own: int) -> tuple:
     world = World(n_procs, own_ns_procs=own)
-    g = NamespaceGraph(dev=DEV, live=False)
+    g = NamespaceGraph(dev=DEV)
     g.load_snapshot(world.snapshot)
-    n_ns = len(g._alive)
+    n_ns = g.counters_snapshot()["namespaces_alive"]
     best_json = best_dump = float("inf")
     for _ in range(3):
         t = time.perf_counter()
@@ -293,7 +293,7 @@ def main() -> int:
     for procs in (1000, 10000):
         world = World(procs, own_ns_procs=200)
         tracemalloc.start()
-        g = NamespaceGraph(dev=DEV, live=False)
+        g = NamespaceGraph(dev=DEV)
         g.load_snapshot(world.snapshot)
         mems[procs] = tracemalloc.get_traced_memory()[0] / 2**20
         tracemalloc.stop()

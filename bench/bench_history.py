@@ -41,7 +41,7 @@ def build_graph(procs: int):
     pids = [1, 50] + list(range(100_000, 100_000 + procs))
     processes = {pid: ProcInfo(pid, 0 if pid == 1 else 1, 0, "init" if pid == 1 else "sh", ["sh", "-c", "x" * 40],
                                pid, "0::/", {s: (dev, i) for s, i in HOST.items()}) for pid in pids}
-    g = NamespaceGraph(dev=dev, live=False)
+    g = NamespaceGraph(dev=dev)
     g.load_snapshot(Snapshot(time.time(), processes, namespaces, collections.Counter()))
     return g
 

@@ -3,7 +3,7 @@
 
 Part 1 (no root needed): synthetic tracer events (fork -> exec -> exit, with an
 unshare(CLONE_NEWUTS) now and then) go through the real path: NamespaceGraph.apply
-(live=False), the SSE hub (event encoding, coalesced diffs) and werkzeug's
+(offline: no /proc reads), the SSE hub (event encoding, coalesced diffs) and werkzeug's
 threaded server, to N client processes reading /stream over real sockets.  Each
 client counts the events it got, samples the lag (receive time - event time) and
 counts resyncs (it fell behind).  "Keeps up" means: every client got every event,
@@ -67,7 +67,7 @@ def build_graph():
         namespaces[(t, DEV, inode)] = NsInfo(t, inode, DEV, ns_id=inode, owner_inode=None if t == "user" else 105)
     procs = {pid: ProcInfo(pid, 0 if pid == 1 else 1, 0, "init" if pid == 1 else "sh", ["sh"], pid, "0::/",
                            {s: (DEV, i) for s, i in HOST.items()}) for pid in (1, 50)}
-    g = NamespaceGraph(dev=DEV, live=False)
+    g = NamespaceGraph(dev=DEV)
     g.load_snapshot(Snapshot(time.time(), procs, namespaces, collections.Counter()))
     return g
 

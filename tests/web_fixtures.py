@@ -108,8 +108,7 @@ class World:
         self._seq = itertools.count(1)
         self._pids = itertools.count(20_000)
         self._inodes = itertools.count(4026533000)
-        self.graph = NamespaceGraph(dev=DEV, node="testhost", live=False, changelog_size=changelog_size,
-                                    resolve_container=cgroup_container)
+        self.graph = NamespaceGraph(dev=DEV, node="testhost", changelog_size=changelog_size)
         self.graph.load_snapshot(snapshot(self.t0), cgroup_container)
         # The Docker catalog's record, applied as NsgraphService._on_container does.
         self.graph.apply_ops([{"op": "container", "data": MYAPP_RECORD.to_json()}])

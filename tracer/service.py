@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from .graph.model import DEFAULT_ENDED_RETENTION, NamespaceGraph
+from .graph.model import NamespaceGraph
+from .graph.nstable import DEFAULT_ENDED_RETENTION
+from .graph.procreader import LiveProcReader
 from .health import Health
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class NsgraphService:
         self._wake = threading.Event()
         self._thread = None
         self._progress_cb = None
+        self._resolve = None
+        self._last_reconcile = self._last_settle = time.monotonic()
         self.timings = {}
         self._health = Health(self)
 
@@ -105,12 +109,17 @@ class NsgraphService:
 
     # -- life cycle ------------------------------------------------------------------
 
-    def start(self, progress_cb: Optional[Callable[[str], None]] = None) -> bool:
-        """Bring everything up; False (and status "error" with a fix) when the tracer cannot run."""
+    def start(self, progress_cb: Optional[Callable[[str], None]] = None,
+              on_graph: Optional[Callable[[NamespaceGraph], None]] = None) -> bool:
+        """Bring everything up; False (and status "error" with a fix) when the tracer cannot run.
+
+        progress_cb(text) hears every step (status.progress holds the last one).
+        on_graph(graph) is called once the graph holds the first snapshot and before
+        the probes start: attach a journal there (a recorder) to miss no input."""
         self._progress_cb = progress_cb
         self.status.state = "starting"
         try:
-            self._start()
+            self._start(on_graph)
         except Exception as exc:
             self.status.state = "error"
             self.status.error = _explain(exc)
@@ -120,7 +129,7 @@ class NsgraphService:
         self._progress("running")
         return True
 
-    def _start(self) -> None:
+    def _start(self, on_graph) -> None:
         from .containers.catalog import ContainerCatalog
         from .containers.cgroups import parse_cgroup
         from .containers.records import container_from_ref
@@ -141,11 +150,14 @@ class NsgraphService:
         self._resolve = resolve
 
         self._progress("reading every process's namespaces from /proc")
-        self.graph = graph = NamespaceGraph(node=cfg.node or _hostname(), ended_retention=cfg.ended_retention,
-                                            resolve_container=resolve, join_gap=cfg.join_gap)
+        graph = NamespaceGraph(node=cfg.node or _hostname(), ended_retention=cfg.ended_retention,
+                               reader=LiveProcReader(resolve), join_gap=cfg.join_gap)
         snap = take_snapshot()
         graph.load_snapshot(snap, resolve)
+        self.graph = graph
         self.timings["snapshot"] = time.perf_counter() - t0
+        if on_graph is not None:
+            on_graph(graph)
         graph.subscribe(self._on_version)
         if self.catalog is not None:
             self.catalog.subscribe(self._on_container)
@@ -227,14 +239,13 @@ class NsgraphService:
         self.reconcile(full=False)
 
     def _maintain(self) -> None:
-        cfg = self.config
         while not self._stop.is_set():
             self._wake.wait(0.25)
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
-                self._tick(cfg)
+                self.tick()
             except Exception as exc:
                 if self._health.reconcile_error is None:
                     log.exception("maintenance failed")      # once per outage, not every 0.25 s
@@ -243,7 +254,11 @@ class NsgraphService:
             else:
                 self._health.maintenance_ok()
 
-    def _tick(self, cfg) -> None:
+    def tick(self) -> None:
+        """One round of maintenance (the timer thread runs it about 4 times a second):
+        a reconcile when the graph needs repair or the interval passed, else settling
+        orphans; closing quiet join sessions; docker exec commands for sessions."""
+        cfg = self.config
         graph = self.graph
         now = time.monotonic()
         if graph.needs_repair or now - self._last_reconcile >= cfg.reconcile_s:
@@ -257,7 +272,7 @@ class NsgraphService:
                 self._last_settle = time.monotonic()
         wall = time.time()
         with graph.lock:
-            due = graph.joins.active and any(wall - s.last > graph.joins.gap for s in graph.joins._open.values())
+            due = graph.joins.flush_due(wall)
             pending = [(s.id, s.container, s.start, s.end) for s in graph.joins.pending_hints(wall)] \
                 if self.hints is not None else []
         ops = []

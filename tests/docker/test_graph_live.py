@@ -16,7 +16,6 @@ import uuid
 
 import pytest
 
-from tracer.graph.model import MEMBER_SLOTS
 from tracer.history.recording import JsonlRecorder, replay_file
 from tracer.host.snapshot import take_snapshot
 
@@ -61,7 +60,7 @@ def diff_against_proc(graph) -> list:
     time.sleep(0.5)
     with graph.lock:
         procs = graph.process_ns()
-        alive = {(ns.type, ns.inode): ns for ns in graph._alive.values()}
+        alive = {(ns.type, ns.inode): ns for ns in graph.namespaces.alive.values()}
         pending = {k for k, ns in alive.items() if ns.orphaned_at is not None}
         info = {k: (ns.ns_id, ns.owner.inode if ns.owner else ns.owner_inode,
                     ns.parent.inode if ns.parent else ns.parent_inode) for k, ns in alive.items()}
@@ -134,7 +133,9 @@ def service(root, docker_client, tmp_path_factory):
     yield svc
     svc.stop()
     recorder.close()
-    for name in [c.name for c in docker_client.containers.list(all=True) if c.name.startswith(PREFIX)]:
+    # Only ours are listed: listing every container races with other users' removals (a 404).
+    for name in [c.name for c in docker_client.containers.list(all=True, filters={"name": PREFIX})
+                 if c.name.startswith(PREFIX)]:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     subprocess.run(["ip", "netns", "del", PREFIX], capture_output=True)
 

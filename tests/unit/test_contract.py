@@ -40,7 +40,7 @@ def parameters(function) -> list:
 
 IMPLEMENTATIONS = [
     (contract.Service, NsgraphService, NsgraphService),
-    (contract.GraphReader, NamespaceGraph, lambda: NamespaceGraph(dev=4, live=False)),
+    (contract.GraphReader, NamespaceGraph, lambda: NamespaceGraph(dev=4)),
     (contract.HistoryReader, HistoryStore, lambda: HistoryStore(":memory:")),
     (contract.EventSource, Collector, Collector),
 ]

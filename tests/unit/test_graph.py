@@ -1,59 +1,16 @@
 """NamespaceGraph logic on synthetic events (fast, no root).
 
-The live tests (tests/test_graph_live.py) check the same model against the real
+The live tests (tests/docker/test_graph_live.py) check the same model against the real
 kernel; here every case is built by hand so each rule is pinned down.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
+from synthetic import DEV, HOST, ev, fresh_graph, host_snapshot, with_
 
 from tracer import nstypes
-from tracer.events.event import Event
 from tracer.graph.model import NamespaceGraph
-from tracer.host.snapshot import NsInfo, ProcInfo, Snapshot
-
-DEV = 4
-HOST = {"mnt": 100, "pid": 101, "pid_for_children": 101, "net": 102, "uts": 103, "ipc": 104,
-        "user": 105, "cgroup": 106, "time": 107, "time_for_children": 107}
-_seq = itertools.count(1)
-
-
-def ev(kind, pid, ns=None, before=None, ts=None, shared=False, **kw):
-    """An Event; its ns map is copied unless shared (decoded events share maps)."""
-    seq = next(_seq)
-    base = dict(kind=kind, seq=seq, ts=ts if ts is not None else 1000.0 + seq / 1000, pid=pid,
-                tid=kw.pop("tid", pid), ppid=kw.pop("ppid", 1), uid=0, vpid=pid,
-                comm=kw.pop("comm", "sh"), ns=ns if shared else dict(ns or {}), ns_before=before)
-    if kind in ("clone", "unshare", "setns"):
-        base.setdefault("syscall", kw.pop("syscall", "clone" if kind == "clone" else kind))
-    base.update(kw)
-    return Event(**base)
-
-
-def host_snapshot(pids=(1,), extra_ns=(), taken_at=999.0):
-    namespaces = {}
-    for slot, inode in HOST.items():
-        t = slot.replace("_for_children", "")
-        namespaces[(t, DEV, inode)] = NsInfo(t, inode, DEV, ns_id=inode, owner_inode=None if t == "user" else 105)
-    for info in extra_ns:
-        namespaces[(info.type, DEV, info.inode)] = info
-    procs = {pid: ProcInfo(pid, 0 if pid == 1 else 1, 0, "init" if pid == 1 else "sh", ["sh"], pid, "0::/",
-                           {s: (DEV, i) for s, i in HOST.items()}) for pid in pids}
-    return Snapshot(taken_at, procs, namespaces, collections.Counter())
-
-
-def fresh_graph(pids=(1,)):
-    g = NamespaceGraph(dev=DEV, live=False)
-    g.load_snapshot(host_snapshot(pids))
-    return g
-
-
-def with_(ns, **changes):
-    out = dict(ns)
-    out.update(changes)
-    return out
+from tracer.host.snapshot import NsInfo
 
 
 def test_snapshot_load_gives_host_namespaces_and_members():
@@ -149,7 +106,7 @@ def test_thread_setns_keeps_the_process_in_place():
 
 
 def test_diff_since_and_too_old():
-    g = NamespaceGraph(dev=DEV, live=False, changelog_size=50)
+    g = NamespaceGraph(dev=DEV, changelog_size=50)
     g.load_snapshot(host_snapshot(pids=(1, 50)))
     v = g.version
     g.apply(ev("clone", 50, ns=HOST, before=HOST, child_pid=90, raw_flags=17))
@@ -263,7 +220,7 @@ def test_apply_batch_is_apply_event_by_event_with_one_notification():
     a.pop("time"), b.pop("time")
     assert a == b
     assert one.version == batched.version and one.version - v0 > len(events) // 2
-    assert list(one._changes) == list(batched._changes)
+    assert one.changes_since(0) == batched.changes_since(0)
     assert one.diff_since(v0) == batched.diff_since(v0)
     assert journal_one == journal_batched and len(journal_one) == len(events)
     assert one.counters["failed_calls"] == 1 and one.counters["rejected"] == 1
@@ -307,3 +264,19 @@ def test_brief_fork_of_an_unknown_parent_asks_for_a_repair():
     g = fresh_graph(pids=(1,))
     g.apply(ev("clone", 900, child_pid=901, ns={}, before={}, brief=True, uid=None, ppid=None, syscall=None))
     assert g.process(901) is not None and g.needs_repair
+
+
+def test_a_namespaces_container_does_not_depend_on_set_order():
+    # Two processes of different containers join net 300, the later-loaded one first: the
+    # live member set and the one a checkpoint rebuilds (in process order) iterate differently.
+    g = NamespaceGraph(dev=DEV)
+    g.load_snapshot(host_snapshot(pids=(1,)))
+    for pid, cid in ((16, "a" * 64), (8, "b" * 64)):
+        g.apply_ops([{"op": "proc", "pid": pid, "ppid": 1, "uid": 0, "comm": "sh", "cmdline": ["sh"],
+                      "cgroup": "0::/", "ns": HOST, "ts": 1.0,
+                      "container": {"id": cid, "name": cid[:1], "image": None, "runtime": "docker", "pid": pid,
+                                    "labels": {}, "state": None, "pod_uid": None, "source": "test"}}])
+    g.apply(ev("unshare", 8, ns=with_(HOST, net=300), before=HOST, raw_flags=nstypes.CLONE_NEWNET))
+    g.apply(ev("setns", 16, ns=with_(HOST, net=300), before=HOST, raw_flags=nstypes.CLONE_NEWNET))
+    copy = NamespaceGraph.from_state(g.export_state())
+    assert g.namespace("net:300")["container"] == copy.namespace("net:300")["container"] == "b"

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from tracer import nstypes
 from tracer.events.event import Event
-from tracer.graph.model import NamespaceGraph, replay_records
+from tracer.graph.model import NamespaceGraph
+from tracer.history.replay import replay_records
 from tracer.host.snapshot import NsInfo, ProcInfo, Snapshot
 
 DEV = 4
@@ -150,7 +151,7 @@ step_st = st.one_of(
 
 def run(steps, check_each=False):
     k = Kernel()
-    g = NamespaceGraph(dev=DEV, live=False, ended_retention=100000)
+    g = NamespaceGraph(dev=DEV, ended_retention=100000)
     g.load_snapshot(k.snapshot())
     for name, who, arg in steps:
         pids = sorted(k.procs)
@@ -200,7 +201,7 @@ def test_random_sequences_keep_invariants_and_match_the_kernel(steps):
 @given(st.lists(step_st, max_size=40))
 def test_replaying_the_journal_rebuilds_the_same_graph(steps):
     k = Kernel()
-    g = NamespaceGraph(dev=DEV, live=False)
+    g = NamespaceGraph(dev=DEV)
     journal = []
     g.add_journal(lambda kind, payload, seq: journal.append((kind, payload)))
     g.load_snapshot(k.snapshot())
@@ -214,7 +215,7 @@ def test_replaying_the_journal_rebuilds_the_same_graph(steps):
         elif name == "unshare":
             g.apply(k.unshare(pid, arg))
     g.reconcile(k.snapshot(), since_version=g.version, full=False)
-    copy = NamespaceGraph(dev=DEV, live=False)
+    copy = NamespaceGraph(dev=DEV)
     replay_records(copy, journal)
     a, b = g.to_json(), copy.to_json()
     for d in (a, b):

@@ -28,7 +28,7 @@ def _strip(data):
 
 
 def _graph(pids):
-    g = NamespaceGraph(dev=DEV, live=False)
+    g = NamespaceGraph(dev=DEV)
     g.load_snapshot(host_snapshot(pids=pids))
     return g
 

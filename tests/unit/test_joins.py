@@ -57,7 +57,7 @@ def container_data(fx) -> dict:
 
 def make_graph(fx) -> NamespaceGraph:
     """The host as it was when the events were recorded: pid 1, the container's init, the netns pin."""
-    g = NamespaceGraph(dev=fx["nsfs_dev"], live=False, join_gap=GAP)
+    g = NamespaceGraph(dev=fx["nsfs_dev"], join_gap=GAP)
     host, cont = fx["host_ns"], fx["container"]["ns"]
     ops = []
     for t, inode in host.items():
@@ -90,7 +90,7 @@ def run(fx, *names, graph=None, commands=None):
     g = graph or make_graph(fx)
     evs = sorted((e for n in names for e in events(fx, n)), key=lambda e: e.seq)
     for pid, argv in (commands or {}).items():
-        g.stash({"op": "procread", "pid": pid, "cmdline": argv, "cgroup": None, "nested": True})
+        g.reader.stash({"op": "procread", "pid": pid, "cmdline": argv, "cgroup": None, "nested": True})
     for e in evs:
         g.apply(e)
     assert g.counters["rejected"] == 0

@@ -202,11 +202,7 @@ MAX_LINES = 400
 SOURCE_SUFFIXES = (".py", ".js")
 # Modules allowed over MAX_LINES, each with the reason.  An entry that is no longer over
 # the limit fails test_oversize_list_is_current: take it off when a module shrinks.
-OVERSIZE = {
-    # Being split by issue 9's model and web branches; the lead removes these at the merge
-    # (the test below fails until then, which is the point).
-    "tracer/graph/model.py": "issue 9: NamespaceGraph is being split into tracer/graph/ modules (branch graph)",
-}
+OVERSIZE = {}
 
 
 def line_counts(packages=PACKAGES) -> dict:
@@ -253,18 +249,6 @@ def test_size_check_sees_both_problems():
 PRIVATE_ALLOWED = {
     ("tracer.host.snapshot", "os._exit"):
         "the documented exit for a forked child: no atexit handlers or buffers of the parent run twice",
-}
-# Reaches that issue 9's model and web branches remove (the lead deletes these at the merge).
-PRIVATE_PENDING = {
-    ("tracer.service", "graph.joins._open"): "branch graph: joins behind a public port",
-    ("tracer.commands.record", "service._progress"): "branch graph: a public progress callback",
-    ("tracer.graph.joins", "self.graph._log"): "branch graph: joins behind a public port",
-    ("tracer.graph.joins", "self.graph._alive"): "branch graph",
-    ("tracer.graph.joins", "g._by_id"): "branch graph",
-    ("tracer.graph.joins", "g._ns_container"): "branch graph",
-    ("tracer.graph.joins", "g._container_name"): "branch graph",
-    ("tracer.graph.model", "joins._open"): "branch graph",
-    ("tracer.history.store", "g._changes"): "branch graph: a public changes_since",
 }
 _ACCESSORS = ("getattr", "setattr", "hasattr", "delattr")
 
@@ -327,14 +311,14 @@ def all_private_reaches() -> set:
 
 
 def test_no_module_reaches_into_private_attributes():
-    reaches = all_private_reaches() - set(PRIVATE_ALLOWED) - set(PRIVATE_PENDING)
+    reaches = all_private_reaches() - set(PRIVATE_ALLOWED)
     assert not reaches, ("modules using another module's private names (give the owner a narrow public "
                          "method or attribute instead): %s" % sorted(reaches))
 
 
 def test_private_allow_lists_are_current():
-    stale = sorted((set(PRIVATE_ALLOWED) | set(PRIVATE_PENDING)) - all_private_reaches())
-    assert not stale, "no longer occur: take them off PRIVATE_ALLOWED / PRIVATE_PENDING: %s" % stale
+    stale = sorted(set(PRIVATE_ALLOWED) - all_private_reaches())
+    assert not stale, "no longer occur: take them off PRIVATE_ALLOWED: %s" % stale
 
 
 def test_private_check_sees_reaches_and_spares_own_names():

@@ -24,7 +24,7 @@ def _strip(data):
 
 
 def _live_graph(tmp_path, **store_kw):
-    g = NamespaceGraph(dev=DEV, live=False)
+    g = NamespaceGraph(dev=DEV)
     g.load_snapshot(host_snapshot(pids=(1, 50)))
     store = HistoryStore(str(tmp_path / "h.db"), **store_kw).open()
     store.attach(g)
@@ -77,7 +77,7 @@ def test_graph_at_rebuilds_each_moment_and_diff(tmp_path):
 
 
 def test_full_queue_drops_and_counts_without_blocking(tmp_path):
-    g = NamespaceGraph(dev=DEV, live=False)
+    g = NamespaceGraph(dev=DEV)
     g.load_snapshot(host_snapshot(pids=(1, 50)))
     store = HistoryStore(str(tmp_path / "h.db"), queue_size=10).open()
     store.attach(g)                     # not started: nothing drains the queue

@@ -76,18 +76,14 @@ def run_record(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    # The recorder attaches before the probes start: hook it in when the graph exists.
-    original = service._progress
-
-    def progress(text):
-        if service.graph is not None and not recorder.attached:
-            try:
-                recorder.attach(service.graph)
-            except OSError:           # recorder.failed is set: the loop below ends at once
-                pass
-        original(text)
-    service._progress = progress
-    ok = service.start(lambda t: print("nsgraph record: %s" % t, file=sys.stderr, flush=True))
+    # The recorder attaches once the graph holds the snapshot, before the probes start.
+    def attach(graph):
+        try:
+            recorder.attach(graph)
+        except OSError:               # recorder.failed is set: the loop below ends at once
+            pass
+    ok = service.start(lambda t: print("nsgraph record: %s" % t, file=sys.stderr, flush=True),
+                       on_graph=attach)
     if not ok:
         recorder.close()
         print("nsgraph record: %s" % service.status.error, file=sys.stderr)

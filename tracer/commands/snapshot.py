@@ -52,6 +52,7 @@ def build_graph(docker: bool = True):
     from ..containers.cgroups import parse_cgroup
     from ..containers.records import container_from_ref
     from ..graph.model import NamespaceGraph
+    from ..graph.procreader import LiveProcReader
     from ..host.snapshot import take_snapshot
     catalog = None
     if docker:
@@ -62,7 +63,7 @@ def build_graph(docker: bool = True):
             ref = parse_cgroup(cgroup) if cgroup else None
             return container_from_ref(ref) if ref else None
     try:
-        graph = NamespaceGraph(resolve_container=resolve)
+        graph = NamespaceGraph(reader=LiveProcReader(resolve))
         snap = take_snapshot()
         graph.load_snapshot(snap, resolve)
     finally:

@@ -5,7 +5,7 @@ A node's stream (its events and checkpoints, in publish order) is applied here:
   checkpoint (run R, seq S)   -> the graph becomes NamespaceGraph.from_state(state), at S
                                  (skipped when the replica is already exactly there)
   events (run R, a..b)        -> records after the replica's position are replayed
-                                 (tracer.graph.model.replay_records: the same replay
+                                 (tracer.history.replay.replay_records: the same replay
                                  as recordings and the SQLite history)
 
 A batch that starts past position+1 is a hole: the replica stops applying (its graph
@@ -26,7 +26,8 @@ import threading
 import time
 from typing import Callable, List, Optional
 
-from ..graph.model import NamespaceGraph, replay_records
+from ..graph.model import NamespaceGraph
+from ..history.replay import replay_records
 from .wire import Checkpoint, EventsBatch
 
 LATENCY_SAMPLES = 4096

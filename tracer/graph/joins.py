@@ -7,9 +7,12 @@ with or without a fork.  A session opens at the first setns of a process that is
 in no open session, collects the setns calls of its processes and their clones,
 and closes at the first exec in it (the command) or after a quiet gap.
 
-JoinTracker runs under the graph lock (NamespaceGraph.apply calls feed), so it
-reads the graph's internals directly.  Time comes from events or from journaled
-ops only, so a replay closes the same sessions at the same moments.
+JoinTracker runs under the graph lock (NamespaceGraph.apply calls feed) and
+sees the model only through a JoinPort: four questions (which live namespace
+has this inode, which container owns that namespace, what is this container
+called, what command does this pid run) plus the change log for its own
+records.  Time comes from events or from journaled ops only, so a replay closes
+the same sessions at the same moments.
 
 The exec'd command line is read from /proc at once; a command as short-lived as
 `ps aux` is often gone by then, so the exec event's filename stands in and
@@ -21,13 +24,31 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Optional
+from typing import Optional, Protocol
 
+from ..events.kinds import EventKind
 from ..nstypes import CHILDREN_SLOT, RUNC_JOIN_ORDER, SLOT_TYPE
+from .changelog import ChangeLog
 
 log = logging.getLogger(__name__)
 
 HINT_MAX_AGE = 30.0
+DEFAULT_JOIN_RETENTION = 500
+
+
+class JoinPort(Protocol):
+    """What join sessions need to know of the model (NamespaceGraph implements it)."""
+
+    def live_namespace_id(self, ns_type: str, inode: int) -> Optional[str]:
+        """The id of the live namespace of that type and inode, or None."""
+
+    def namespace_container(self, ns_id: str) -> Optional[str]:
+        """The id of the container that owns the namespace (None for the host's)."""
+
+    def container_name(self, container_id: Optional[str]) -> Optional[str]: ...
+
+    def command_of(self, pid: int) -> Optional[str]:
+        """pid's command line, read now if the model has not yet."""
 
 
 def _tool(comm: str) -> str:
@@ -63,57 +84,66 @@ class JoinSession:
 
 
 class JoinTracker:
-    def __init__(self, graph, gap: float = 1.0, retention: int = 500):
-        self.graph = graph
+    def __init__(self, port: JoinPort, changes: ChangeLog, gap: float = 1.0,
+                 retention: int = DEFAULT_JOIN_RETENTION):
+        self.port = port
+        self.changes = changes
         self.gap = gap
         self.retention = retention
         self.sessions = {}          # id -> JoinSession (open and retained closed)
+        self.active = False         # a session is open (read for every event: a plain attribute)
         self._open = {}             # id -> JoinSession
         self._closed = deque()
         self._next = 1
-
-    @property
-    def active(self) -> bool:
-        return bool(self._open)
+        # EventKind -> what it means for the sessions: one entry per kind.
+        self._handlers = {EventKind.SETNS: self._on_setns, EventKind.CLONE: self._on_clone,
+                          EventKind.UNSHARE: self._on_unshare, EventKind.EXEC: self._on_exec}
 
     # -- events (under the graph lock) ----------------------------------------
 
     def feed(self, ev) -> None:
         if self._open:
             self.flush(ev.ts)
-        kind = ev.kind
-        if kind == "setns":
-            if ev.ret < 0:
-                return
-            session = self._session_of(ev.pid)
-            if session is None:
-                session = JoinSession(self._next, ev)
-                self._next += 1
-                self._open[session.id] = session
-                self.sessions[session.id] = session
-                self.graph._log("add", "join", session.id)
-            self._add_setns(session, ev)
+        handler = self._handlers.get(ev.kind)
+        if handler is not None:
+            handler(ev)
+
+    def _on_setns(self, ev) -> None:
+        if ev.ret < 0:
+            return
+        session = self._session_of(ev.pid)
+        if session is None:
+            session = JoinSession(self._next, ev)
+            self._next += 1
+            self._open[session.id] = session
+            self.active = True
+            self.sessions[session.id] = session
+            self.changes.record("add", "join", session.id)
+        self._add_setns(session, ev)
+        session.last = ev.ts
+
+    def _on_clone(self, ev) -> None:
+        session = self._session_of(ev.pid)
+        if session is not None and ev.child_pid:
+            session.procs.add(ev.child_pid)
             session.last = ev.ts
-        elif kind == "clone":
-            session = self._session_of(ev.pid)
-            if session is not None and ev.child_pid:
-                session.procs.add(ev.child_pid)
-                session.last = ev.ts
-        elif kind == "unshare":
-            session = self._session_of(ev.pid)
-            if session is not None:
-                session.last = ev.ts
-        elif kind == "exec":
-            session = self._session_of(ev.pid)
-            if session is not None:
-                session.exec_pid = ev.pid
-                command = self.graph.command_of(ev.pid)
-                if command:
-                    session.command, session.command_source = command, "proc"
-                else:
-                    session.command = ev.filename or ev.comm
-                    session.command_source = "exec"
-                self._close(session, ev.ts, "exec")
+
+    def _on_unshare(self, ev) -> None:
+        session = self._session_of(ev.pid)
+        if session is not None:
+            session.last = ev.ts
+
+    def _on_exec(self, ev) -> None:
+        session = self._session_of(ev.pid)
+        if session is not None:
+            session.exec_pid = ev.pid
+            command = self.port.command_of(ev.pid)
+            if command:
+                session.command, session.command_source = command, "proc"
+            else:
+                session.command = ev.filename or ev.comm
+                session.command_source = "exec"
+            self._close(session, ev.ts, "exec")
 
     def _session_of(self, pid):
         for session in self._open.values():
@@ -135,9 +165,13 @@ class JoinTracker:
             if t in session.target:
                 continue
             inode = ev.ns.get(CHILDREN_SLOT.get(t, t)) or ev.ns.get(t)
-            ns = self.graph._alive.get(inode) if inode is not None else None
-            if ns is not None and ns.type == t:
-                session.target[t] = ns.id
+            ident = self.port.live_namespace_id(t, inode) if inode is not None else None
+            if ident is not None:
+                session.target[t] = ident
+
+    def flush_due(self, now: float) -> bool:
+        """A session has been quiet for longer than the gap (the timer should flush)."""
+        return any(now - s.last > self.gap for s in self._open.values())
 
     def flush(self, now: float) -> None:
         """Close sessions quiet for longer than the gap."""
@@ -150,31 +184,28 @@ class JoinTracker:
         session.end = ts
         session.reason = reason
         self._open.pop(session.id, None)
+        self.active = bool(self._open)
         session.container = self._container_of(session)
-        self.graph._log("update", "join", session.id)
+        self.changes.record("update", "join", session.id)
         self._closed.append(session)
         while len(self._closed) > self.retention:
             old = self._closed.popleft()
             if self.sessions.pop(old.id, None) is not None:
-                self.graph._log("remove", "join", old.id)
+                self.changes.record("remove", "join", old.id)
 
     def _container_of(self, session):
-        g = self.graph
-        host_ids = {n.id for n in g.host_ns.values()}
         for t in RUNC_JOIN_ORDER:
             ident = session.target.get(t)
-            ns = g._by_id.get(ident) if ident else None
-            if ns is not None:
-                cid = g._ns_container(ns, host_ids)
-                if cid is not None:
-                    return cid
+            cid = self.port.namespace_container(ident) if ident else None
+            if cid is not None:
+                return cid
         return None
 
     def set_command(self, ident, command, source) -> None:
         session = self.sessions.get(int(ident))
         if session is not None and session.command != command:
             session.command, session.command_source = command, source
-            self.graph._log("update", "join", session.id)
+            self.changes.record("update", "join", session.id)
 
     def pending_hints(self, now: float) -> list:
         """Closed recent sessions whose command is only the exec'd file name."""
@@ -184,8 +215,7 @@ class JoinTracker:
     # -- output -----------------------------------------------------------------
 
     def _json(self, s) -> dict:
-        g = self.graph
-        name = g._container_name(s.container) if s.container else None
+        name = self.port.container_name(s.container) if s.container else None
         types = list(s.types)
         return {"id": s.id, "pid": s.pid, "tid": s.tid, "comm": s.comm, "tool": s.tool,
                 "container": name, "container_id": s.container, "types": types,
@@ -216,6 +246,7 @@ class JoinTracker:
             s.target = dict(s.target or {})
             self.sessions[s.id] = s
             (self._closed.append(s) if s.closed else self._open.__setitem__(s.id, s))
+        self.active = bool(self._open)
 
 
 def summary(container: Optional[str], types: list, command: Optional[str], target: dict) -> str:

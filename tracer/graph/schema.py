@@ -109,7 +109,8 @@ class Counters(TypedDict, total=False):
     events: int
     lost: int
     repaired: int
-    rejected: int
+    rejected: int                 # malformed inputs (BadEvent), nothing of them applied
+    internal_errors: int          # bugs in the model (logged with a traceback); the graph was repaired
     discovered: int
     failed_calls: int
     reconciles: int
@@ -120,6 +121,7 @@ class Counters(TypedDict, total=False):
     processes: int
     orphans: int
     joins: int
+    replay_skipped_lines: int     # a replayed recording: lines that could not be read
 
 
 class GraphJSON(TypedDict):

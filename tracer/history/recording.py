@@ -192,7 +192,8 @@ def _input(obj, start_seq: int, until):
 def replay_file(path: str, until: float = None, report: ReplayReport = None):
     """The graph a recording rebuilds (at its end, or at time `until`).  Lines that cannot
     be used are skipped and counted in `report`; ReplayError when nothing can be replayed."""
-    from ..graph.model import NamespaceGraph, replay_records
+    from ..graph.model import NamespaceGraph
+    from .replay import replay_records
     report = report if report is not None else ReplayReport()
     with open(path, "rb") as f:
         header_raw, state_raw = f.readline(), f.readline()
@@ -258,11 +259,19 @@ class _Guarded:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             self._report.skip("inputs the graph rejected (%s)" % type(exc).__name__, self._report.lines)
 
-    def replay_input(self, kind, payload) -> None:
-        self._call(self._graph.replay_input, kind, payload)
+    # What history/replay.py's replay_records uses: apply, apply_ops, reader.stash/drain.
+    def apply(self, event) -> None:
+        self._call(self._graph.apply, event)
+
+    def apply_ops(self, ops) -> None:
+        self._call(self._graph.apply_ops, ops)
+
+    @property
+    def reader(self):
+        return self
 
     def stash(self, op) -> None:
-        self._call(self._graph.stash, op)
+        self._call(self._graph.reader.stash, op)
 
-    def flush_stash(self) -> None:
-        self._call(self._graph.flush_stash)
+    def drain(self) -> list:
+        return self._graph.reader.drain()

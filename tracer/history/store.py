@@ -33,10 +33,12 @@ import zlib
 from typing import Optional
 
 from ..events.encode import EventEncoder
-from ..graph.model import NamespaceGraph, replay_records
+from ..graph.model import NamespaceGraph
+from ..graph.schema import GraphJSON
 from . import retention, schema
 from .diff import diff_graphs
 from .recording import decode_input, encode_input
+from .replay import replay_records
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +242,11 @@ class HistoryStore:
         g = self._graph
         if g is None:
             return
-        with g.lock:
-            if g.version == self._last_change_version:
-                return
-            rows = [(v, op, entity, str(ident)) for v, op, entity, ident in g._changes
-                    if v > self._last_change_version]
-            self._last_change_version = g.version
+        records = g.changes_since(self._last_change_version)
+        if not records:
+            return
+        self._last_change_version = records[-1][0]
+        rows = [(v, op, entity, str(ident)) for v, op, entity, ident in records]
         now = time.time()
         self._db.executemany("INSERT INTO changes VALUES (?, ?, ?, ?, ?)",
                              [(v, now, op, entity, ident) for v, op, entity, ident in rows])
@@ -314,7 +315,7 @@ class HistoryStore:
         replay_records(graph, _inputs(blocks, seq, at))
         return graph
 
-    def graph_json_at(self, at: float) -> Optional[dict]:
+    def graph_json_at(self, at: float) -> Optional[GraphJSON]:
         """graph_at(at) as Graph JSON (webapp.contract.HistoryReader)."""
         graph = self.graph_at(at)
         return graph.to_json() if graph is not None else None

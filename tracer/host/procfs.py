@@ -276,3 +276,32 @@ def read_ns_links(pid: int, proc_root: str = "/proc", slots: Iterable[str] = NS_
         if parsed is not None:
             out[slot] = parsed
     return out
+
+
+def read_cmdline_cgroup(pid: int, proc_root: str = "/proc", limit: int = 65536) -> tuple:
+    """(argv, cgroup text) of one process now; either is None when it could not be read
+    (the process vanished, or the file is refused).  For the live graph's lazy reads."""
+    cmdline = cgroup = None
+    try:
+        with open("%s/%d/cmdline" % (proc_root, pid), "rb") as f:
+            raw = f.read(limit)
+        args = raw.split(b"\0")
+        if args and args[-1] == b"":
+            args.pop()
+        cmdline = [a.decode("utf-8", "replace") for a in args]
+        with open("%s/%d/cgroup" % (proc_root, pid), "rb") as f:
+            cgroup = f.read(limit).decode("utf-8", "replace").strip()
+    except OSError:
+        pass
+    return cmdline, cgroup
+
+
+def is_running(pid: int, proc_root: str = "/proc") -> bool:
+    """pid exists now and has not exited (a zombie has: its exit event came and went)."""
+    try:
+        with open("%s/%d/stat" % (proc_root, pid), "rb") as f:
+            data = f.read(512)
+    except OSError:
+        return False
+    rpar = data.rfind(b")")
+    return rpar > 0 and data[rpar + 2:rpar + 3] not in (b"Z", b"X")
