@@ -47,6 +47,10 @@ from typing import Dict, Iterable, List, Optional, Set
 # needing them: using them proves nothing about a fresh machine.  Each needs a reason.
 USED_WHEN_PRESENT = {
     "locales": "glibc reads /etc/locale.alias when it exists; the tests need no locale",
+    "fonts-dejavu-extra": "fontconfig hands Chromium the closest installed face (an oblique one); "
+                          "fonts-dejavu-core, which set-up names, serves when it is absent",
+    "libnss-systemd": "nsswitch.conf names the systemd NSS module; glibc skips it when absent",
+    "lsb-release": "pip's vendored distro module runs lsb_release when it exists (for its user agent)",
 }
 
 # Files read because a program lists everything of a kind that is installed (every
@@ -57,6 +61,8 @@ INVENTORY_READS = [
      "RubyGems reads every installed gem's specification at start-up"),
     (re.compile(r"^/usr/lib/python3/dist-packages/[^/]+\.(dist|egg)-info(/[^/]+)?$"),
      "importlib.metadata (pytest's plugin discovery) reads every installed distribution's metadata"),
+    (re.compile(r"^/(usr/)?lib/systemd/system/[^/]+$"),
+     "systemd-analyze verify loads every installed unit to resolve the one it checks"),
 ]
 
 
@@ -235,6 +241,7 @@ class OpenRecorder:
 
     def __init__(self):
         self.opened: Dict[str, dict] = {}
+        self._programs: Dict[int, str] = {}     # pid -> what it last executed
         self.events = 0
         self.overflows = 0
         self._fd = -1
@@ -283,8 +290,15 @@ class OpenRecorder:
                 path = None
             finally:
                 os.close(fd)
-            if path and pid != self._me and path not in self.opened:
-                self.opened[path] = {"pid": pid, "comm": _comm(pid)}
+            if not path or pid == self._me:
+                continue
+            if mask & FAN_OPEN_EXEC:
+                self._programs[pid] = os.path.basename(path)
+            if path not in self.opened:
+                # An exec is reported before the process takes the new name, and a
+                # short-lived process is often gone before /proc can be asked.
+                comm = self._programs.get(pid) if mask & FAN_OPEN_EXEC else None
+                self.opened[path] = {"pid": pid, "comm": comm or _comm(pid) or self._programs.get(pid)}
         return True
 
     def close(self) -> None:

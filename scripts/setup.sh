@@ -75,6 +75,11 @@ install_headers() {
   # BCC compiles against a kernel header tree.  Offsets come from BTF at load time,
   # so a tree of another version only has to compile; it is never trusted for layouts.
   if [ -e "/lib/modules/$KREL/build/include" ]; then
+    # Already there: name the package that owns the tree, for the package audit (a fresh
+    # machine gets the same kind of tree from the packages below).
+    local owner
+    owner="$(dpkg-query -S "$(readlink -f "/lib/modules/$KREL/build")" 2>/dev/null | head -n 1 | cut -d: -f1)"
+    [ -n "$owner" ] && NAMED_PACKAGES+=("$owner")
     return 0
   fi
   if apt_has "linux-headers-$KREL"; then
@@ -207,10 +212,11 @@ link_command() {
 }
 
 # Named one by one: packages arrive with --no-install-recommends, so nothing a Recommends
-# would bring may be relied on.  graphviz and jq: the README's and --help's examples pipe
-# into `dot` and `jq`.  CI checks these lists (.ci/package_audit.py).
+# would bring may be relied on.  graphviz, jq, curl: the README's and --help's examples
+# pipe into `dot` and `jq` and scrape /metrics with curl.  CI checks these lists
+# (.ci/package_audit.py).
 BASE_PACKAGES=(python3-bpfcc python3-venv python3-pip util-linux iproute2 procps docker.io busybox-static
-               ca-certificates graphviz jq)
+               ca-certificates graphviz jq curl)
 TEST_PACKAGES=(chromium shellcheck debootstrap qemu-system-x86 qemu-utils e2fsprogs fonts-dejavu-core gcc
                libc6-dev systemd ruby)
 

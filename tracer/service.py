@@ -152,11 +152,16 @@ class NsgraphService:
         # One lock and one change notification per poll, not per event.
         self.collector.subscribe_batch(graph.apply_batch)
         self.collector.subscribe_lost(self._on_lost)
-        v0 = graph.version
         self.collector.start()
-        # Processes born between the snapshot and the probes' attachment: one reconcile.
+        # The probes attach one at a time, so a process can fork after the fork probe
+        # attached and exit before the exit probe did: its fork event, buffered meanwhile,
+        # has no exit event to follow.  Apply everything buffered, then reconcile with a
+        # /proc snapshot taken after it; that also adds processes born between the first
+        # snapshot and the attachment.
         self._progress("reconciling with /proc after attaching the probes")
-        self.reconcile(since_version=v0)
+        if not self.collector.sync():
+            log.warning("the collector did not catch up within 30 s; reconciling anyway")
+        self.reconcile()          # it syncs again after its snapshot
         self.timings["start"] = time.perf_counter() - t0
         self._last_reconcile = time.monotonic()
         self._last_settle = time.monotonic()
@@ -201,6 +206,11 @@ class NsgraphService:
         t = time.perf_counter()
         snap = take_snapshot()
         self.timings["last_snapshot"] = time.perf_counter() - t
+        if full and self.collector is not None and self.collector.running:
+            # Settle, then compare: events the kernel recorded before or during the
+            # snapshot but not yet applied would otherwise look like things the events
+            # missed (a process gone from /proc whose exit is still in the buffer).
+            self.collector.sync(timeout=5.0)
         return graph.reconcile(snap, since_version=v0, container_of=self._resolve, full=full)
 
     def settle(self) -> None:

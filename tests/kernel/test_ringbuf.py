@@ -74,11 +74,17 @@ def test_records_that_wrap_around_a_one_page_buffer(root):
             pids += unshare_children(1)
             probes.poll(20)
         collect([probes], 0.3)
+        lost = probes.counters()["ringbuf_full"]
     finally:
         probes.close()
     mine = [e for e in events if e is not None and e.pid in set(pids)]
     assert decoder.rejected == 0
-    assert sorted(e.pid for e in mine) == sorted(pids)
+    # Other processes' namespace events share the 9 slots on a busy host: a record of
+    # ours may not fit, but then the kernel counted it, and most still wrap through.
+    missing = sorted(set(pids) - {e.pid for e in mine})
+    assert len(missing) <= lost, "records missing without a counted loss: %s" % missing
+    assert len(mine) >= 30, "only %d of 60 records came through (%d lost)" % (len(mine), lost)
+    assert len(mine) == len({e.pid for e in mine})
     for e in mine:
         assert e.kind == "unshare" and e.changed_types() == ["uts"]
 

@@ -660,21 +660,26 @@ class NamespaceGraph:
         """Apply ops (journaled, so a replay does the same)."""
         ops = list(ops)
         with self._lock:
-            self._bumped = False
-            if self._journals:
-                self._input("ops", ops)
-            nested, self._in_apply = self._in_apply, True
-            for op in ops:
-                try:
-                    self._op(op)
-                except Exception:
-                    self.counters["rejected"] += 1
-                    log.exception("op rejected: %r", op)
-            self._in_apply = nested
-            changed, version = self._bumped, self.version
-            self._bumped = False
+            changed, version = self._apply_ops_locked(ops)
         if changed and self._listeners:
             self._notify(version)
+
+    def _apply_ops_locked(self, ops: list) -> tuple:
+        """apply_ops under the lock the caller holds: (changed, version) to notify with."""
+        self._bumped = False
+        if self._journals:
+            self._input("ops", ops)
+        nested, self._in_apply = self._in_apply, True
+        for op in ops:
+            try:
+                self._op(op)
+            except Exception:
+                self.counters["rejected"] += 1
+                log.exception("op rejected: %r", op)
+        self._in_apply = nested
+        changed, version = self._bumped, self.version
+        self._bumped = False
+        return changed, version
 
     def _op(self, op: dict) -> None:
         kind = op["op"]
@@ -846,15 +851,19 @@ class NamespaceGraph:
         may predate that change.  full=False only settles orphans and pin-only
         namespaces (routine; not counted as repairs).  Returns the repair count.
         """
+        # Computed and applied under one hold of the lock: an event applied in between
+        # (an exit, say) would be undone by ops computed before it.
         with self._lock:
             before = self.counters["repaired"]
             ops = self._reconcile_ops(snap, since_version, container_of, full)
             ops.append({"op": "counted", "name": "reconciles" if full else "settled"})
-        self.apply_ops(ops)
-        with self._lock:
+            changed, version = self._apply_ops_locked(ops)
             if full:
                 self.needs_repair = False
-            return self.counters["repaired"] - before
+            repaired = self.counters["repaired"] - before
+        if changed and self._listeners:
+            self._notify(version)
+        return repaired
 
     def _reconcile_ops(self, snap, v0, container_of, full) -> list:
         ops = []
@@ -884,6 +893,8 @@ class NamespaceGraph:
                 ns = self._alive.get(inode)
                 if ns is None and any(e.inode == inode and e.version > v0 for e in self._recent_ended(v0)):
                     continue
+                if ns is not None and ns.version > v0:
+                    continue        # made or changed since: the snapshot may show its predecessor
                 repair = ns is None or ns.type != info.type
                 ops.append(ns_op(info, snap.taken_at, repair))
             ops.append({"op": "link"})

@@ -7,7 +7,9 @@ subscriber that raises is counted and reported once; it does not stop the loop.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import threading
 import time
 import traceback
@@ -38,6 +40,9 @@ class Collector:
         self.subscriber_errors = 0
         self.started_at: Optional[float] = None
         self.error: Optional[BaseException] = None
+        self._sync_cond = threading.Condition()
+        self._sync_tids: set = set()
+        self._markers = 0
 
     # -- wiring ------------------------------------------------------------
 
@@ -116,6 +121,40 @@ class Collector:
             elif (time.monotonic() - quiet_since) * 1000 >= quiet_ms:
                 return
 
+    def sync(self, timeout: float = 30.0) -> bool:
+        """Return once every event the kernel recorded before this call has been delivered
+        (True), or False after `timeout` seconds.  Call it from another thread than the
+        poll loop's (start() runs the loop in its own).
+
+        The ring buffer is one queue in reservation order, so when a marker recorded
+        now comes out, everything recorded before it has come out too.  The marker is
+        unshare(0) by the calling thread: traced like any unshare, changing nothing,
+        and not delivered to subscribers.  A marker lost in a full buffer is made again.
+        """
+        unshare = _libc().unshare
+        with self._sync_cond:
+            self._sync_tids.add(threading.get_native_id())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._sync_cond:
+                before = self._markers
+            if unshare(0) != 0:
+                return False
+            with self._sync_cond:
+                if self._sync_cond.wait_for(lambda: self._markers > before,
+                                            timeout=max(0.0, min(2.0, deadline - time.monotonic()))):
+                    return True
+        return False
+
+    def _is_marker(self, event: Event) -> bool:
+        if event.kind != "unshare" or event.raw_flags != 0 or event.tid not in self._sync_tids \
+                or event.pid != os.getpid():
+            return False
+        with self._sync_cond:
+            self._markers += 1
+            self._sync_cond.notify_all()
+        return True
+
     def _check_lost(self) -> None:
         lost = self._probes.lost() if self._probes else 0
         if lost > self._lost_seen:
@@ -130,6 +169,8 @@ class Collector:
     def _on_record(self, data: bytes) -> None:
         event = self.decoder.decode(data)
         if event is None:
+            return
+        if self._sync_tids and self._is_marker(event):
             return
         self.events += 1
         if self._batch_subscribers:
@@ -166,10 +207,25 @@ class Collector:
             "rejected_detail": dict(self.decoder.errors),
             "subscriber_errors": self.subscriber_errors,
             "buffer": "ringbuf" if (self._probes and self._probes.use_ringbuf) else "perf",
-            "running": self._thread is not None and self._thread.is_alive(),
+            "running": self.running,
             "error": str(self.error) if self.error else None,
         }
 
     @property
     def probes(self) -> Optional[Probes]:
         return self._probes
+
+    @property
+    def running(self) -> bool:
+        """The poll loop runs in its own thread (start())."""
+        return self._thread is not None and self._thread.is_alive()
+
+
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
