@@ -893,8 +893,9 @@ class NamespaceGraph:
                 ns = self._alive.get(inode)
                 if ns is None and any(e.inode == inode and e.version > v0 for e in self._recent_ended(v0)):
                     continue
-                if ns is not None and ns.version > v0:
-                    continue        # made or changed since: the snapshot may show its predecessor
+                if ns is not None and ns.version > v0 and (ns.type != info.type or (
+                        info.ns_id is not None and ns.ns_id is not None and info.ns_id != ns.ns_id)):
+                    continue        # made since: the snapshot shows its predecessor at this inode
                 repair = ns is None or ns.type != info.type
                 ops.append(ns_op(info, snap.taken_at, repair))
             ops.append({"op": "link"})

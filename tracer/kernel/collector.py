@@ -17,6 +17,7 @@ from typing import Callable, List, Optional
 
 from ..events.decode import Decoder
 from ..events.event import Event
+from ..events.kinds import EventKind
 from .probes import POLL_MS, ProbeOptions, Probes
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class Collector:
         return False
 
     def _is_marker(self, event: Event) -> bool:
-        if event.kind != "unshare" or event.raw_flags != 0 or event.tid not in self._sync_tids \
+        if event.kind != EventKind.UNSHARE or event.raw_flags != 0 or event.tid not in self._sync_tids \
                 or event.pid != os.getpid():
             return False
         with self._sync_cond:
