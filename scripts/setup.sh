@@ -5,7 +5,7 @@
 #
 #   scripts/setup.sh run [-- ARGS]    set up, then run the dashboard (nsgraph serve ARGS)
 #   scripts/setup.sh test [-- ARGS]   set up, start dockerd, build the demo image, run
-#                                     the tests (pytest ARGS, e.g. -- -k trace -x)
+#                                     the tests (pytest ARGS, e.g. -- tests/unit -x)
 #   scripts/setup.sh install          set up only (what the Vagrant provisioner uses)
 #
 # Set-up links /usr/local/bin/nsgraph to the virtualenv's nsgraph, so `nsgraph`

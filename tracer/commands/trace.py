@@ -15,7 +15,7 @@ from typing import Callable, Optional
 from ..events.event import Event
 from ..events.kinds import EventKind
 from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
-from ..nstypes import MEMBER_TYPES, NS_SLOTS
+from ..nstypes import MEMBER_TYPES, NS_SLOTS, SLOT_TYPE, parse_type_list
 from ..text import printable
 
 EXAMPLES = """\
@@ -35,7 +35,8 @@ exit status: 0 after Ctrl-C/SIGTERM/--duration, 1 on failure, 2 on bad usage,
 77 without the privileges to load eBPF (root, or CAP_BPF+CAP_PERFMON).
 """
 
-COLUMNS = "%-15s %-7s %-16s %-14s %-8s %-18s %s"
+NS_WIDTH = 18
+COLUMNS = "%-15s %-7s %-16s %-14s %-8s %-" + str(NS_WIDTH) + "s %s"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -44,8 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Stream namespace events from the kernel (eBPF tracepoints).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print JSON Lines instead of columns")
-    parser.add_argument("--type", metavar="TYPES",
-                        help="comma-separated namespace types to show: " + ",".join(MEMBER_TYPES))
+    parser.add_argument("--type", action="append", metavar="TYPES",
+                        help="only events about these namespace types (comma-separated, repeatable): "
+                             + ",".join(MEMBER_TYPES))
     parser.add_argument("--pid", type=int, action="append", metavar="PID",
                         help="only events of this process (host pid), or clones that created it; repeatable")
     parser.add_argument("--comm", action="append", metavar="COMM",
@@ -62,16 +64,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_types(text: Optional[str]) -> Optional[set]:
-    if not text:
-        return None
-    types = {t.strip() for t in text.split(",") if t.strip()}
-    valid = set(NS_SLOTS)
-    unknown = types - valid
-    if unknown:
-        raise ValueError("unknown namespace type %s (known: %s)" % (
-            ", ".join(sorted(unknown)), ", ".join(MEMBER_TYPES)))
-    return types
+def parse_types(values) -> Optional[set]:
+    """--type values (repeats and comma lists); None when no filter was asked for."""
+    return parse_type_list(values, allowed=NS_SLOTS) or None
 
 
 def make_filter(types: Optional[set], pids: Optional[list], comms: Optional[list],
@@ -134,13 +129,33 @@ def details(event: Event) -> str:
 
 def format_columns(event: Event) -> str:
     when = datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")
-    types = event.ns_types()
-    if event.kind == EventKind.SETNS and not types:
-        types_text = "any" if event.raw_flags == 0 else ",".join(event.flag_ns_types())
+    if event.kind == EventKind.SETNS and not event.ns_types():
+        types = ["any"] if event.raw_flags == 0 else event.flag_ns_types()
     else:
-        types_text = ",".join(types) or "-"
+        # Types, not slots: unshare(CLONE_NEWPID) is about "pid" (DETAILS names the slot).
+        types = _unique(SLOT_TYPE.get(t, t) for t in event.ns_types())
     return COLUMNS % (when, event.pid, printable(event.comm), _short(event.container or "-", 14), event.kind,
-                      types_text, printable(details(event)))
+                      _fit_list(types, NS_WIDTH), printable(details(event)))
+
+
+def _unique(items) -> list:
+    out = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def _fit_list(items: list, width: int) -> str:
+    """"mnt,pid,net,uts,ipc,cgroup" in 18 columns: "mnt,pid,net,uts+2"; DETAILS has them all."""
+    if not items:
+        return "-"
+    text = ",".join(items)
+    for shown in range(len(items), 0, -1):
+        text = ",".join(items[:shown]) + ("" if shown == len(items) else "+%d" % (len(items) - shown))
+        if len(text) <= width:
+            return text
+    return text[:width]
 
 
 def _short(text: str, width: int) -> str:

@@ -193,6 +193,7 @@ class DemoManager:
         self.instance = instance or uuid.uuid4().hex[:12]
         self._docker_factory = docker_factory or _default_docker
         self._client = None
+        self._docker_checked: Optional[tuple] = None     # (monotonic time, problem or None)
         self._image: Optional[str] = None
         self.notify = notify or (lambda run: None)
         self.graph_json_fn = graph_json_fn    # the graph JSON (cached per version by WebState)
@@ -223,7 +224,25 @@ class DemoManager:
             if os.geteuid() != 0:
                 return False, "needs root (unshare --net)"
             return True, None
+        problem = self._docker_problem()
+        if problem:
+            return False, problem
         return True, None
+
+    def _docker_problem(self) -> Optional[str]:
+        """Why the Docker scenarios cannot run now, or None; asked at most every 15 s."""
+        if self._client is not None:
+            return None
+        now = time.monotonic()
+        if self._docker_checked is not None and now - self._docker_checked[0] < 15:
+            return self._docker_checked[1]
+        try:
+            self.docker()
+            problem = None
+        except DemoError as exc:
+            problem = str(exc)
+        self._docker_checked = (now, problem)
+        return problem
 
     # -- launching ---------------------------------------------------------------
 
