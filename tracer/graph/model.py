@@ -551,6 +551,9 @@ class NamespaceGraph:
                        "flags": ev.flags, "ts": ev.ts}
             if ev.kind == "clone":
                 creator["child_pid"] = ev.child_pid
+            if ev.container:
+                # Known from the cgroup the kernel saw: kept when the container is long gone.
+                creator["container"] = ev.container
         return self._new(ns_type, inode, nid, ts, creator)
 
     def _resolve(self, ns_type, inode, nid, ts) -> "Namespace":

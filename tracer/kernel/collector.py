@@ -94,6 +94,8 @@ class Collector:
             while not self._stop.is_set():
                 self.poll_once()
         except BaseException as exc:  # surfaced through .error and stats()
+            if self._stop.is_set():
+                return      # stop() closed the buffer under a poll that outlived its join timeout
             self.error = exc
             log.exception("collector thread died")
 

@@ -172,6 +172,7 @@ class Run:
     started: Optional[float] = None
     ended: Optional[float] = None
     container: Optional[str] = None
+    container_id: Optional[str] = None     # Docker's full id (the graph may know only its prefix)
     pids: list = field(default_factory=list)
     # Namespace inodes read from /proc while the demo ran: type -> inode.
     observed_ns: dict = field(default_factory=dict)
@@ -367,7 +368,7 @@ class DemoManager:
         opts = container_options(scenario, instance=self.instance, run_id=run.id,
                                  expires=expires, myapp_container=myapp.id if myapp else None)
         container = client.containers.create(image, list(scenario.argv), name=name, **opts)
-        run.container = name
+        run.container, run.container_id = name, container.id
         try:
             container.start()
             self._observe_container(run, container)
@@ -658,14 +659,16 @@ def links_in_output(output: str) -> dict:
 def namespaces_for_run(run: Run, graph: Optional[dict]) -> dict:
     """{"namespaces": {"created": [...], "joined": [...]}, "joins": [...]} from graph JSON.
 
-    Which namespaces: those the graph attributes to the run's container; the
-    inodes read from /proc while it ran or printed in its output, matched by
-    (type, inode) to the graph namespace alive during the run (inodes are
-    recycled); the targets of join sessions into them during the run.  Which
-    were created: those the graph saw created during the run; every other one
-    was joined (the host's, myapp's).  Last resort for a container gone before
-    anything was read (hostname-ip-ps): the namespaces one runc process created
-    during the run, when exactly one did.
+    Which namespaces: those whose creator ran in the run's own container (the
+    cgroup the kernel saw at the creating call names it, so a container gone at once,
+    like hostname-ip-ps's, keeps them however many demos run at the same time); those
+    the graph attributes to the container; the inodes read from /proc while it ran or
+    printed in its output, matched by (type, inode) to the graph namespace alive during
+    the run (inodes are recycled); the targets of join sessions into them during the
+    run.  Which were created: those the graph saw created during the run; the others
+    were joined (myapp's).  The host's own namespaces, which a container shares unless
+    told otherwise (user, time, cgroup on cgroup v1, pid with --pid host), are neither:
+    nothing was created or joined there.
     """
     created, joined, joins = [], [], []
     empty = {"namespaces": {"created": created, "joined": joined}, "joins": joins}
@@ -686,16 +689,24 @@ def namespaces_for_run(run: Run, graph: Optional[dict]) -> dict:
     for ns in spaces:
         index.setdefault((ns.get("type"), ns.get("inode")), []).append(ns)
 
-    def resolve(ns_type, inode):
-        found = index.get((ns_type, inode)) or []
-        live = [n for n in found if during(n)] or found
-        return max(live, key=lambda n: _gen(n["id"]))["id"] if live else None
-
     ids = []
     name = run.container
     exec_run = run.scenario in ("exec-myapp", "nsenter-join")
-    if name and not exec_run:
+    own = {name, run.container_id, (run.container_id or "")[:12]} - {None, ""}
+    made_here = set()
+    if own and not exec_run:
+        made_here = {n["id"] for n in spaces if (n.get("creator") or {}).get("container") in own
+                     and start <= (n.get("created") or 0) <= end}
+        ids.extend(sorted(made_here))
         ids.extend(n["id"] for n in spaces if n.get("container") == name)
+
+    def resolve(ns_type, inode):
+        found = index.get((ns_type, inode)) or []
+        # A neighbour's container may get the same inode moments later: ours first.
+        mine = [n for n in found if n["id"] in made_here]
+        live = mine or [n for n in found if during(n)] or found
+        return max(live, key=lambda n: _gen(n["id"]))["id"] if live else None
+
         for proc in graph.get("processes", []):
             if isinstance(proc, dict) and proc.get("container") == name:
                 ids.extend((proc.get("ns") or {}).values())
@@ -713,19 +724,9 @@ def namespaces_for_run(run: Run, graph: Optional[dict]) -> dict:
             joins.append(join.get("id"))
             ids.extend(targets)
 
-    if not ids and run.scenario in SCENARIOS and SCENARIOS[run.scenario].kind == "docker" and not exec_run:
-        creators = {}
-        for ns in spaces:
-            creator = ns.get("creator") or {}
-            if str(creator.get("comm", "")).startswith("runc") and start <= (ns.get("created") or 0) <= end:
-                creators.setdefault(creator.get("pid"), []).append(ns["id"])
-        if len(creators) == 1:
-            ids.extend(next(iter(creators.values())))
-
-    for ns_id in _unique(i for i in ids if i):
+    for ns_id in _unique(i for i in ids if i and i not in host_ids):
         ns = by_id.get(ns_id)
-        if ns is not None and ns_id not in host_ids and not exec_run \
-                and start <= (ns.get("created") or 0) <= end:
+        if ns is not None and not exec_run and start <= (ns.get("created") or 0) <= end:
             created.append(ns_id)
         else:
             joined.append(ns_id)
