@@ -63,6 +63,8 @@ INVENTORY_READS = [
      "importlib.metadata (pytest's plugin discovery) reads every installed distribution's metadata"),
     (re.compile(r"^/(usr/)?lib/systemd/system/[^/]+$"),
      "systemd-analyze verify loads every installed unit to resolve the one it checks"),
+    (re.compile(r"^/etc/apt/apt\.conf\.d/[^/]+$"),
+     "apt reads every file in apt.conf.d, whichever package put it there"),
 ]
 
 

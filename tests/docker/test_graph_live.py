@@ -149,7 +149,8 @@ def service(root, docker_client, tmp_path_factory):
     from tracer.service import NsgraphService, ServiceConfig
     image = ensure_demo_image(docker_client)
     tmp = tmp_path_factory.mktemp("graph-live")
-    svc = NsgraphService(ServiceConfig(db=str(tmp / "history.db"), reconcile_s=3600))
+    # The storm ends namespaces by the thousand: keep every ended one the checks look back at.
+    svc = NsgraphService(ServiceConfig(db=str(tmp / "history.db"), reconcile_s=3600, ended_retention=200_000))
     ok = svc.start()
     assert ok, svc.status.error
     recorder = JsonlRecorder(str(tmp / "rec.jsonl"))

@@ -131,6 +131,7 @@ def test_a_file_owned_by_several_packages_is_fine_when_one_is_allowed():
 def test_inventory_reads_do_not_count():
     spec = "/usr/share/rubygems-integration/all/specifications/fog-core-2.3.0.gemspec"
     meta = "/usr/lib/python3/dist-packages/yaml-6.0.dist-info/entry_points.txt"
+    assert audit.inventory_read("/etc/apt/apt.conf.d/20packagekit")
     owners = {spec: {"ruby-fog-core"}, meta: {"python3-yaml"}}
     opened = {spec: {"pid": 1, "comm": "ruby"}, meta: {"pid": 2, "comm": "python3"}}
     assert audit.find_unnamed(opened, owners, set(), {}) == {}

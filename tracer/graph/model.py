@@ -1292,6 +1292,7 @@ class NamespaceGraph:
             spaces = list(self._alive.values()) + [n for n in self._ended if n.ended is not None]
             return {
                 "input_seq": self.input_seq, "version": self.version, "dev": self.dev, "node": self.node,
+                "ended_retention": self.ended_retention,
                 "gens": [[t, i, g] for (t, i), g in self._gens.items()],
                 "namespaces": [_ns_state(ns) for ns in spaces],
                 "processes": [_proc_state(p) for p in self._procs.values()],
@@ -1304,6 +1305,8 @@ class NamespaceGraph:
     @classmethod
     def from_state(cls, state: dict, **kwargs) -> "NamespaceGraph":
         kwargs.setdefault("live", False)
+        # A replay keeps as many ended namespaces as the run it continues did.
+        kwargs.setdefault("ended_retention", state.get("ended_retention", DEFAULT_ENDED_RETENTION))
         g = cls(dev=state["dev"], node=state.get("node", "host"), **kwargs)
         g.input_seq = state["input_seq"]
         g.version = state["version"]

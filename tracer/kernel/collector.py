@@ -43,7 +43,8 @@ class Collector:
         self.error: Optional[BaseException] = None
         self._sync_cond = threading.Condition()
         self._sync_tids: set = set()
-        self._markers = 0
+        self._markers = 0           # sync markers delivered (with everything before them)
+        self._markers_read = 0      # read in the current poll, not delivered yet
 
     # -- wiring ------------------------------------------------------------
 
@@ -109,6 +110,8 @@ class Collector:
                     callback(batch)
                 except Exception:
                     self._subscriber_failed()
+        if self._markers_read:
+            self._markers_delivered()
         self._check_lost()
 
     def drain(self, quiet_ms: int = 100, limit_s: float = 5.0) -> None:
@@ -126,7 +129,8 @@ class Collector:
 
     def sync(self, timeout: float = 30.0) -> bool:
         """Return once every event the kernel recorded before this call has been delivered
-        (True), or False after `timeout` seconds.  Call it from another thread than the
+        to every subscriber, batch subscribers (the graph) included (True), or False after
+        `timeout` seconds.  Call it from another thread than the
         poll loop's (start() runs the loop in its own).
 
         The ring buffer is one queue in reservation order, so when a marker recorded
@@ -153,10 +157,16 @@ class Collector:
         if event.kind != EventKind.UNSHARE or event.raw_flags != 0 or event.tid not in self._sync_tids \
                 or event.pid != os.getpid():
             return False
-        with self._sync_cond:
-            self._markers += 1
-            self._sync_cond.notify_all()
+        # Counted once the events read before it have reached the batch subscribers too
+        # (poll_once delivers the batch after the whole poll): see _markers_delivered.
+        self._markers_read += 1
         return True
+
+    def _markers_delivered(self) -> None:
+        with self._sync_cond:
+            self._markers += self._markers_read
+            self._markers_read = 0
+            self._sync_cond.notify_all()
 
     def _check_lost(self) -> None:
         lost = self._probes.lost() if self._probes else 0
