@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from . import exitcodes
 from .exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 # Subcommand modules and the commands each registers, in `nsgraph --help` order.
@@ -32,7 +33,8 @@ examples:
   nsgraph snapshot                # lsns-like table with containers and hierarchy
   nsgraph serve                   # the live dashboard on http://127.0.0.1:5000
   nsgraph doctor                  # check that this machine can trace
-"""
+
+""" + exitcodes.HELP + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:

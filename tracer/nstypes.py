@@ -32,13 +32,17 @@ SLOT_TYPE = {slot: slot.replace("_for_children", "") for slot in NS_SLOTS}
 CHILDREN_SLOT = {"pid": "pid_for_children", "time": "time_for_children"}
 
 # How tables and the dashboard list types: owners first (user, pid), then the rest.
-# webapp/static/js/colors.js NS_TYPES has the same order.
+# The dashboard gets it as NS_TYPES from /static/js/vocab.js (webapp/vocab.py).
 DISPLAY_ORDER = ("user", "pid", "mnt", "net", "uts", "ipc", "cgroup", "time")
 
-# The order runc's `runc:[1:CHILD]` joins a container's namespaces during `docker exec`
-# (ipc, uts, net, pid, mnt), then the types runc does not join by default.  A join
-# session's target namespaces are tried in this order to find its container.
-RUNC_JOIN_ORDER = ("ipc", "uts", "net", "pid", "mnt", "user", "cgroup", "time")
+# The namespaces Docker gives every container of its own (and `docker exec` joins), in the
+# order runc's `runc:[1:CHILD]` joins them during `docker exec`.  (cgroup too on cgroup v2
+# hosts; user only with userns-remap.)
+CONTAINER_TYPES = ("ipc", "uts", "net", "pid", "mnt")
+
+# CONTAINER_TYPES, then the types runc does not join by default.  A join session's target
+# namespaces are tried in this order to find its container.
+RUNC_JOIN_ORDER = CONTAINER_TYPES + ("user", "cgroup", "time")
 
 # Namespace flags shared by clone, clone3 and unshare, and setns's nstype
 # (and the answer of the NS_GET_NSTYPE ioctl).
@@ -76,10 +80,12 @@ def flag_types(flags: int) -> list:
 def parse_type_list(values, allowed=MEMBER_TYPES) -> set:
     """The types of --type options, given as repeats, comma lists or both
     ("--type net,pid", "--type net --type pid"); every command takes them this way.
-    Raises ValueError naming the unknown ones."""
+    A single string is one value. Raises ValueError naming the unknown ones."""
+    if isinstance(values, str):
+        values = [values]
     types = {t.strip() for value in (values or ()) for t in str(value).split(",") if t.strip()}
     unknown = types - set(allowed)
     if unknown:
         raise ValueError("unknown namespace type %s (known: %s)" % (
-            ", ".join(sorted(unknown)), ",".join(MEMBER_TYPES)))
+            ", ".join(sorted(unknown)), ", ".join(allowed)))
     return types

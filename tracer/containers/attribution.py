@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 from .catalog import ContainerCatalog
 from .cgroups import ContainerRef, cgroup2_mount, parse_cgroup, read_cgroup
 from .records import Container, container_from_ref
-
-
-def attribute_all(pids: Iterable[int], catalog: Optional[ContainerCatalog] = None) -> dict:
-    """pid -> Container for the given pids that are in a container (reads /proc)."""
-    out = {}
-    for pid in pids:
-        text = read_cgroup(pid)
-        ref = parse_cgroup(text) if text else None
-        if ref is not None:
-            out[pid] = catalog.resolve_ref(ref) if catalog else container_from_ref(ref)
-    return out
 
 
 _UNRESOLVED = object()

@@ -275,6 +275,11 @@ class HistoryStore:
         replay_records(graph, ((kind, decode_input(kind, json.loads(data))) for kind, data in records))
         return graph
 
+    def graph_json_at(self, at: float) -> Optional[dict]:
+        """graph_at(at) as Graph JSON (webapp.contract.HistoryReader)."""
+        graph = self.graph_at(at)
+        return graph.to_json() if graph is not None else None
+
     def diff(self, t1: float, t2: float) -> Optional[dict]:
         """What changed between two times, in the diff format of graph.diff_since."""
         g1, g2 = self.graph_at(t1), self.graph_at(t2)

@@ -12,7 +12,6 @@ is decoded (see Documentation/bpf/btf.rst).
 
 from __future__ import annotations
 
-import os
 import struct
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
@@ -203,6 +202,23 @@ class BTF:
             raise BTFError("%s.%s is a bitfield; it has no byte offset" % (struct_name, member_path))
         return total_bits // 8
 
+    def func_id(self, name: str) -> int:
+        """The type id of the kernel function `name` (a BTF FUNC): what an fentry program
+        names as its attach point.  Functions are not indexed (there are ~60 000); this
+        finds the name among the strings, then the FUNC record that uses it."""
+        needle = b"\0" + name.encode("ascii") + b"\0"
+        offsets = set()         # a blob need not store each string once
+        at = self._data.find(needle, self._strings_start, self._strings_end)
+        while at >= 0:
+            offsets.add(at + 1 - self._strings_start)
+            at = self._data.find(needle, at + 1, self._strings_end)
+        if offsets:
+            for type_id in range(1, len(self._positions)):
+                _pos, name_off, kind, _v, _kf, _ref = self._record(type_id)
+                if kind == KIND_FUNC and name_off in offsets:
+                    return type_id
+        raise BTFError("kernel BTF has no function named %r" % name)
+
     def has_member(self, struct_name: str, member_path: str) -> bool:
         try:
             self.member_offset(struct_name, member_path)
@@ -210,6 +226,3 @@ class BTF:
         except BTFError:
             return False
 
-
-def kernel_btf_available(path: str = VMLINUX_BTF) -> bool:
-    return os.access(path, os.R_OK)

@@ -2,7 +2,8 @@
 
 import { $, el, clear, fmtTime, toEpoch } from "./dom.js";
 import { getJSON } from "./api.js";
-import { NS_TYPES, typeColor } from "./colors.js";
+import { typeColor } from "./colors.js";
+import { NS_TYPES, isNamespaceEvent } from "./vocab.js";
 import { GraphModel } from "./model.js";
 import { GraphView } from "./graphview.js";
 import { Filters } from "./filters.js";
@@ -54,7 +55,7 @@ function showDemoNamespaces(created, joined, run) {
   // A namespace of a short-lived demo may be gone before the graph showed it:
   // keep it drawn (as ended) while the demo's result is on screen.
   for (const id of created.concat(joined)) live.addGhostFromId(id, {}, 300);
-  const joins = (run && Array.isArray(run.joins) ? run.joins : []).map((j) => "join:" + (typeof j === "object" ? j.id : j));
+  const joins = ((run && run.joins) || []).map((id) => "join:" + id);
   view.pin(created.concat(joined).map((id) => view.nodeKeyForNs(id)).concat(joins), "demo");
   view.requestRender();
 }
@@ -314,7 +315,7 @@ async function boot() {
     },
     onEvent: (ev) => {
       metrics.events++;
-      if (ev.kind === "unshare" || ev.kind === "setns") {
+      if (isNamespaceEvent(ev)) {
         // Kernel timestamp vs arrival in the page, for the latency benchmark.
         metrics.eventArrivals.push({ kind: ev.kind, pid: ev.pid, ts: toEpoch(ev.ts), arrived: (performance.timeOrigin + performance.now()) / 1000 });
         if (metrics.eventArrivals.length > MAX_METRICS) metrics.eventArrivals.splice(0, 1000);
@@ -357,7 +358,7 @@ async function boot() {
   status.startPolling();
   demos.load();
   getJSON("/api/events?limit=500").then(({ body }) => {
-    const list = Array.isArray(body) ? body : (body && body.events) || [];
+    const list = body.events;
     for (const ev of list) timeline.add(ev);
     const span = timeline.span();
     if (span) scrubber.setStart(span[0]);
