@@ -39,7 +39,7 @@ the API is at <a href="/api/status">/api/status</a>.</p></body></html>"""
 
 def create_app(config: Optional[WebConfig] = None, service: Optional[Service] = None,
                demos: Optional[DemoManager] = None, machine_addresses=()) -> Flask:
-    from . import api, auth, metrics, stream, vocab
+    from . import api, auth, inside, metrics, stream, vocab
     config = config or WebConfig()
     app = Flask(__name__, static_folder=os.path.join(HERE, "static"),
                 template_folder=os.path.join(HERE, "templates"))
@@ -51,6 +51,7 @@ def create_app(config: Optional[WebConfig] = None, service: Optional[Service] = 
     app.register_blueprint(stream.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(vocab.bp)
+    app.register_blueprint(inside.bp)
 
     @app.route("/")
     def index():

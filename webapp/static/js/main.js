@@ -13,6 +13,7 @@ import { DetailsPanel } from "./details.js";
 import { DemoPanel } from "./demos.js";
 import { LiveStream } from "./live.js";
 import { StatusBar, sleep } from "./status.js";
+import { ComparePanel } from "./inside.js";
 
 const MAX_METRICS = 10000;
 
@@ -31,12 +32,13 @@ const view = new GraphView($("graph"), { onSelect: (kind, id) => details.show(ki
 const details = new DetailsPanel($("details"), { getModel: () => shownModel, onShow: (kind, id) => pinSelection(kind, id) });
 const timeline = new Timeline($("timeline"), { onSelect: (kind, ev) => details.show(kind, ev) });
 const status = new StatusBar();
+const compare = new ComparePanel($("compare"), { getModel: () => live });
 const demos = new DemoPanel($("demos"), {
   onSelect: (kind, id) => details.show(kind, id),
   onNamespaces: (created, joined, run) => showDemoNamespaces(created, joined, run),
 });
 
-window.nsgraph = { model: live, view, metrics, filters, timeline, ready: false, get shown() { return shownModel; } };
+window.nsgraph = { model: live, view, metrics, filters, timeline, compare, ready: false, get shown() { return shownModel; } };
 
 function banner(message) {
   const b = $("banner");
@@ -57,6 +59,7 @@ function showDemoNamespaces(created, joined, run) {
   for (const id of created.concat(joined)) live.addGhostFromId(id, {}, 300);
   const joins = ((run && run.joins) || []).map((id) => "join:" + id);
   view.pin(created.concat(joined).map((id) => view.nodeKeyForNs(id)).concat(joins), "demo");
+  compare.offerRun(run, created);
   view.requestRender();
 }
 
@@ -108,6 +111,7 @@ function onApplied(summary, source) {
   // on any change to a join, not only on new ones.
   if (summary.joins.length || summary.joinsTouched || source !== "diff") renderJoins();
   updateContainerFilter();
+  compare.modelChanged();
   if (shownModel === live) {
     view.requestRender();
     scheduleMatrix();
