@@ -78,7 +78,9 @@ def test_version(capsys):
     (["trace", "--duration", "-1"], "--duration must be positive"),
     (["record", "out.jsonl", "--duration", "0"], "--duration must be positive"),
     (["snapshot", "--type", "net", "--type", "nett"], "unknown namespace type nett"),
-        (["snapshot", "--type", "pid,nett"], "unknown namespace type nett"),
+    (["snapshot", "--type", "pid,nett"], "unknown namespace type nett"),
+    (["inspect", "--host", "--type", "uts", "--type", "nett"], "unknown namespace type nett"),
+    (["inspect", "--host", "--type", "pid,nett"], "unknown namespace type nett"),
 ])
 def test_bad_values_are_usage_errors_before_privileges(capsys, argv, message):
     code, out, err = run_main(capsys, *argv)
