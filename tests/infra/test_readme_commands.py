@@ -399,6 +399,48 @@ def check_serve_help(ran: Ran) -> None:
     assert "--public-metrics" in ran.out and "--token-file" in ran.out, ran.out
 
 
+def host_pid() -> int:
+    """pid 1, or kthreadd (pid 2) where pid 1's links are unreadable (pid 1 of a sandbox
+    that owns another user namespace): the host as `inspect --host` must define it."""
+    try:
+        os.stat("/proc/1/ns/uts")
+        return 1
+    except PermissionError:
+        return 2
+
+
+def host_ns_inode(ns_type: str) -> int:
+    return os.stat("/proc/%d/ns/%s" % (host_pid(), ns_type)).st_ino
+
+
+def host_hostname() -> str:
+    return subprocess.run(["nsenter", "-t", str(host_pid()), "-u", "hostname"], capture_output=True,
+                          text=True, check=True, timeout=30).stdout.strip()
+
+
+def check_inspect_host(ran: Ran) -> None:
+    """`inspect --host --type uts,net`: pid 1's uts and net namespaces, in that order, and
+    the hostname the host's uts namespace really has."""
+    ok(ran)
+    heads = re.findall(r"^(\w+):\[(\d+)\]  host\b", ran.out, re.M)
+    assert heads == [("uts", str(host_ns_inode("uts"))), ("net", str(host_ns_inode("net")))], ran.out
+    assert re.search(r"^  hostname +%s$" % re.escape(host_hostname()), ran.out, re.M), ran.out
+
+
+def check_inspect_example(missing: str):
+    """A --help example that names a namespace or container by example: it either exists
+    here (exit 0, namespaces shown) or does not (exit 3, one line naming it, no traceback)."""
+    def check(ran: Ran) -> None:
+        if ran.code == 3:
+            lines = ran.out.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("nsgraph inspect: no ") and missing in lines[0], \
+                ran.out
+        else:
+            ok(ran)
+            assert re.search(r"^(  == \w+ ==|\{|\w+:\[\d+\]  )", ran.out, re.M), ran.out
+    return check
+
+
 NO_VM = ("needs a hypervisor and a Vagrant box download (no network here); "
          "tests/infra/test_vagrant.py checks the Vagrantfile with vagrant and ruby themselves")
 MENTION = "names a command or file in prose, not a command line"
@@ -484,6 +526,20 @@ COMMANDS = {
     "nsgraph replay trace.jsonl --json > graph.json": Run(ok),
     # 1764470000 (2025-11-30) predates the recording: the graph as recording began
     "nsgraph replay trace.jsonl --until 1764470000 --dot | dot -Tsvg > then.svg": Run(check_svg("then.svg")),
+    # README: the inside view (the docker run / inspect pair is run by test_readme_inspect_example)
+    "docker run -d --name nsgdoc-web nsgraph-demo:latest sleep 3600":
+        NotRun("run by test_readme_inspect_example with the inspect command after it"),
+    "sudo .venv/bin/nsgraph inspect --compare --host --container nsgdoc-web --type uts,net,pid --lines 6":
+        NotRun("run by test_readme_inspect_example, against the container the command before it starts"),
+    "nsgraph inspect": NotRun(MENTION + " (its forms, from `nsgraph inspect --help`, are run)"),
+    "NSGRAPH_INSIDE_TIMEOUT=SECONDS": NotRun("an environment variable's form, not a command line"),
+    # nsgraph inspect --help
+    "nsgraph inspect --host --type uts,net": Run(check_inspect_host),
+    "nsgraph inspect net:4026532334": Run(check_inspect_example("net:4026532334")),
+    "nsgraph inspect net:4:4026532334:0 --json": Run(check_inspect_example("net:4:4026532334:0")),
+    "nsgraph inspect --container myapp": Run(check_inspect_example("'myapp'")),
+    "nsgraph inspect --compare --host --container myapp --type uts,net,pid": Run(check_inspect_example("'myapp'")),
+    "nsgraph inspect --compare uts:4026531838 uts:4026532310": Run(check_inspect_example("uts:4026532310")),
     # nsgraph doctor --help
     "sudo nsgraph doctor --quick": Run(ok),
     "nsgraph doctor --json": Run(check_doctor_json),
@@ -555,6 +611,58 @@ def test_metrics_example(as_root, workdir):
     assert scraped.returncode == 0, scraped.stderr
     assert re.search(r"^nsgraph_\w+ ", scraped.stdout, re.M), scraped.stdout[:2000]
     assert results["anonymous"][0] == 401
+
+
+def test_readme_inspect_example(as_root, workdir):
+    """The README's inside example as written: `docker run -d --name nsgdoc-web ...`, then
+    `inspect --compare --host --container nsgdoc-web`.  The rows the README shows are there,
+    and the values come from the system: pid 1's hostname (nsenter), the container's
+    hostname, pid and process count (docker inspect / docker top)."""
+    require(shutil.which("docker") is not None, "docker is missing (scripts/setup.sh installs docker.io)")
+    with open(README) as f:
+        pair = [(cmd, lines) for kind, cmd, lines in readme_blocks(f.read())
+                if kind == "console" and "nsgdoc-web" in cmd]
+    assert [cmd.split()[0] for cmd, _ in pair] == ["docker", "sudo"], pair
+    (start, _), (inspect, sample) = pair
+    name = "nsgdoc-web"
+
+    def docker(*argv) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker"] + list(argv), capture_output=True, text=True, timeout=120)
+    taken = docker("ps", "-aq", "--filter", "name=^/%s$" % name).stdout.strip()
+    require(not taken, "a container named %s exists that this test did not start (docker rm -f %s)" % (name, name))
+    image = start.split()[-3]
+    if docker("image", "inspect", image).returncode != 0:      # a fresh machine: the demos' image
+        ok(shell("nsgraph demo-image --rebuild", str(workdir)))
+    started = shell(start, str(workdir))
+    container_id = started.out.strip().splitlines()[-1] if started.out.strip() else ""
+    try:
+        ok(started)
+        facts = json.loads(docker("inspect", container_id).stdout)[0]
+        ran = shell(inspect, REPO)
+        top = docker("top", container_id).stdout.strip().splitlines()[1:]
+    finally:
+        if container_id:
+            docker("rm", "-f", container_id)
+    ok(ran)
+
+    def labels(lines) -> list:
+        return [line[2:].strip().split("  ")[0] for line in lines
+                if line[:2] in ("* ", "  ") and line[2:].strip()[:1] not in ("=", "")]
+    shown = ["hostname", "domainname", "interfaces", "lo", "eth0", "default route", "listening sockets",
+             "processes", "init (pid 1)", "ps"]
+    real = labels(ran.out.splitlines())
+    assert re.findall(r"^  == (\w+) ==", ran.out, re.M) == ["uts", "net", "pid"], ran.out
+    assert set(shown) <= set(labels(sample)), "the README's sample lacks rows: %s" % labels(sample)
+    assert set(shown) <= set(real), "rows the README shows that the real output lacks: %s" % (
+        sorted(set(shown) - set(real)))
+    rows = {line[2:].strip().split("  ")[0]: line for line in ran.out.splitlines() if line[:2] in ("* ", "  ")}
+    hostname = re.split(r"\s{2,}", rows["hostname"][2:].strip())
+    assert hostname[1:] == [host_hostname(), facts["Config"]["Hostname"]], rows["hostname"]
+    assert rows["hostname"].startswith("* ") == (hostname[1] != hostname[2])
+    processes = re.split(r"\s{2,}", rows["processes"][2:].strip())
+    assert processes[-1] == str(len(top)) == "1", (rows["processes"], top)
+    assert rows["init (pid 1)"].rstrip().endswith("sleep 3600 (host pid %d)" % facts["State"]["Pid"]), \
+        rows["init (pid 1)"]
 
 
 def test_setup_links_nsgraph_onto_the_path(as_root):
