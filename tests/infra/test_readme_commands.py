@@ -529,7 +529,7 @@ COMMANDS = {
     # README: the inside view (the docker run / inspect pair is run by test_readme_inspect_example)
     "docker run -d --name nsgdoc-web nsgraph-demo:latest sleep 3600":
         NotRun("run by test_readme_inspect_example with the inspect command after it"),
-    "sudo .venv/bin/nsgraph inspect --compare --host --container nsgdoc-web --type uts,net,pid --lines 6":
+    "sudo nsgraph inspect --compare --host --container nsgdoc-web --type uts,net,pid --lines 6":
         NotRun("run by test_readme_inspect_example, against the container the command before it starts"),
     "nsgraph inspect": NotRun(MENTION + " (its forms, from `nsgraph inspect --help`, are run)"),
     "NSGRAPH_INSIDE_TIMEOUT=SECONDS": NotRun("an environment variable's form, not a command line"),
