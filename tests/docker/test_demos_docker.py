@@ -288,7 +288,9 @@ def test_real_service_highlights_created_and_joined_namespaces(root, docker_clie
             ids = {n["id"]: n for n in graph["namespaces"]}
             got = {ids[i]["type"]: ids[i]["inode"] for i in r["namespaces"]["joined"] if i in ids}
             return all(got.get(t) == inode for t, inode in want.items())
-        run = _wait_ns(demos, run["id"], joined_all)
+        # The namespaces read from the exec'd process can be credited before the graph has
+        # applied its join session (a loaded host): wait for both.
+        run = _wait_ns(demos, run["id"], lambda r: joined_all(r) and r["joins"], limit_s=30.0)
         assert joined_all(run), run["namespaces"]
         # The join session is the run's by the exec'd command's pid (docker exec inspect).
         graph = state.graph_json()
