@@ -133,43 +133,62 @@ def chromium_path():
 
 
 class EventLog:
-    """Every event a live Collector delivered, for tests to search."""
+    """The events a live Collector delivered between a test's mark() and its since().
+
+    The collector sees every process on the host for the whole session; on a busy
+    host that is millions of events, so only those after a mark still to be read are
+    kept (a session-long list once grew pytest to 12 GB and the OOM killer took it).
+    """
 
     def __init__(self, collector):
         import threading
         self.collector = collector
         self._lock = threading.Lock()
-        self._events = []
+        self._events = []       # the events from absolute index self._base on
+        self._base = 0
+        self._seen = 0          # absolute index of the next event
+        self._open = set()      # marks handed out and not read yet
         collector.subscribe(self._add)
 
     def _add(self, event):
         with self._lock:
-            self._events.append(event)
+            self._seen += 1
+            if self._open:
+                self._events.append(event)
+            else:
+                self._base = self._seen
 
     def mark(self) -> int:
         with self._lock:
-            return len(self._events)
+            self._open.add(self._seen)
+            return self._seen
 
     def since(self, mark: int):
-        """Events after mark, once the buffer has been drained."""
+        """Events after mark, once the buffer has been drained; the mark is then spent."""
+        with self._lock:
+            assert mark in self._open, "mark %d was read already (each mark is read once)" % mark
         self.collector_drain()
         with self._lock:
-            return list(self._events[mark:])
+            out = list(self._events[mark - self._base:])
+            self._open.discard(mark)
+            self._trim()
+            return out
+
+    def close_marks(self) -> None:
+        """Forget the marks a test took and never read (it failed before since())."""
+        with self._lock:
+            self._open.clear()
+            self._trim()
+
+    def _trim(self) -> None:
+        keep_from = min(self._open) if self._open else self._seen
+        self._events = self._events[keep_from - self._base:]
+        self._base = keep_from
 
     def collector_drain(self):
-        import time
-        # The poll thread drains on its own; wait until it has been quiet for a moment.
-        last = -1
-        quiet_since = time.monotonic()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            now = self.collector.events
-            if now != last:
-                last = now
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > 0.3:
-                return
-            time.sleep(0.05)
+        # Every event the kernel recorded before now has been delivered (on a busy host
+        # the buffer is never quiet, so waiting for quiet would not do).
+        assert self.collector.sync(), "the collector delivered no sync marker within 30 s"
 
 
 @pytest.fixture(scope="session")
@@ -183,3 +202,13 @@ def live_events(root):
     collector.start()
     yield log
     collector.stop()
+
+
+@pytest.fixture(autouse=True)
+def _unread_marks(request):
+    """A test that took a live_events mark and failed before reading it must not leave
+    the log keeping every event for the rest of the session."""
+    yield
+    log = request.node.funcargs.get("live_events") if hasattr(request.node, "funcargs") else None
+    if log is not None:
+        log.close_marks()

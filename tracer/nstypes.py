@@ -75,3 +75,20 @@ def flag_types(flags: int) -> list:
     """Namespace types named by CLONE_NEW* bits, in NS_SLOTS order."""
     present = {t for flag, t in NS_FLAG_TYPES.items() if flags & flag}
     return [t for t in NS_SLOTS if t in present]
+
+
+def parse_type_list(values, allowed=MEMBER_TYPES) -> set:
+    """The types of --type options, given as repeats, comma lists or both
+    ("--type net,pid", "--type net --type pid"); every command takes them this way.
+    A single string is one value. Raises ValueError naming the unknown ones."""
+    if isinstance(values, str):
+        values = [values]
+    types = {t.strip() for value in (values or ()) for t in str(value).split(",") if t.strip()}
+    if not types and any(str(v).strip() for v in (values or ())):
+        raise ValueError("--type needs at least one name, got %r (for example --type net,pid)"
+                         % ",".join(map(str, values)))
+    unknown = types - set(allowed)
+    if unknown:
+        raise ValueError("unknown namespace type %s (known: %s)" % (
+            ", ".join(sorted(unknown)), ", ".join(allowed)))
+    return types

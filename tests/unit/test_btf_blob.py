@@ -42,6 +42,9 @@ class BTFBuilder:
         body = b"".join(struct.pack("<III", self.name(m), t, off) for m, t, off in members)
         return self.add(struct.pack("<III", self.name(name), info, size) + body)
 
+    def func(self, name, proto=0):
+        return self.add(struct.pack("<III", self.name(name), 12 << 24, proto))
+
     def blob(self):
         header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(self.types), len(self.types), len(self.strings))
         return header + self.types + self.strings
@@ -112,3 +115,16 @@ def test_malformed_blobs_raise_btf_error(mangle):
 def test_unreadable_file():
     with pytest.raises(BTFError, match="cannot read"):
         BTF.from_file("/nonexistent/vmlinux")
+
+
+def test_functions_are_found_by_name_and_kind():
+    """fentry attaches to a FUNC's type id (tracer/kernel/fentry.py)."""
+    b = BTFBuilder()
+    b.composite(4, "free_nsproxy", 8, [])               # a struct of the same name is not it
+    first = b.func("switch_task_namespaces")
+    second = b.func("free_nsproxy")
+    btf = BTF(b.blob())
+    assert btf.func_id("free_nsproxy") == second
+    assert btf.func_id("switch_task_namespaces") == first
+    for absent in ("free_nsprox", "nsproxy", "missing"):      # substrings of a name are not names
+        assert btf.func_id(absent) is None

@@ -93,8 +93,10 @@ def test_version(capsys):
     (["serve", "--max-streams", "-1"], "--max-streams must be from 1 to"),
     (["serve", "--history-max-mb", "nan"], "--history-max-mb must be a size of at least 1 MB"),
     (["serve", "--history-days", "0"], "--history-days must be a number of days"),
-    (["snapshot", "--type", "net", "--type", "nett"], "unknown --type nett"),
-    (["snapshot", "--type", ","], "unknown --type ,"),
+    (["snapshot", "--type", "net", "--type", "nett"], "unknown namespace type nett"),
+    (["snapshot", "--type", ","], "--type needs at least one name"),
+    (["inspect", "--host", "--type", "uts", "--type", "nett"], "unknown namespace type nett"),
+    (["inspect", "--host", "--type", "pid,nett"], "unknown namespace type nett"),
 ])
 def test_bad_values_are_usage_errors_before_privileges(capsys, argv, message):
     code, out, err = run_main(capsys, *argv)
@@ -148,4 +150,4 @@ def test_the_console_script_is_the_same_command():
     script = os.path.join(os.path.dirname(sys.executable), "nsgraph")
     require(os.path.exists(script), "no nsgraph script next to %s (pip install -e . installs it)" % sys.executable)
     out = subprocess.run([script, "snapshot", "--type", "bogus"], capture_output=True, text=True, timeout=30)
-    assert out.returncode == EXIT_USAGE and "unknown --type bogus" in out.stderr
+    assert out.returncode == EXIT_USAGE and "unknown namespace type bogus" in out.stderr

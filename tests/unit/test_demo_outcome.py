@@ -35,9 +35,12 @@ def ns(ns_type, inode, gen=0, created=None, ended=None, container=None, creator=
             "pending_end": False, "repaired": False}
 
 
-def runc(pid, ts):
-    return {"pid": pid, "tid": pid, "comm": "runc:[1:CHILD]", "syscall": "clone3",
-            "flags": ["CLONE_NEWNS", "CLONE_NEWUTS"], "ts": ts}
+def runc(pid, ts, container=None):
+    creator = {"pid": pid, "tid": pid, "comm": "runc:[1:CHILD]", "syscall": "clone3",
+               "flags": ["CLONE_NEWNS", "CLONE_NEWUTS"], "ts": ts}
+    if container:
+        creator["container"] = container        # the cgroup the kernel saw names it
+    return creator
 
 
 def proc(pid, ns_ids, container=None):
@@ -61,10 +64,10 @@ def graph(namespaces=(), processes=(), joins=()):
     return data
 
 
-def container_spaces(name, base_inode, created, creator_pid=None):
+def container_spaces(name, base_inode, created, creator_pid=None, creator_container=None):
     """The namespaces a `docker run` container got, named by the catalog (or not: name None)."""
     return [ns(t, base_inode + k, created=created + 0.01 * k, container=name,
-               creator=runc(creator_pid, created) if creator_pid else None)
+               creator=runc(creator_pid, created, creator_container) if creator_pid else None)
             for k, t in enumerate(OWN_TYPES)]
 
 
@@ -88,12 +91,13 @@ def ls_output(spaces, user=HOST["user"]):
 
 # -- created: a run's own container -------------------------------------------------------------
 
-def test_a_named_container_run_created_its_namespaces_and_joined_the_hosts():
+def test_a_named_container_run_created_its_namespaces_and_joined_nothing():
     mine = container_spaces("nsgraph-demo-ls-ns-a", 4026532200, T0 + 1)
     data = graph(mine, [proc(900, {**HOST_IDS, **{n["type"]: n["id"] for n in mine}}, "nsgraph-demo-ls-ns-a")])
     out = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="nsgraph-demo-ls-ns-a"), data)
     assert out["namespaces"]["created"] == ids(mine)
-    assert out["namespaces"]["joined"] == [HOST_IDS["user"]]        # no user namespace of its own
+    # it stayed in the host's user namespace: that is neither made nor joined by the run
+    assert out["namespaces"]["joined"] == []
     assert out["joins"] == []
 
 
@@ -114,7 +118,7 @@ def test_an_unnamed_container_is_found_by_the_inodes_it_printed():
     data = graph(a + b)
     out = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="gone", output=ls_output(a)), data)
     assert out["namespaces"]["created"] == ids(a)
-    assert out["namespaces"]["joined"] == [HOST_IDS["user"]]
+    assert out["namespaces"]["joined"] == []            # the host's user namespace is not the run's
     assert not set(ids(b)) & set(out["namespaces"]["created"] + out["namespaces"]["joined"])
 
 
@@ -138,10 +142,43 @@ def test_a_namespace_made_before_the_run_was_joined_not_created():
     assert myapp_net["id"] in out["namespaces"]["joined"]
 
 
-def test_the_hosts_namespaces_are_never_created_by_a_run():
+def test_the_hosts_namespaces_are_neither_created_nor_joined_by_a_run():
+    """--pid host keeps the container in the host's pid namespace: nothing was made or
+    joined there (issue 15: a run shows exactly what its own container created or joined)."""
     data = graph()
     out = namespaces_for_run(run("host-pid", T0, T0 + 2, observed_ns={"pid": HOST["pid"]}), data)
-    assert out["namespaces"] == {"created": [], "joined": [HOST_IDS["pid"]]}
+    assert out["namespaces"] == {"created": [], "joined": []}
+
+
+# -- many demos at once: the container the kernel saw at the creating call ------------------------
+
+def test_containers_gone_at_once_keep_their_namespaces_however_many_ran_together():
+    """Seven hostname-ip-ps runs launched 50 ms apart, each gone before anything was read and
+    never named by the catalog: the runc creator alone is ambiguous (seven of them), the
+    container the creating task was in is not.  The graph may know it by name or by the id
+    prefix it had before Docker named it."""
+    runs, spaces = [], []
+    for k in range(7):
+        name, cid = "nsgraph-demo-hostname-ip-ps-%d" % k, ("%x" % (0xabc0 + k)) * 16
+        known_as = name if k % 2 else cid[:12]
+        spaces.append(container_spaces(None, 4026532200 + 10 * k, T0 + 1 + 0.05 * k, creator_pid=500 + k,
+                                       creator_container=known_as))
+        runs.append(run("hostname-ip-ps", T0 + 0.05 * k, T0 + 2 + 0.05 * k, container=name, container_id=cid))
+    data = graph([n for s in spaces for n in s])
+    for r, mine in zip(runs, spaces):
+        assert namespaces_for_run(r, data)["namespaces"] == {"created": ids(mine), "joined": []}
+
+
+def test_a_recycled_inode_resolves_to_the_runs_own_namespace():
+    """A neighbour's container, made while ours ran, got the inode ours printed (ours ended
+    at once): ours is the one its own container made, although the neighbour's is newer."""
+    a = container_spaces(None, 4026532200, T0 + 1.0, creator_pid=501, creator_container="nsgraph-demo-ls-ns-a")
+    a = [dict(n, ended=T0 + 1.1, alive=False) for n in a]
+    b = [dict(n, id=namespace_id(n["type"], DEV, n["inode"], 1), generation=1, created=T0 + 1.3, ended=None,
+              alive=True, creator=runc(502, T0 + 1.3, "nsgraph-demo-ls-ns-b")) for n in a]
+    data = graph(a + b)
+    out = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="nsgraph-demo-ls-ns-a", output=ls_output(a)), data)
+    assert out["namespaces"] == {"created": ids(a), "joined": []}
 
 
 # -- joined: join sessions of the run's own processes ----------------------------------------------
@@ -161,6 +198,17 @@ def test_docker_exec_runs_get_the_join_of_their_own_command():
     assert first["joins"] == [1] and second["joins"] == [2]
     assert first["namespaces"] == {"created": [], "joined": ids(MYAPP)}
     assert second["namespaces"] == {"created": [], "joined": list(MYAPP_TARGET.values())}
+
+
+def test_exec_joins_myapps_namespaces_not_the_host_ones_it_shares():
+    """myapp shares the host's user, time and (cgroup v1) cgroup namespaces; /proc/<myapp>/ns
+    lists them, but `docker exec` joined only myapp's own."""
+    data = graph(MYAPP, joins=[join(1, 700, 701, T0 + 0.5, MYAPP_TARGET, "myapp")])
+    observed = {t: n["inode"] for t, n in zip(MYAPP_TARGET, MYAPP)}
+    observed.update({t: HOST[t] for t in ("user", "cgroup")})
+    out = namespaces_for_run(run("exec-myapp", T0, T0 + 1, container="myapp", pids=[701], observed_ns=observed),
+                             data)
+    assert out["namespaces"] == {"created": [], "joined": ids(MYAPP)}
 
 
 def test_a_join_run_creates_nothing_even_when_its_target_is_new():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import errno
 import os
 
 import pytest

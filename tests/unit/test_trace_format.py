@@ -187,7 +187,7 @@ def test_parse_types():
     assert trace.parse_types(None) is None and trace.parse_types("") is None
     assert trace.parse_types("net, pid,") == {"net", "pid"}
     assert trace.parse_types("pid_for_children") == {"pid_for_children"}
-    with pytest.raises(ValueError, match=r"unknown namespace type bogus, nett \(known: mnt, pid, net"):
+    with pytest.raises(ValueError, match=r"unknown namespace type bogus, nett \(known: mnt, pid, pid_for_children, net"):
         trace.parse_types("net,nett,bogus")
 
 

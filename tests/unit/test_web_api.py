@@ -18,7 +18,7 @@ from tracer.graph.schema import (ContainerDetail, GraphDiff, GraphJSON, JoinJSON
                                  ProcessJSON, check_shape)
 from tracer.history.store import HistoryStore
 from tracer.service import NsgraphService
-from web_fixtures import (EXEC_CHILD, EXEC_PID, HOST_NS, MYAPP_ID, MYAPP_NS, MYAPP_PID, World, authed,
+from web_fixtures import (EXEC_CHILD, EXEC_PID, HOST_NS, MYAPP_ID, MYAPP_NS, MYAPP_PID, TOKEN, World, authed,
                           serving)
 
 SAME = {"Sec-Fetch-Site": "same-origin"}
@@ -248,6 +248,33 @@ def test_read_only_refuses_launch_and_cleanup(world):
     for path in ("/api/demos/ls-ns", "/api/demos/cleanup"):
         r = client.post(path, headers=SAME)
         assert r.status_code == 403 and "read-only" in r.get_json()["error"]
+
+
+def test_without_docker_the_docker_demos_are_unavailable_with_the_reason():
+    """`nsgraph serve` starts without Docker; the page shows why its demos cannot run,
+    and asks the engine again only after a while (the list is read on every page load)."""
+    from webapp import create_app
+    from webapp.config import WebConfig
+    from webapp.demos import DemoManager
+    from webapp.demos.scenarios import DOCKER
+
+    calls = []
+
+    def no_engine():
+        calls.append(1)
+        raise ConnectionRefusedError(111, "Connection refused")
+    cfg = WebConfig(token=TOKEN)
+    app = create_app(cfg, service=serving(World()), demos=DemoManager(cfg, docker_factory=no_engine))
+    client = app.test_client()
+    client.get("/?token=" + TOKEN)
+    for _ in range(3):
+        body = client.get("/api/demos").get_json()
+    docker = [s for s in body["scenarios"] if s["kind"] == DOCKER]
+    assert docker and all(s["available"] is False for s in docker)
+    assert all("Docker is not reachable" in s["why"] and "Connection refused" in s["why"] for s in docker)
+    # the util-linux demos do not need Docker
+    assert all("Docker" not in (s["why"] or "") for s in body["scenarios"] if s["kind"] != DOCKER)
+    assert len(calls) == 1
 
 
 def test_unknown_api_path_is_json_404(client):

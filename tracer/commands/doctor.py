@@ -107,9 +107,13 @@ def check_btf() -> tuple:
 
 
 def check_tracefs() -> Check:
-    from ..kernel.probes import TRACEFS, ProbeError, ensure_tracefs, tracefs_mounted
-    if tracefs_mounted():
+    from ..kernel.probes import TRACEFS, ProbeError, ensure_tracefs, tracefs_status
+    status = tracefs_status()
+    if status == "ok":
         return Check("tracefs", OK, "mounted at %s" % TRACEFS)
+    if status == "unreadable":
+        return Check("tracefs", FAIL, "mounted at %s, but uid %d may not read it (the kernel makes it "
+                     "root-only)" % (TRACEFS, os.geteuid()), "run nsgraph with sudo")
     if os.geteuid() == 0:
         try:
             ensure_tracefs()
@@ -159,13 +163,30 @@ def check_docker() -> Check:
         info = client.version()
         return Check("docker", OK, "Docker engine %s reachable" % info.get("Version", "?"))
     except Exception as exc:
-        return Check("docker", WARN, "Docker engine not reachable (%s): tracing works, container names "
-                     "and demos need it" % str(exc).splitlines()[0][:120],
+        return docker_problem(exc)
+
+
+def docker_problem(exc: BaseException) -> Check:
+    """The WARN for an engine that did not answer, with the real cause: refused, or absent."""
+    text = str(exc)
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if "Permission denied" in text or "PermissionError" in text:
+        return Check("docker", WARN, "the Docker socket (%s) refused uid %d: permission denied (tracing does "
+                     "not need Docker; container names and demos do)" % (where, os.geteuid()),
+                     "run nsgraph with sudo (the docker group would also do, and is root-equivalent)")
+    if any(s in text for s in ("No such file", "FileNotFoundError", "Connection refused",
+                               "ConnectionRefusedError")):
+        return Check("docker", WARN, "no Docker engine answers at %s: tracing works, container names and "
+                     "demos need it" % where,
                      "start it: systemctl start docker, or 'dockerd >/var/log/dockerd.log 2>&1 &'")
+    first_line = text.splitlines()[0][:160] if text else type(exc).__name__
+    return Check("docker", WARN, "Docker engine not reachable (%s): tracing works, container names "
+                 "and demos need it" % first_line, "check that dockerd runs and answers: docker info")
 
 
-def feature_checks(layout) -> List[Check]:
-    """What the running kernel offers beyond the basics, and whether nsgraph uses it."""
+def feature_checks(layout, try_loads: bool = True) -> List[Check]:
+    """What the running kernel offers beyond the basics, and whether nsgraph uses it.
+    try_loads: load trial fentry/fexit programs rather than only read the kernel config."""
     from ..kernel.layout import kernel_has_ringbuf
     from ..kernel.probes import TRACEFS
     checks = [ringbuf_check(kernel_has_ringbuf())]
@@ -173,7 +194,7 @@ def feature_checks(layout) -> List[Check]:
         checks.extend(layout_feature_checks(layout.features))
     checks.append(kprobes_check(kernel_config("CONFIG_KPROBES"),
                                 os.path.exists(os.path.join(TRACEFS, "kprobe_events"))))
-    checks.append(fentry_check(kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS"), probe_trampolines(layout)))
+    checks.append(fentry_check(kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS"), probe_trampolines(layout) if try_loads else None))
     return checks
 
 
@@ -256,7 +277,7 @@ def gather_checks(quick: bool) -> List[Check]:
     checks.append(check_bcc())
     checks.append(check_headers())
     checks.append(check_docker())
-    checks.extend(feature_checks(layout))
+    checks.extend(feature_checks(layout, try_loads=not quick))
     if not quick and not any(c.status == FAIL for c in checks):
         checks.append(check_probe_load(layout))
     return checks

@@ -15,7 +15,7 @@ import shutil
 import sys
 
 from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
-from ..nstypes import DISPLAY_ORDER
+from ..nstypes import DISPLAY_ORDER, parse_type_list
 from ..text import printable
 
 EXAMPLES = """\
@@ -68,8 +68,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="the namespaces of this process (repeatable)")
     parser.add_argument("--container", action=_AddTarget, dest="container", metavar="NAME",
                         help="the namespaces of this container's init process (repeatable)")
-    parser.add_argument("--type", metavar="TYPES",
-                        help="comma-separated types for --pid/--container (default: all eight)")
+    parser.add_argument("--type", action="append", metavar="TYPES",
+                        help="types for --host/--pid/--container, as a comma list or repeated "
+                             "(default: all eight)")
     parser.add_argument("--compare", action="store_true", help="side by side, one column per namespace")
     parser.add_argument("--json", action="store_true", help="JSON Lines")
     parser.add_argument("--lines", type=int, default=25, metavar="N",
@@ -91,10 +92,13 @@ class NotFound(Exception):
 def _types(args) -> list:
     if not args.type:
         return list(DISPLAY_ORDER)
-    wanted = [t.strip() for t in args.type.split(",") if t.strip()]
-    unknown = [t for t in wanted if t not in DISPLAY_ORDER]
-    if unknown or not wanted:
-        raise UsageError("unknown --type %s (choose from %s)" % (",".join(unknown) or "''", " ".join(DISPLAY_ORDER)))
+    try:
+        parse_type_list(args.type, allowed=DISPLAY_ORDER)     # one --type syntax in every command
+    except ValueError as exc:
+        raise UsageError(str(exc))
+    wanted = [t.strip() for value in args.type for t in value.split(",") if t.strip()]
+    if not wanted:
+        raise UsageError("--type names no namespace type (known: %s)" % ", ".join(DISPLAY_ORDER))
     return list(dict.fromkeys(wanted))       # the order asked for, once each
 
 

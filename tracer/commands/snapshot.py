@@ -11,13 +11,14 @@ import json
 import sys
 
 from ..exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from ..nstypes import DISPLAY_ORDER, MEMBER_TYPES
+from ..nstypes import DISPLAY_ORDER, MEMBER_TYPES, parse_type_list
 from ..text import printable
 
 EXAMPLES = """\
 examples:
   nsgraph snapshot                 # table: namespaces, processes, containers, hierarchy
   nsgraph snapshot --type net      # network namespaces only
+  nsgraph snapshot --type pid,net  # pid and network namespaces (same as --type pid --type net)
   nsgraph snapshot --json | jq '.namespaces[] | select(.container != null)'
   nsgraph snapshot --dot | dot -Tsvg > ns.svg
 
@@ -39,8 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object (see below)")
     out.add_argument("--dot", action="store_true", help="Graphviz DOT")
-    parser.add_argument("--type", action="append", metavar="TYPE",
-                        help="only these namespace types (repeatable): mnt pid net uts ipc user cgroup time")
+    parser.add_argument("--type", action="append", metavar="TYPES",
+                        help="only these namespace types (comma-separated, repeatable): "
+                             + ",".join(MEMBER_TYPES))
     parser.add_argument("--no-docker", action="store_true",
                         help="do not ask the Docker engine for names (cgroup paths only)")
     parser.set_defaults(func=run)
@@ -73,11 +75,10 @@ def build_graph(docker: bool = True):
 
 
 def run(args) -> int:
-    valid = set(MEMBER_TYPES)
-    types = set(args.type or ())
-    if types - valid:
-        print("nsgraph snapshot: unknown --type %s (choose from %s)" % (
-            ", ".join(sorted(types - valid)), " ".join(sorted(valid))), file=sys.stderr)
+    try:
+        types = parse_type_list(args.type)
+    except ValueError as exc:
+        print("nsgraph snapshot: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
     try:
         graph, snap = build_graph(docker=not args.no_docker)

@@ -17,7 +17,7 @@ from ..events.encode import EventEncoder
 from ..events.event import Event
 from ..events.kinds import EventKind
 from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
-from ..nstypes import MEMBER_TYPES, NS_SLOTS, SLOT_TYPE
+from ..nstypes import MEMBER_TYPES, NS_SLOTS, SLOT_TYPE, parse_type_list
 from ..text import printable
 
 EXAMPLES = """\
@@ -40,7 +40,8 @@ exit status: %d after Ctrl-C/SIGTERM/--duration, %d on failure, %d on bad usage,
 # 65 536 pages of 4 KiB: a 256 MiB ring buffer (locked kernel memory), plenty for any storm.
 MAX_BUFFER_PAGES = 65536
 
-COLUMNS = "%-15s %-7s %-16s %-14s %-8s %-18s %s"
+NS_WIDTH = 18
+COLUMNS = "%-15s %-7s %-16s %-14s %-8s %-" + str(NS_WIDTH) + "s %s"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -49,8 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Stream namespace events from the kernel (eBPF tracepoints).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print JSON Lines instead of columns")
-    parser.add_argument("--type", metavar="TYPES",
-                        help="comma-separated namespace types to show: " + ",".join(MEMBER_TYPES))
+    parser.add_argument("--type", action="append", metavar="TYPES",
+                        help="only events about these namespace types (comma-separated, repeatable): "
+                             + ",".join(MEMBER_TYPES))
     parser.add_argument("--pid", type=int, action="append", metavar="PID",
                         help="only events of this process (host pid), or clones that created it; repeatable")
     parser.add_argument("--comm", action="append", metavar="COMM",
@@ -68,16 +70,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_types(text: Optional[str]) -> Optional[set]:
-    if not text:
-        return None
-    types = {t.strip() for t in text.split(",") if t.strip()}
-    valid = set(NS_SLOTS)
-    unknown = types - valid
-    if unknown:
-        raise ValueError("unknown namespace type %s (known: %s)" % (
-            ", ".join(sorted(unknown)), ", ".join(MEMBER_TYPES)))
-    return types
+def parse_types(values) -> Optional[set]:
+    """--type values (repeats and comma lists); None when no filter was asked for."""
+    return parse_type_list(values, allowed=NS_SLOTS) or None
 
 
 def make_filter(types: Optional[set], pids: Optional[list], comms: Optional[list],
@@ -141,16 +136,28 @@ def details(event: Event) -> str:
 def format_columns(event: Event) -> str:
     when = datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")
     return COLUMNS % (when, event.pid, printable(event.comm), _short(event.container or "-", 14), event.kind,
-                      _types_text(event), printable(details(event)))
+                      _fit_list(_ns_types(event), NS_WIDTH), printable(details(event)))
 
 
-def _types_text(event: Event) -> str:
+def _ns_types(event: Event) -> list:
     """The NS column: the namespace types the event is about (a *_for_children slot counts
-    as its type: DETAILS names the slot); "any" for setns(fd, 0), "-" for none."""
-    types = ",".join(dict.fromkeys(SLOT_TYPE[t] for t in event.ns_types()))
+    as its type: DETAILS names the slot); "any" for setns(fd, 0), none for none."""
+    types = list(dict.fromkeys(SLOT_TYPE[t] for t in event.ns_types()))
     if not types and event.kind == EventKind.SETNS and event.raw_flags == 0:
-        return "any"
-    return types or "-"
+        return ["any"]
+    return types
+
+
+def _fit_list(items: list, width: int) -> str:
+    """"mnt,pid,net,uts,ipc,cgroup" in 18 columns: "mnt,pid,net,uts+2"; DETAILS has them all."""
+    if not items:
+        return "-"
+    text = ",".join(items)
+    for shown in range(len(items), 0, -1):
+        text = ",".join(items[:shown]) + ("" if shown == len(items) else "+%d" % (len(items) - shown))
+        if len(text) <= width:
+            return text
+    return text[:width]
 
 
 def _short(text: str, width: int) -> str:

@@ -21,6 +21,7 @@ def export_state(g) -> dict:
     spaces = list(table.alive.values()) + [ns for ns in table.ended if ns.ended is not None]
     return {
         "input_seq": g.input_seq, "version": g.version, "dev": g.dev, "node": g.node,
+        "ended_retention": table.retention,
         "gens": [[t, i, gen] for (t, i), gen in table.gens.items()],
         "namespaces": [_ns_state(ns) for ns in spaces],
         "processes": [_proc_state(p) for p in g.processes.procs.values()],

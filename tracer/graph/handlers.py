@@ -255,4 +255,7 @@ def creation_of(ev, before, after) -> Optional[Creation]:
                "flags": ev.flags, "ts": ev.ts}
     if ev.kind == EventKind.CLONE:
         creator["child_pid"] = ev.child_pid
+    if ev.container:
+        # Known from the cgroup the kernel saw: kept when the container is long gone.
+        creator["container"] = ev.container
     return Creation(created, creator, before)

@@ -1,17 +1,11 @@
 """NamespaceGraph: the live namespace graph, a snapshot kept current by tracer events.
 
-One lock guards everything: the collector thread applies events while web
-threads read.  The parts it is made of, one job each, are listed in
-tracer/graph/__init__.py; this class holds the lock, applies inputs, and is the
-public face (webapp/contract.py GraphReader, joins.JoinPort).
-
-Every input is journaled (add_journal) before it is applied, so a journal of
-(events, ops, reads) replays to the very same graph offline (history/).
-
+One lock guards everything (the collector thread applies, web threads read); the parts,
+one job each, are listed in tracer/graph/__init__.py.  Every input is journaled
+(add_journal) before it is applied, so a journal replays to the very same graph offline.
 Errors (docs/ARCHITECTURE.md, "Errors in the model"): a BadEvent is counted in
-counters["rejected"] with nothing of it applied; any other exception is a bug:
-logged with its traceback every time, counted in counters["internal_errors"], and
-the graph marked for repair (recount, then a full reconcile) rather than rolled back.
+counters["rejected"] with nothing applied; any other exception is a bug: logged with its
+traceback, counted in counters["internal_errors"], the graph marked for repair.
 """
 
 from __future__ import annotations
@@ -63,7 +57,6 @@ class NamespaceGraph:
         self.needs_repair = False      # reconcile with /proc soon (lost events, missed exits, a bug)
         self.damaged = False           # an internal error: recount before reconciling
         self.input_seq = 0
-        # A handler that meets a process it never saw asks for a repair from /proc.
         self._handlers = EventHandlers(self.processes, lambda: setattr(self, "needs_repair", True)).table()
         self._journals = []
         self._listeners = []
@@ -182,27 +175,29 @@ class NamespaceGraph:
     # -- ops: every non-event input ------------------------------------------------------
 
     def apply_ops(self, ops: Iterable[dict]) -> None:
-        """Apply ops (ops.py; journaled, so a replay does the same).
-
-        Called while this thread applies another input (a container lookup made by a
-        lazy read reports what it found through apply_ops), the ops wait until that
-        input is done and then go in as an input of their own: the journal must hold
-        inputs in the order they were applied, or a replay would see the read's
-        result before the input that made it."""
+        """Apply ops (ops.py; journaled).  Called while this thread applies another input
+        (a lazy read's container lookup), they wait and go in as an input of their own:
+        the journal must hold inputs in the order they were applied."""
         ops = list(ops)
         with self._lock:
             if self._in_apply:
                 self._deferred.extend(ops)
                 return
-            changes = self.changes
-            changes.bumped = False
-            if self._journals:
-                self._journal("ops", ops)
-            self._in_apply = True
-            for op in ops:
-                self._apply_op(op)
-            self._in_apply = False
-            changed, version = changes.finish(), changes.version
+            changed, version = self._apply_ops_locked(ops)
+        self._after_ops(changed, version)
+
+    def _apply_ops_locked(self, ops: list):
+        changes = self.changes
+        changes.bumped = False
+        if self._journals:
+            self._journal("ops", ops)
+        self._in_apply = True
+        for op in ops:
+            self._apply_op(op)
+        self._in_apply = False
+        return changes.finish(), changes.version
+
+    def _after_ops(self, changed: bool, version: int) -> None:
         if changed and self._listeners:
             self._notify(version)
         if self._deferred:
@@ -244,18 +239,20 @@ class NamespaceGraph:
         """Make the model agree with snap (taken after since_version was current); see
         reconcile.py.  full=False only settles orphans and pins (routine, not counted
         as repairs).  Returns the repair count."""
-        with self._lock:
-            before = self.counters["repaired"]
+        before = self.counters["repaired"]
         if full and self.damaged:
             self.apply_ops([{"op": "recount", "ts": snap.taken_at}])
+        # Computed and applied under one hold of the lock: an event applied in between
+        # (an exit, say) would be undone by ops computed before it.
         with self._lock:
             ops = reconcile_ops(snap, self.view(), since_version, full, container_of, self.reader.running)
             ops.append({"op": "counted", "name": "reconciles" if full else "settled"})
-        self.apply_ops(ops)
-        with self._lock:
+            changed, version = self._apply_ops_locked(ops)
             if full:
                 self.needs_repair = False
-            return self.counters["repaired"] - before
+            repaired = self.counters["repaired"] - before
+        self._after_ops(changed, version)
+        return repaired
 
     @property
     def orphans(self) -> int:
@@ -395,6 +392,8 @@ class NamespaceGraph:
     @classmethod
     def from_state(cls, state: dict, **kwargs) -> "NamespaceGraph":
         """An offline graph (unless kwargs give a reader) continuing from export_state output."""
+        # A replay keeps as many ended namespaces as the run it continues did.
+        kwargs.setdefault("ended_retention", state.get("ended_retention", DEFAULT_ENDED_RETENTION))
         g = cls(dev=state["dev"], node=state.get("node", "host"), **kwargs)
         checkpoint.load_state(g, state)
         return g

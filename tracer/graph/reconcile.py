@@ -168,6 +168,9 @@ def shown_namespaces(snap, by_inode: dict, view: ModelView, v0: int) -> List[dic
         ns = view.alive_at(inode)
         if ns is None and inode in ended_since:
             continue        # ended after the snapshot was taken
+        if ns is not None and ns.version > v0 and (ns.type != info.type or (
+                info.ns_id is not None and ns.ns_id is not None and info.ns_id != ns.ns_id)):
+            continue        # made since: the snapshot shows its predecessor at this inode
         ops.append(ns_op(info, snap.taken_at, ns is None or ns.type != info.type))
     return ops
 

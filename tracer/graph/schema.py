@@ -29,6 +29,7 @@ class Creator(TypedDict, total=False):
     flags: List[str]        # CLONE_NEW* names as decoded
     ts: float
     child_pid: int          # clone only
+    container: str          # the creating task's container (name, else short id), when it was in one
 
 
 class NamespaceJSON(TypedDict):

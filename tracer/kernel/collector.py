@@ -7,7 +7,9 @@ subscriber that raises is counted and reported once; it does not stop the loop.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import threading
 import time
 import traceback
@@ -15,6 +17,7 @@ from typing import Callable, List, Optional
 
 from ..events.decode import Decoder
 from ..events.event import Event
+from ..events.kinds import EventKind
 from .probes import POLL_MS, ProbeOptions, Probes
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,10 @@ class Collector:
         self.subscriber_errors = 0
         self.started_at: Optional[float] = None
         self.error: Optional[BaseException] = None
+        self._sync_cond = threading.Condition()
+        self._sync_tids: set = set()
+        self._markers = 0           # sync markers delivered (with everything before them)
+        self._markers_read = 0      # read in the current poll, not delivered yet
 
     # -- wiring ------------------------------------------------------------
 
@@ -88,6 +95,8 @@ class Collector:
             while not self._stop.is_set():
                 self.poll_once()
         except BaseException as exc:  # surfaced through .error and stats()
+            if self._stop.is_set():
+                return      # stop() closed the buffer under a poll that outlived its join timeout
             self.error = exc
             log.exception("collector thread died")
 
@@ -101,6 +110,8 @@ class Collector:
                     callback(batch)
                 except Exception:
                     self._subscriber_failed()
+        if self._markers_read:
+            self._markers_delivered()
         self._check_lost()
 
     def drain(self, quiet_ms: int = 100, limit_s: float = 5.0) -> None:
@@ -115,6 +126,47 @@ class Collector:
                 quiet_since = time.monotonic()
             elif (time.monotonic() - quiet_since) * 1000 >= quiet_ms:
                 return
+
+    def sync(self, timeout: float = 30.0) -> bool:
+        """Return once every event the kernel recorded before this call has been delivered
+        to every subscriber, batch subscribers (the graph) included (True), or False after
+        `timeout` seconds.  Call it from another thread than the
+        poll loop's (start() runs the loop in its own).
+
+        The ring buffer is one queue in reservation order, so when a marker recorded
+        now comes out, everything recorded before it has come out too.  The marker is
+        unshare(0) by the calling thread: traced like any unshare, changing nothing,
+        and not delivered to subscribers.  A marker lost in a full buffer is made again.
+        """
+        unshare = _libc().unshare
+        with self._sync_cond:
+            self._sync_tids.add(threading.get_native_id())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._sync_cond:
+                before = self._markers
+            if unshare(0) != 0:
+                return False
+            with self._sync_cond:
+                if self._sync_cond.wait_for(lambda: self._markers > before,
+                                            timeout=max(0.0, min(2.0, deadline - time.monotonic()))):
+                    return True
+        return False
+
+    def _is_marker(self, event: Event) -> bool:
+        if event.kind != EventKind.UNSHARE or event.raw_flags != 0 or event.tid not in self._sync_tids \
+                or event.pid != os.getpid():
+            return False
+        # Counted once the events read before it have reached the batch subscribers too
+        # (poll_once delivers the batch after the whole poll): see _markers_delivered.
+        self._markers_read += 1
+        return True
+
+    def _markers_delivered(self) -> None:
+        with self._sync_cond:
+            self._markers += self._markers_read
+            self._markers_read = 0
+            self._sync_cond.notify_all()
 
     def _check_lost(self) -> None:
         lost = self._probes.lost() if self._probes else 0
@@ -131,6 +183,10 @@ class Collector:
         events = self.decoder.decode_many(records)
         if not events:
             return
+        if self._sync_tids:     # a sync() is waiting: its marker events are not traced events
+            events = [event for event in events if not self._is_marker(event)]
+            if not events:
+                return
         self.events += len(events)
         if self._batch_subscribers:
             self._batch.extend(events)
@@ -167,10 +223,25 @@ class Collector:
             "rejected_detail": dict(self.decoder.errors),
             "subscriber_errors": self.subscriber_errors,
             "buffer": "ringbuf" if (self._probes and self._probes.use_ringbuf) else "perf",
-            "running": self._thread is not None and self._thread.is_alive(),
+            "running": self.running,
             "error": str(self.error) if self.error else None,
         }
 
     @property
     def probes(self) -> Optional[Probes]:
         return self._probes
+
+    @property
+    def running(self) -> bool:
+        """The poll loop runs in its own thread (start())."""
+        return self._thread is not None and self._thread.is_alive()
+
+
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC

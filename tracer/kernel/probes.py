@@ -287,6 +287,25 @@ def tracefs_mounted() -> bool:
     return os.path.isdir(os.path.join(TRACEFS, "events"))
 
 
+def tracefs_status(mountinfo: str = "/proc/self/mountinfo") -> str:
+    """"ok", "unreadable" (mounted, but this user may not read it: mode 0700 is the
+    kernel's default) or "absent" (not mounted).  The mount table is readable by
+    anyone, so a non-root user learns which one it is."""
+    if tracefs_mounted():
+        return "ok"
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                fields = line.split()
+                sep = fields.index("-") if "-" in fields else -1
+                if len(fields) > 4 and sep > 0 and fields[4] in (TRACEFS, "/sys/kernel/debug") \
+                        and fields[sep + 1] in ("tracefs", "debugfs"):
+                    return "unreadable"
+    except OSError:
+        pass
+    return "absent"
+
+
 def ensure_tracefs() -> None:
     """Syscall tracepoints need tracefs; mount it when we can (we are root here)."""
     if tracefs_mounted():

@@ -21,7 +21,7 @@ from typing import Callable, List, Optional
 from .outcome import namespaces_for_run
 from .run import FAILED, RUNNING, SUCCEEDED, DemoError, Run
 from .runner import DemoRunner
-from .scenarios import SCENARIOS, UTIL_LINUX, Scenario
+from .scenarios import DOCKER, SCENARIOS, UTIL_LINUX, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ class DemoManager:
             return False, "the server runs with --read-only"
         if scenario.kind == UTIL_LINUX and os.geteuid() != 0:
             return False, "needs root (unshare --net)"
+        if scenario.kind == DOCKER:
+            problem = self.runner.docker_problem()
+            if problem:
+                return False, problem
         return True, None
 
     # -- launching ---------------------------------------------------------------

@@ -3,13 +3,19 @@
 A run is matched to the graph by identities only it has, never by "whatever
 happened meanwhile", so two demos running at the same time each get their own
 namespaces and join sessions:
+  - the container the creating task was in (the graph keeps it in the namespace's
+    creator, from the cgroup the kernel saw at the clone/unshare), so a container
+    gone before anything could be read still has its namespaces, however many
+    demos were launched at the same moment;
   - its container's name (the graph names the namespaces of a container's processes);
   - namespace inodes it read from /proc/<pid>/ns while it ran, or printed itself
     (`ls -la /proc/self/ns/`, `readlink`), resolved to the graph namespace of that
     (type, inode) alive during the run (inodes are recycled at once);
   - join sessions made by the processes it started (the docker exec'd command, nsenter).
 The time window only separates generations of a recycled inode and decides
-"created" (made during the run, not the host's) from "joined".
+"created" (made during the run) from "joined".  The host's own namespaces, which a
+container shares unless told otherwise (user, time, cgroup on cgroup v1, pid with
+--pid host), are neither: the run made nothing there and joined nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import re
 import time
 from typing import Optional
 
+from tracer.containers.records import names_container
 from tracer.nstypes import MEMBER_TYPES
 
 from .run import Run
@@ -63,27 +70,39 @@ def namespaces_for_run(run: Run, graph: Optional[dict], now: Optional[float] = N
     by_id = {n["id"]: n for n in spaces}
 
     ids = []
+    made_here = set()
     if run.container and not joins_only:
+        made_here = _made_in_container(spaces, run, start, end)
+        ids += [n["id"] for n in spaces if n["id"] in made_here]
         ids += _container_namespaces(graph, run.container)
     observed = {} if joins_only else links_in_output(run.output)
     observed.update(run.observed_ns)
-    ids += [i for i in (_resolve(spaces, t, inode, start, end) for t, inode in observed.items()) if i]
+    ids += [i for i in (_resolve(spaces, t, inode, start, end, made_here) for t, inode in observed.items())
+            if i]
     for join in _joins_of(graph, run.pids, start, end):
         joins.append(join["id"])
         ids += join["target"].values()
+    host_ids = set(graph["host_ns"].values())
+    ids = [i for i in ids if i not in host_ids]
     if not ids and scenario is not None and scenario.kind == DOCKER and not joins_only:
         ids += _made_by_one_runc(spaces, run.container, start, end)
 
-    host_ids = set(graph["host_ns"].values())
     for ns_id in _unique(ids):
         ns = by_id.get(ns_id)
-        if ns is not None and not joins_only and ns_id not in host_ids \
-                and start <= (ns["created"] or 0.0) <= end:
+        if ns is not None and not joins_only and start <= (ns["created"] or 0.0) <= end:
             created.append(ns_id)
         else:
             joined.append(ns_id)
     result["joins"] = _unique(joins)
     return result
+
+
+def _made_in_container(spaces: list, run: Run, start: float, end: float) -> set:
+    """The namespaces made during the run by a task in the run's own container (by name,
+    or by the id prefix the graph knew it by before Docker named it)."""
+    return {n["id"] for n in spaces
+            if names_container((n["creator"] or {}).get("container") or "", run.container, run.container_id)
+            and start <= (n["created"] or 0.0) <= end}
 
 
 def _container_namespaces(graph: dict, name: str) -> list:
@@ -99,11 +118,13 @@ def _alive_during(ns: dict, start: float, end: float) -> bool:
     return (ns["created"] or 0.0) <= end and (ns["ended"] is None or ns["ended"] >= start)
 
 
-def _resolve(spaces: list, ns_type: str, inode: int, start: float, end: float) -> Optional[str]:
-    """The id of the (type, inode) namespace alive during the run (the newest generation if
-    several were; any known one, newest first, if none was)."""
+def _resolve(spaces: list, ns_type: str, inode: int, start: float, end: float,
+             mine: frozenset = frozenset()) -> Optional[str]:
+    """The id of the (type, inode) namespace alive during the run: the one its own container
+    made (a neighbour's container may get the same inode moments later), else the newest
+    generation alive during the run, else any known one, newest first."""
     found = [n for n in spaces if n["type"] == ns_type and n["inode"] == inode]
-    live = [n for n in found if _alive_during(n, start, end)] or found
+    live = [n for n in found if n["id"] in mine] or [n for n in found if _alive_during(n, start, end)] or found
     return max(live, key=lambda n: n["generation"])["id"] if live else None
 
 

@@ -32,6 +32,9 @@ class Run:
     started: Optional[float] = None
     ended: Optional[float] = None
     container: Optional[str] = None     # the demo container's name (docker run) or myapp's (exec)
+    # Docker's full id of the run's own container (docker run): the graph names a container
+    # it caught before Docker did by an id prefix.
+    container_id: Optional[str] = None
     # Host pids of the processes the run itself started: the docker exec'd command,
     # the nsenter, the unshare and its child.  Join sessions are matched to runs by them.
     pids: list = field(default_factory=list)

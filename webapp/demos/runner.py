@@ -33,6 +33,7 @@ from .scenarios import (DOCKER, EXPIRES_LABEL, LAUNCHER_LABEL, LINGER_S, MYAPP, 
 CONTAINER_WAIT_S = 60
 NSENTER_TIMEOUT_S = 30
 READY_TIMEOUT_S = 10
+DOCKER_RECHECK_S = 15.0
 
 Progress = Callable[[str], None]
 
@@ -64,6 +65,7 @@ class DemoRunner:
         self.myapp = myapp
         self._docker_factory = docker_factory or default_docker
         self._client = None
+        self._docker_checked: Optional[tuple] = None     # (monotonic time, problem or None)
         self._image: Optional[str] = None
         self._lock = threading.Lock()
         self._sleepers = []                  # (Popen, expires) of unshare demos
@@ -91,6 +93,22 @@ class DemoRunner:
                                 "starts it) or use the util-linux scenarios" % exc, 503)
         return self._client
 
+    def docker_problem(self) -> Optional[str]:
+        """Why the Docker scenarios cannot run now, or None; the engine is asked at most
+        every DOCKER_RECHECK_S (the catalogue is read on every page load)."""
+        if self._client is not None:
+            return None
+        now = time.monotonic()
+        if self._docker_checked is not None and now - self._docker_checked[0] < DOCKER_RECHECK_S:
+            return self._docker_checked[1]
+        try:
+            self.docker()
+            problem = None
+        except DemoError as exc:
+            problem = str(exc)
+        self._docker_checked = (now, problem)
+        return problem
+
     def image(self, progress: Progress) -> str:
         if self._image is None:
             self._image = ensure_demo_image(self.docker(), progress)
@@ -110,7 +128,7 @@ class DemoRunner:
                                                          if scenario.linger else self.config.demo_ttl_s),
                                  myapp_container=myapp.id if myapp else None)
         container = client.containers.create(image, list(scenario.argv), name=name, **opts)
-        run.container = name
+        run.container, run.container_id = name, container.id
         lingering = False
         try:
             container.start()
