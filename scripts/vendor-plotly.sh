@@ -9,7 +9,8 @@
 # Node nor a registry to serve the page.  This script is how it gets there: `npm pack`
 # (the registry's own client) fetches the pinned tarball, its sha512 must equal the pin
 # in plotly.json (unless a new version is being pinned), and the file's sha256 is
-# recorded so tests/unit/test_web_assets.py can tell a hand-edited copy.
+# recorded so tests/unit/test_web_assets.py can tell a hand-edited copy.  Needs the
+# venv (scripts/setup.sh install) for the brotli module.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,4 +45,8 @@ with open(path, "w") as f:
     json.dump(manifest, f, indent=2)
     f.write("\n")
 EOF
+# The compressed copies nsgraph serve sends (br and gzip at their highest levels:
+# too slow to make when the server starts).
+rm -f "$VENDOR"/plotly-basic.min.js.br "$VENDOR"/plotly-basic.min.js.gz
+"${PYTHON:-$REPO/.venv/bin/python}" -m webapp.assets precompress "$VENDOR"
 echo "vendored $PACKAGE@$VERSION into $VENDOR"

@@ -266,7 +266,7 @@ def precompress(static: str = STATIC, progress: Callable[[str], None] = print) -
     for root, dirs, names in os.walk(static):
         dirs.sort()
         for name in sorted(names):
-            if name.endswith((".br", ".gz")) or os.path.splitext(name)[1] not in COMPRESSIBLE:
+            if os.path.splitext(name)[1] not in (".js", ".css"):     # what the page loads
                 continue
             path = os.path.join(root, name)
             with open(path, "rb") as f:
@@ -287,12 +287,13 @@ def precompress(static: str = STATIC, progress: Callable[[str], None] = print) -
 
 
 def main(argv=None) -> int:
-    """python -m webapp.assets precompress  (scripts/setup.sh runs it after installing)"""
+    """python -m webapp.assets precompress [DIR]  (scripts/setup.sh and scripts/vendor-plotly.sh)"""
     from tracer.exitcodes import EXIT_OK, EXIT_USAGE
-    if (argv if argv is not None else sys.argv[1:]) != ["precompress"]:
-        print("usage: python -m webapp.assets precompress", file=sys.stderr)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "precompress" or len(argv) > 2:
+        print("usage: python -m webapp.assets precompress [DIR]   (default: webapp/static)", file=sys.stderr)
         return EXIT_USAGE
-    precompress()
+    precompress(argv[1] if len(argv) == 2 else STATIC)
     return EXIT_OK
 
 
