@@ -22,91 +22,28 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import json
 import os
 import re
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests.workloads.ns_workload import own_ns
+from tests.workloads.pagetools import PageLog, shot, wait_js
+from tests.workloads.serve_process import Server
 from webapp import vocab
 
 from conftest import REPO
 
 
-SHOTS = os.path.join(REPO, "test-artifacts", "screenshots")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 JOIN_TYPES = ("ipc", "uts", "net", "pid", "mnt")
-URL_LINE = re.compile(r"^(http://[^\s/]+/\?token=[A-Za-z0-9_\-.~%]+)\s*$")
-
-
-def shot(page, name, full_page=False):
-    os.makedirs(SHOTS, exist_ok=True)
-    path = os.path.join(SHOTS, name + ".png")
-    page.screenshot(path=path, full_page=full_page)
-    return path
-
-
-def wait_js(page, expr, timeout=10.0, what=None):
-    """Poll a JS expression until it is truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = page.evaluate(expr)
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out after %.1f s waiting for %s (last value %r)" % (timeout, what or expr, value))
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_ns(pid, types=("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")) -> dict:
     """type -> inode from /proc/<pid>/ns: the ground truth."""
     return own_ns(pid, types)
-
-
-@pytest.fixture(scope="module")
-def playwright_browser(chromium_path):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the venv has it
-        from conftest import require
-        require(False, "playwright is not installed in the venv (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class PageLog:
-    """Console errors, CSP violations and uncaught exceptions of one page."""
-
-    def __init__(self, page):
-        self.errors = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda exc: self.errors.append("uncaught: %s" % exc))
-
-    def _console(self, msg):
-        if msg.type != "error":
-            return
-        text = msg.text
-        # Chromium asks for /favicon.ico by itself; the app has none.
-        if "favicon" in text or ("404" in text and "Failed to load resource" in text):
-            return
-        self.errors.append(text)
 
 
 # --------------------------------------------------------------------------------------
@@ -319,79 +256,6 @@ def test_demo_run_namespace_ids(unit_page):
 # The real dashboard: nsgraph serve + eBPF + Docker
 # --------------------------------------------------------------------------------------
 
-class Server:
-    def __init__(self, tmp):
-        self.port = free_port()
-        self.token_file = os.path.join(tmp, "token")
-        self.log_path = os.path.join(tmp, "serve.log")
-        self.url = None
-        self.lines = []
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracer.cli", "serve", "--port", str(self.port),
-             "--token-file", self.token_file, "--db", os.path.join(tmp, "events.db")],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=self._log, text=True, start_new_session=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = URL_LINE.match(line.strip())
-            if m and self.url is None:
-                self.url = m.group(1)
-
-    def wait_url(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while self.url is None and time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if self.url is None:
-            raise AssertionError("nsgraph serve printed no http://HOST:PORT/?token=... line; stdout=%r, log:\n%s"
-                                 % ("".join(self.lines)[-2000:], self.log_tail()))
-        return self.url
-
-    @property
-    def base(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    @property
-    def token(self):
-        return self.url.split("token=", 1)[1]
-
-    def api(self, path, method="GET", body=None):
-        req = urllib.request.Request(self.base + path, method=method,
-                                     headers={"Authorization": "Bearer " + self.token},
-                                     data=json.dumps(body).encode() if body is not None else None)
-        if body is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw)
-            except ValueError:
-                return exc.code, raw.decode("utf-8", "replace")
-
-    def log_tail(self, n=3000):
-        self._log.flush()
-        with open(self.log_path) as f:
-            return f.read()[-n:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
-
-
 @pytest.fixture(scope="module")
 def server(root, docker_client, tmp_path_factory):
     srv = Server(str(tmp_path_factory.mktemp("serve")))
@@ -410,7 +274,8 @@ def startup(server, playwright_browser):
 
     The real tracer is up in about a second here - faster than the page loads -
     so the start-up phase is held open: /api/status answers come from the real
-    server with only `state` and `progress` replaced until `release` is set.
+    server with only `state` and `progress` replaced until `release` is set, and
+    /api/graph answers 503 as a starting server does (boot.js asks for it at once).
     """
     page = playwright_browser.new_page(viewport={"width": 1500, "height": 1250})
     log = PageLog(page)
@@ -424,8 +289,11 @@ def startup(server, playwright_browser):
         route.fulfill(response=response, json=body)
 
     def graph_route(route):
+        if not held["on"]:
+            return route.continue_()
         held["graph_requests"] += 1
-        route.continue_()
+        route.fulfill(status=503, headers={"Retry-After": "1"},
+                      json={"error": "the graph is not ready yet (held by the test)", "state": "starting", "status": 503})
 
     page.route("**/api/status", status_route)
     page.route("**/api/graph", graph_route)
@@ -455,9 +323,11 @@ def dash(server, startup, playwright_browser):
     context = playwright_browser.new_context(viewport={"width": 1500, "height": 1250})
     page = context.new_page()
     log = PageLog(page)
-    page.goto(server.url)
-    # The token is swapped for a cookie and leaves the address bar.
-    assert "token=" not in page.url
+    # The whole-graph view, asked for by the link: on a host that other tests (or
+    # people) keep busy with containers the page would open the overview instead.
+    page.goto(server.url + "&view=graph")
+    # The token is swapped for a cookie and leaves the address bar; the view stays.
+    assert "token=" not in page.url and "view=graph" in page.url
     wait_js(page, "window.nsgraph && window.nsgraph.ready && window.nsgraph.metrics.renders > 0", 60, "the first render")
     page.log = log
     yield page
@@ -476,7 +346,8 @@ def test_starting_state_is_shown_instead_of_an_error(startup):
     assert "compiling the eBPF probes" in startup["view"]["text"]
     assert startup["view"]["banner"] == "" and startup["still"]["banner"] == ""
     assert startup["still"]["overlay"] and not startup["still"]["ready"]
-    assert startup["graph_requests"] == 0          # it waits instead of failing on /api/graph
+    # One early request (boot.js, answered 503), then it waits instead of failing on /api/graph.
+    assert startup["graph_requests"] == 1
     assert startup["after_hidden"] is True
     assert not startup["errors"], startup["errors"]
 

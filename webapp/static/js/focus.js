@@ -58,7 +58,21 @@ export function focusGraph(live, subjects) {
       if (p && p.ns && p.ns[slot] === id) { hostShared.push(slot); break; }
     }
   }
-  return { model: subModel(live, pick, neighbours), neighbours: Array.from(neighbours).sort(), hostShared, found };
+  const model = subModel(live, pick, neighbours);
+  drawInSubjectBand(model, live, subjects[0]);
+  return { model, neighbours: Array.from(neighbours).sort(), hostShared, found };
+}
+
+// A namespace several containers share is attributed by the graph to one of
+// them; in a container's focused view all of the subject's namespaces are drawn
+// in its own band (the data is unchanged: hovers and details say whose it is).
+function drawInSubjectBand(model, live, subject) {
+  if (!subject || subject.kind !== "container") return;
+  const band = "c:" + subject.id;
+  const mine = new Set();
+  for (const p of model.processes.values()) if (p.container === subject.id) for (const id of memberships(p)) mine.add(id);
+  const groupOf = model.groupOfNamespace.bind(model);
+  model.groupOfNamespace = (ns) => (mine.has(ns.id) && !live.isHostNs(ns.id) ? band : groupOf(ns));
 }
 
 function addSubject(live, subject, pick) {
