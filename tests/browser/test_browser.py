@@ -97,7 +97,9 @@ def js(page, body):
       const M = Object.assign({},
         await import('/static/js/model.js'), await import('/static/js/layout.js'),
         await import('/static/js/graphview.js'), await import('/static/js/filters.js'),
-        await import('/static/js/matrix.js'), await import('/static/js/demos.js'));
+        await import('/static/js/matrix.js'), await import('/static/js/demos.js'),
+        await import('/static/js/containers.js'), await import('/static/js/focus.js'),
+        await import('/static/js/urlstate.js'));
       %s
     }""" % body)
 
@@ -238,6 +240,104 @@ def test_sharing_matrix_marks_host_own_and_shared(unit_page):
     assert web["pid"] == "host" and db["pid"] == "own"
     assert web["uts"] == "own" and db["uts"] == "host"
     assert r[0][0] == "host"
+
+
+BUSY_JS = GRAPH_JS + """
+const g = base();
+// web and db share a network namespace; hp is in the host's pid namespace; a and b own everything.
+const own = (i, extra) => Object.assign({}, host, {pid: 'pid:4:' + (400 + i) + ':0', mnt: 'mnt:4:' + (500 + i) + ':0'}, extra || {});
+g.processes[1].ns = own(0, {net: 'net:4:200:0', uts: 'uts:4:201:0'});
+g.containers.push({id: 'def', name: 'db', pid: 60, image: 'pg', state: 'running'},
+                  {id: 'aaa', name: 'a', pid: 70, state: 'running'}, {id: 'bbb', name: 'b', pid: 80, state: 'exited'},
+                  {id: 'hhh', name: 'hp', pid: 90, state: 'running'});
+g.processes.push({pid: 60, ppid: 1, comm: 'db', container: 'db', ns: own(1, {net: 'net:4:200:0'})},
+                 {pid: 61, ppid: 60, comm: 'db-worker', container: 'db', ns: own(1, {net: 'net:4:200:0'})},
+                 {pid: 70, ppid: 1, comm: 'a', container: 'a', ns: own(2, {net: 'net:4:202:0'})},
+                 {pid: 80, ppid: 1, comm: 'b', container: 'b', ns: own(3, {net: 'net:4:203:0'})},
+                 {pid: 90, ppid: 1, comm: 'hp', container: 'hp', ns: Object.assign({}, host, {mnt: 'mnt:4:509:0', net: 'net:4:209:0'})});
+const known = new Set(g.namespaces.map(n => n.id));
+for (const p of g.processes) for (const id of Object.values(p.ns)) {
+  if (!known.has(id)) { known.add(id); const [t, , i] = id.split(':'); g.namespaces.push(ns(t, Number(i))); }
+}
+g.joins.push({id: 7, pid: 95, comm: 'runc:[1:CHILD]', container: 'db', types: ['net'], target: {net: 'net:4:200:0'}, start: Date.now() / 1000 - 5});
+const m = new M.GraphModel(); m.loadFull(g);
+"""
+
+
+def test_container_rows_tell_host_sharing_from_container_sharing(unit_page):
+    r = js(unit_page, BUSY_JS + """
+      const rows = M.containerRows(m);
+      const by = Object.fromEntries(rows.map(x => [x.name, x]));
+      const s = M.sharingSummary(rows);
+      const f = (flt) => M.filterRows(rows, Object.assign({text: '', state: '', share: ''}, flt)).map(x => x.name).sort();
+      return {web: [by.web.hostNotable, by.web.shared, by.web.procs], db: [by.db.shared.map(x => [x.type, x.with]), by.db.procs, by.db.joins, by.db.recentJoins],
+              hp: [by.hp.hostNotable, by.hp.host], a: [by.a.hostNotable, by.a.shared.length, by.a.nsCount],
+              summary: [s.hostRows, s.sharedRows, Array.from(s.hostByType), s.groups.map(x => [x.type, x.names])],
+              host: f({share: 'host'}), container: f({share: 'container'}), none: f({share: 'none'}),
+              running: f({state: 'running'}), stopped: f({state: 'other'}), text: f({text: 'PG'}),
+              sorted: M.sortRows(rows.slice(), 'shared', true).map(x => x.name).slice(0, 2).sort(),
+              byName: M.sortRows(rows.slice(), 'name', true).map(x => x.name)};
+    """)
+    # Every container shares the host's user namespace (the runtime's default): not news.
+    # hp is in the host's pid namespace, which most containers here have their own of.
+    assert r["hp"] == [["pid"], ["user", "pid", "uts", "ipc"]]
+    assert r["a"] == [[], 0, 3]
+    assert r["web"][0] == [] and [x["type"] for x in r["web"][1]] == ["net"] and r["web"][1][0]["with"] == ["db"]
+    assert r["db"] == [[["net", ["web"]]], 2, 1, 1]
+    assert r["summary"] == [1, 2, [["pid", 1]], [["net", ["db", "web"]]]]
+    assert r["host"] == ["hp"] and r["container"] == ["db", "web"] and r["none"] == ["a", "b"]
+    assert r["running"] == ["a", "db", "hp"] and r["stopped"] == ["b", "web"]
+    assert r["text"] == ["db"]
+    assert r["sorted"] == ["db", "web"] and r["byName"] == ["web", "hp", "db", "b", "a"]
+
+
+def test_focus_draws_a_subject_with_the_host_and_one_hop(unit_page):
+    r = js(unit_page, BUSY_JS + """
+      const pick = (f) => ({ns: Array.from(f.model.namespaces.keys()).sort(), pids: Array.from(f.model.processes.keys()).map(Number).sort((x, y) => x - y),
+                            joins: Array.from(f.model.joins.keys()), containers: Array.from(f.model.containers.keys()).sort(),
+                            neighbours: f.neighbours, hostShared: f.hostShared, found: f.found});
+      const web = M.focusGraph(m, [{kind: 'container', id: 'web'}]);
+      return {web: pick(web), webBand: web.model.groupOfNamespace(m.namespaces.get('net:4:200:0')),
+              expanded: pick(M.focusGraph(m, [{kind: 'container', id: 'web'}, {kind: 'container', id: 'db'}])),
+              ns: pick(M.focusGraph(m, [{kind: 'ns', id: 'net:4:200:0'}])),
+              proc: pick(M.focusGraph(m, [{kind: 'proc', id: '90'}])),
+              join: pick(M.focusGraph(m, [{kind: 'join', id: '7'}])),
+              gone: pick(M.focusGraph(m, [{kind: 'container', id: 'nope'}])),
+              parsed: [M.parseSubject('ns:net:4:200:0'), M.parseSubject('container:web'), M.parseSubject('bogus:1'), M.parseSubject('')]};
+    """)
+    web = r["web"]
+    # web's processes, its namespaces and the host's, db's processes in the shared net namespace.
+    assert web["pids"] == [50, 60, 61] and web["neighbours"] == ["db"] and web["found"] is True
+    assert "net:4:200:0" in web["ns"] and "uts:4:201:0" in web["ns"] and "pid:4:400:0" in web["ns"]
+    assert "pid:4:401:0" not in web["ns"]                       # db's own pid namespace: one hop too far
+    assert all(h in web["ns"] for h in ("net:4:100:0", "pid:4:101:0", "user:4:105:0"))
+    assert web["joins"] == ["7"] and web["hostShared"] == ["user", "ipc"]     # not db's uts
+    assert r["webBand"] == "c:web"                              # drawn in the subject's band
+    assert "pid:4:401:0" in r["expanded"]["ns"] and r["expanded"]["neighbours"] == []
+    assert r["ns"]["pids"] == [50, 60, 61] and r["ns"]["joins"] == ["7"]
+    assert r["proc"]["pids"] == [90] and r["proc"]["hostShared"] == ["user", "pid", "uts", "ipc"]
+    assert r["join"]["pids"] == [50, 60, 61] and r["join"]["containers"] == ["db", "web"]
+    assert r["gone"]["found"] is False and r["gone"]["pids"] == []
+    assert r["parsed"] == [{"kind": "ns", "id": "net:4:200:0"}, {"kind": "container", "id": "web"}, None, None]
+
+
+def test_deep_link_state_round_trips_without_the_token(unit_page):
+    r = js(unit_page, """
+      const s = M.parseState('?token=SECRET&view=focus&sel=container%3Aweb&x=container%3Adb&x=ns%3Anet%3A4%3A1%3A0' +
+                             '&at=2026-12-03T14%3A02%3A00Z&q=nginx&types=net,pid,bogus&collapse=20&sort=image&desc=1&find=web&share=host');
+      const back = M.stateToSearch(s);
+      return {s, back, again: M.parseState(back), epoch: M.parseTime('1764770520.5'), bad: M.parseTime('yesterday'),
+              empty: M.stateToSearch(M.parseState('')), view: M.parseState('?view=nonsense').view};
+    """)
+    s = r["s"]
+    assert s["view"] == "focus" and s["sel"] == {"kind": "container", "id": "web"}
+    assert s["expand"] == [{"kind": "container", "id": "db"}, {"kind": "ns", "id": "net:4:1:0"}]
+    assert s["at"] == 1796306520 and s["types"] == ["net", "pid"] and s["collapse"] == 20
+    assert (s["sort"], s["desc"], s["find"], s["share"], s["q"]) == ("image", True, "web", "host", "nginx")
+    assert "token" not in r["back"] and "SECRET" not in r["back"]
+    assert "at=2026-12-03T14%3A02%3A00Z" in r["back"]
+    assert r["again"] == s
+    assert r["epoch"] == 1764770520.5 and r["bad"] is None and r["empty"] == "" and r["view"] is None
 
 
 def test_demo_run_namespace_ids(unit_page):

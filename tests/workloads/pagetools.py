@@ -44,7 +44,11 @@ class PageLog:
         if msg.type != "error":
             return
         text = msg.text
-        # Chromium asks for /favicon.ico by itself; the app has none.
-        if "favicon" in text or ("404" in text and "Failed to load resource" in text):
+        # Chromium asks for /favicon.ico by itself; the app has none.  A starting
+        # server answers /api/graph with 503 (boot.js asks once at once, then waits).
+        # Chromium aborts requests in flight when a network interface appears (Docker
+        # adds one per container; the page retries): ERR_NETWORK_CHANGED.
+        if "favicon" in text or ("Failed to load resource" in text and (
+                "404" in text or "503" in text or "ERR_NETWORK_CHANGED" in text)):
             return
         self.errors.append(text)

@@ -5,7 +5,7 @@
 // (which the figure draws like any other) and the neighbours out.
 
 import { GraphModel } from "./model.js";
-import { isMembership } from "./vocab.js";
+import { NS_TYPES, isMembership } from "./vocab.js";
 
 // "container:web", "ns:net:4:4026532177:0", "proc:812", "join:3" <-> {kind, id}
 export function parseSubject(text) {
@@ -34,6 +34,7 @@ export function focusGraph(live, subjects) {
     const ok = addSubject(live, subject, pick);
     if (index === 0) found = ok;
   });
+  const subjectPids = new Set(pick.pids);
   // One hop: who else is in the non-host namespaces picked so far.  The host's
   // namespaces are drawn, their thousands of members are not (the hover says how many).
   const neighbours = new Set();
@@ -50,10 +51,12 @@ export function focusGraph(live, subjects) {
   }
   // The host's namespaces are always there: the band to compare against.
   for (const id of hostIds) pick.ns.add(id);
+  // Which of the host's namespaces the subject itself (not its neighbours) is in.
   const hostShared = [];
-  for (const [slot, id] of Object.entries(live.hostNs || {})) {
-    if (!isMembership(slot)) continue;
-    for (const pid of pick.pids) {
+  for (const slot of NS_TYPES) {
+    const id = (live.hostNs || {})[slot];
+    if (!id) continue;
+    for (const pid of subjectPids) {
       const p = live.processes.get(String(pid));
       if (p && p.ns && p.ns[slot] === id) { hostShared.push(slot); break; }
     }

@@ -63,6 +63,7 @@ export class Views {
     $("graph").classList.toggle("fit", view === "focus");
     for (const b of document.querySelectorAll("#views button[data-view]")) b.classList.toggle("on", b.dataset.view === view);
     if (changed) {
+      this.graph.layout.chunk = view === "focus" ? 1 : 2;
       this.graph.layout.compact();
       this.graph.expanded.clear();
       this.graph.fit = view === "focus";
