@@ -39,6 +39,7 @@ import webpage  # noqa: E402
 
 SUBJECT = "svc-100"
 SETTLE_S = 1.0
+LOAD_TIMEOUT = 180          # a shared 2-core machine under a namespace storm is slow, not broken
 TARGETS = {"nav->useful": 1000, "focus": 150, "update(focus)": 100, "sort": 50, "filter": 50}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
@@ -66,7 +67,7 @@ def fifty_changes(graph) -> str:
     return json.dumps({"version": 2, "changes": changes})
 
 
-def render_then(page, start_js, timeout=60):
+def render_then(page, start_js, timeout=LOAD_TIMEOUT):
     """Run start_js (which kicks off a render) and return ms until that render was painted."""
     renders = page.evaluate("window.nsgraph.metrics.renders")
     t0 = page.evaluate("() => { window.__t0 = performance.now(); %s; return window.__t0; }" % start_js)
@@ -78,17 +79,17 @@ def render_then(page, start_js, timeout=60):
 def measure_after(browser, base, graph) -> dict:
     out = {}
     page, ctx = open_page(browser, base)
-    first = poll(page, "window.nsgraph && window.nsgraph.metrics.firstUseful")
+    first = poll(page, "window.nsgraph && window.nsgraph.metrics.firstUseful", LOAD_TIMEOUT)
     out["nav->useful"] = first["sinceNavigation"]
     out["view"] = first["view"]
-    poll(page, "window.nsgraph.overview.rows.length === %d" % len(graph["containers"]))
+    poll(page, "window.nsgraph.overview.rows.length === %d" % len(graph["containers"]), LOAD_TIMEOUT)
     out["sort"] = page.evaluate(PAINTED.replace("await action();", "window.nsgraph.overview.setSort('image', true);"), None)
     out["filter"] = page.evaluate(PAINTED.replace("await action();", """
       const o = window.nsgraph.overview; o.search.value = 'svc-1'; o.search.dispatchEvent(new Event('input'));"""), None)
     out["filter_shown"] = page.evaluate("window.nsgraph.overview.shown.length")
     # A person clicks a row when the page has settled (plotly.js loaded, the timeline
     # drawn): the focus measure is the graph's, not plotly.js loading.
-    poll(page, "window.nsgraph.ready && !!window.Plotly")
+    poll(page, "window.nsgraph.ready && !!window.Plotly", LOAD_TIMEOUT)
     time.sleep(SETTLE_S)
     out["focus"] = render_then(page, "window.nsgraph.views.select({kind: 'container', id: '%s'})" % SUBJECT)
     out["focus_nodes"] = page.evaluate("window.nsgraph.metrics.nodes")
@@ -96,7 +97,7 @@ def measure_after(browser, base, graph) -> dict:
     out["url"] = page.url
     ctx.close()
     page, ctx = open_page(browser, base + "?view=graph")
-    out["nav->graph"] = poll(page, "window.nsgraph && window.nsgraph.metrics.firstRender")["sinceNavigation"]
+    out["nav->graph"] = poll(page, "window.nsgraph && window.nsgraph.metrics.firstRender", LOAD_TIMEOUT)["sinceNavigation"]
     ctx.close()
     return out
 
@@ -104,9 +105,9 @@ def measure_after(browser, base, graph) -> dict:
 def measure_before(browser, base, graph) -> dict:
     out = {}
     page, ctx = open_page(browser, base)
-    first = poll(page, "window.nsgraph && window.nsgraph.metrics.firstRender")
+    first = poll(page, "window.nsgraph && window.nsgraph.metrics.firstRender", LOAD_TIMEOUT)
     out["nav->useful"] = out["nav->graph"] = first["sinceNavigation"]
-    poll(page, "window.nsgraph.ready && !!window.Plotly")
+    poll(page, "window.nsgraph.ready && !!window.Plotly", LOAD_TIMEOUT)
     time.sleep(SETTLE_S)
     out["focus"] = render_then(page, "window.nsgraph.filters.container = '%s'; window.nsgraph.view.requestRender()" % SUBJECT)
     out["focus_nodes"] = page.evaluate("window.nsgraph.metrics.nodes")

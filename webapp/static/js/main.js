@@ -204,8 +204,16 @@ window.nsgraph.scrubber = scrubber;
 window.addEventListener("popstate", () => {
   const s = parseState(location.search);
   toolbar.restore(s);
-  if (s.sel && (s.view === "focus" || !s.view)) { views.expand = s.expand; views.select(s.sel, { push: false }); views.expand = s.expand; views.refresh(true); }
-  else { views.sel = null; views.show(s.view || views.defaultView()); }
+  if (s.sel && (s.view === "focus" || !s.view)) {
+    views.select(s.sel, { push: false });
+    views.expand = s.expand;
+    views.refresh(true);
+  } else {
+    views.sel = null;
+    views.show(s.view || views.defaultView());
+  }
+  if (s.at !== null && s.at !== historyAt) scrubber.show(s.at);
+  else if (s.at === null && historyAt !== null) scrubber.goLive();
 });
 
 // --- start-up ------------------------------------------------------------------
