@@ -30,7 +30,7 @@ the API is at <a href="/api/status">/api/status</a>.</p></body></html>"""
 
 def create_app(config: Optional[WebConfig] = None, service: Optional[Service] = None,
                demos: Optional[DemoManager] = None, machine_addresses=()) -> Flask:
-    from . import api, assets, auth, metrics, stream, vocab
+    from . import api, assets, auth, inside, metrics, stream, vocab
     config = config or WebConfig()
     # Static files are webapp/assets.py's (hashed URLs, precompressed, cache headers).
     app = Flask(__name__, static_folder=None, template_folder=os.path.join(HERE, "templates"))
@@ -41,6 +41,7 @@ def create_app(config: Optional[WebConfig] = None, service: Optional[Service] = 
     app.register_blueprint(api.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(inside.bp)
     assets.init_app(app, generated={vocab.ASSET: vocab.render()})
 
     @app.route("/")

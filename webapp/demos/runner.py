@@ -26,7 +26,8 @@ from tracer.nstypes import MEMBER_TYPES
 
 from .image import ensure_demo_image
 from .run import DemoError, Run
-from .scenarios import (DOCKER, EXPIRES_LABEL, LAUNCHER_LABEL, MYAPP, READY, SCENARIOS, UNSHARE_SLEEP_S,
+from .scenarios import (DOCKER, EXPIRES_LABEL, LAUNCHER_LABEL, LINGER_S, MYAPP, READY, SCENARIOS,
+                        UNSHARE_SLEEP_S,
                         UNSHARE_TYPES, Scenario, container_options, nsenter_argv, nsenter_shown)
 
 CONTAINER_WAIT_S = 60
@@ -105,24 +106,33 @@ class DemoRunner:
         myapp = self._ensure_myapp(run, client, image, progress) if scenario.network == "myapp" else None
         name = "nsgraph-demo-%s-%s" % (scenario.id, run.id)
         opts = container_options(scenario, instance=self.instance, run_id=run.id,
-                                 expires=time.time() + self.config.demo_ttl_s,
+                                 expires=time.time() + (min(LINGER_S, self.config.demo_ttl_s)
+                                                         if scenario.linger else self.config.demo_ttl_s),
                                  myapp_container=myapp.id if myapp else None)
         container = client.containers.create(image, list(scenario.argv), name=name, **opts)
         run.container = name
+        lingering = False
         try:
             container.start()
             self._observe_container(run, container)
-            result = container.wait(timeout=CONTAINER_WAIT_S)
-            run.exit_code = int(result.get("StatusCode", -1))
+            if scenario.linger and wait_for_sleep(run.pids[0] if run.pids else 0):
+                # The output is complete once the shell exec'd sleep; the reaper removes
+                # the container at its expiry label (LINGER_S), the clean-up button sooner.
+                lingering = True
+                run.exit_code = 0
+            else:
+                result = container.wait(timeout=CONTAINER_WAIT_S)
+                run.exit_code = int(result.get("StatusCode", -1))
             run.append_output(container.logs(stdout=True, stderr=True).decode("utf-8", "replace"),
                               self.config.demo_output_cap)
         finally:
             # `docker run --rm`: created, started, waited for and removed by us
-            # (auto_remove would race our reading of the logs).
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
+            # (auto_remove would race our reading of the logs) -- unless it lingers.
+            if not lingering:
+                try:
+                    container.remove(force=True)
+                except Exception:
+                    pass
         if run.exit_code != 0 and not run.error:
             run.error = "the container exited with status %s" % run.exit_code
 
@@ -307,6 +317,20 @@ def child_of(pid: int) -> Optional[int]:
             return kids[0]
         time.sleep(0.02)
     return None
+
+
+def wait_for_sleep(pid: int, timeout: float = CONTAINER_WAIT_S) -> bool:
+    """True once process pid runs `sleep` (a lingering demo's shell exec'd it); False if it exits."""
+    deadline = time.time() + timeout
+    while pid > 0 and time.time() < deadline:
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() == "sleep":
+                    return True
+        except OSError:
+            return False
+        time.sleep(0.02)
+    return False
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -21,6 +21,7 @@ UTIL_LINUX = "util-linux"
 
 READY = "__NSGRAPH_READY__"
 UNSHARE_SLEEP_S = 120
+LINGER_S = 120      # how long a lingering demo container stays for the compare panel
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Scenario:
     pid_mode: Optional[str] = None   # "host"
     exec_in_myapp: bool = False      # `docker exec` into myapp instead of a new container
     joins: bool = False              # it joins namespaces that exist (creates none of its own)
+    linger: bool = False             # the container execs `sleep LINGER_S` after its output, to be inspected
 
     def public(self, image: str, myapp: str) -> dict:
         return {"id": self.id, "title": self.title,
@@ -60,9 +62,11 @@ SCENARIOS = {s.id: s for s in (
              argv=("ls", "-la", "/proc/self/ns/")),
     Scenario("hostname-ip-ps", "Hostname, network and processes inside a container",
              "The uts namespace gives it its own hostname, the net namespace its own interfaces, "
-             "the pid namespace a process list that starts at 1.",
-             'docker run --rm {image} sh -c "hostname; ip addr; ps aux"', DOCKER,
-             argv=("sh", "-c", "hostname; ip addr; ps aux")),
+             "the pid namespace a process list that starts at 1. The container then sleeps "
+             "%d s so the compare panel can show the same three answers read from outside." % LINGER_S,
+             'docker run --rm {image} sh -c "hostname; ip addr; ps aux; exec sleep %d"' % LINGER_S,
+             DOCKER, argv=("sh", "-c", "hostname; ip addr; ps aux; exec sleep %d" % LINGER_S),
+             linger=True),
     Scenario("exec-myapp", "docker exec into a running container",
              "Starts the long-running container {myapp} if needed, then `docker exec` joins its "
              "ipc, uts, net, pid and mnt namespaces (runc calls setns five times): the output is "

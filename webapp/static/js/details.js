@@ -6,6 +6,7 @@ import { el, clear, fmtTime } from "./dom.js";
 import { getJSON } from "./api.js";
 import { typeColor } from "./colors.js";
 import { NS_TYPES, SLOT_TYPE, isMembership } from "./vocab.js";
+import { insideSection, joinInside } from "./inside.js";
 
 function kv(rows) {
   return el("table", { class: "kv" }, rows.filter((r) => r && r[1] !== undefined && r[1] !== null && r[1] !== "")
@@ -142,6 +143,7 @@ export class DetailsPanel {
     }
     if (members.length > 200) list.appendChild(el("li", { text: "… and " + (members.length - 200) + " more" }));
     box.appendChild(list);
+    if (ns.alive !== false) box.appendChild(insideSection(id, ns, model));
     box.appendChild(extraFields(ns, new Set(["id", "type", "inode", "ns_id", "dev", "alive", "created", "ended", "creator", "pids", "container", "owner", "owner_id", "parent", "parent_id", "owner_uid", "pinned", "holders", "ghost", "processes"])));
     return box;
   }
@@ -214,6 +216,7 @@ export class DetailsPanel {
     box.appendChild(el("h4", { text: "joined namespaces" }));
     box.appendChild(el("ul", { class: "members" }, Object.entries(j.target || {}).map(([t, nid]) =>
       el("li", null, nsLink(nid, go, t + " " + String(nid).split(":")[2])))));
+    box.appendChild(joinInside(j, model));
     return box;
   }
 

@@ -21,6 +21,7 @@ import { Toolbar } from "./toolbar.js";
 import { Views } from "./views.js";
 import { renderJoins } from "./joinslist.js";
 import { parseState } from "./urlstate.js";
+import { ComparePanel } from "./inside.js";
 
 const MAX_METRICS = 10000;
 
@@ -40,6 +41,7 @@ const view = new GraphView($("graph"), { onSelect: (kind, id) => details.show(ki
 const details = new DetailsPanel($("details"), { getModel: () => views.source || live, onShow: (kind, id) => pinSelection(kind, id), onFocus: select });
 const timeline = new Timeline($("timeline"), { onSelect: (kind, ev) => details.show(kind, ev) });
 const status = new StatusBar();
+const compare = new ComparePanel($("compare"), { getModel: () => live });
 const demos = new DemoPanel($("demos"), {
   onSelect: (kind, id) => details.show(kind, id),
   onNamespaces: (created, joined, run) => showDemoNamespaces(created, joined, run),
@@ -63,7 +65,7 @@ const visible = (id) => onScreen.get(id) !== false && !document.hidden;
 const views = new Views({ graph: view, overview, matrix, details, toolbar, visible, urlExtras: () => ({ at: historyAt }) });
 view.filters = filters;
 
-window.nsgraph = { model: live, view, views, overview, matrix, metrics, filters, timeline, ready: false, get shown() { return views.source || live; } };
+window.nsgraph = { model: live, view, views, overview, matrix, metrics, filters, timeline, compare, ready: false, get shown() { return views.source || live; } };
 
 onShow.set("matrix-panel", () => { if (views.matrixDirty) views.scheduleMatrix(true); });
 onShow.set("timeline-panel", () => { if (window.nsgraph.ready && window.Plotly) timeline.maybeDraw(true); });
@@ -87,6 +89,7 @@ function showDemoNamespaces(created, joined, run) {
   for (const id of created.concat(joined)) live.addGhostFromId(id, {}, 300);
   const joins = ((run && run.joins) || []).map((id) => "join:" + id);
   view.pin(created.concat(joined).map((id) => view.nodeKeyForNs(id)).concat(joins), "demo");
+  compare.offerRun(run, created);
   view.requestRender();
 }
 
@@ -111,6 +114,7 @@ function onApplied(summary, source) {
   // on any change to a join, not only on new ones.
   if (summary.joins.length || summary.joinsTouched || source !== "diff") renderJoins($("joins-list"), live, (kind, id) => details.show(kind, id));
   toolbar.updateGroups(live);
+  compare.modelChanged();
   if (!views.view) views.start(live, link);
   else if (views.source === live) views.refresh();
 }
