@@ -81,6 +81,7 @@ class StreamHub:
         self.published = 0
         self.max_lag = 0                         # messages, worst seen since start
         self.events_unencodable = 0
+        self.events_skipped = 0                  # a storm's oldest, beyond one ring (never sent)
 
     # -- publishing ----------------------------------------------------------
 
@@ -179,9 +180,18 @@ class StreamHub:
             self.publish("status", status)
 
     def _publish_events(self) -> None:
+        # At most what is pending now: under an event storm faster than encoding (other
+        # work on a 2-core host), draining "until empty" never returned and no diff or
+        # status went out.  Past one ring of messages the ring would trim the oldest
+        # anyway: they are skipped (and counted) instead of encoded.
         texts = []
         pending = self._pending_events
-        while pending:
+        count = len(pending)
+        skip = max(0, count - self._ring_size)
+        for _ in range(skip):
+            pending.popleft()
+        self.events_skipped += skip
+        for _ in range(count - skip):
             try:
                 event = pending.popleft()
             except IndexError:

@@ -208,6 +208,34 @@ def test_a_stalled_client_is_resynced_and_memory_stays_bounded():
     r.close()
 
 
+def test_an_event_storm_faster_than_encoding_still_lets_diffs_out():
+    """The collector keeps adding while the hub encodes: one step takes what was
+    pending when it began (it used to drain "until empty" and never return), and past
+    one ring of messages the oldest are skipped and counted, not encoded."""
+    world = World()
+    app, _client = authed(serving(world), sse_ring_size=16)
+    hub = app.extensions["nsgraph"].hub
+    hub.pump()
+
+    class Busy:                       # each encoding lets the collector add one more
+        def __init__(self, left):
+            self.left, self.event = left, world.unshare_event()
+
+        def to_json(self):
+            if self.left:
+                hub.on_event(Busy(self.left - 1))
+            return self.event.to_json()
+
+    hub.on_event(Busy(10_000))
+    published = hub.published
+    hub.pump()
+    assert hub.published - published == 1 and len(hub.events) == 1   # one event, and the step returned
+    for _ in range(100):
+        hub.on_event(world.unshare_event())
+    hub.pump()
+    assert hub.events_skipped == 100 + 1 - 16 and len(hub.events) == 1 + 16
+
+
 # -- a real server, real sockets ---------------------------------------------------------------------
 
 def test_closed_tabs_are_cleaned_up_over_real_sockets():
