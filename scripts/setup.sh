@@ -139,6 +139,10 @@ setup_venv() {
     "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO$extra"
     echo "$want" > "$stamp"
   fi
+  # The dashboard's scripts and styles, compressed (br, gzip) at the highest levels
+  # once here rather than on the first request; already-right copies are skipped.
+  # (A read-only checkout just serves them compressed in memory instead.)
+  "$VENV/bin/python" -m webapp.assets precompress >/dev/null 2>&1 || log "could not precompress webapp/static (read-only?); the server compresses on first request"
 }
 
 DOCKERD_LOG=/var/log/nsgraph-dockerd.log

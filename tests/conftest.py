@@ -132,6 +132,20 @@ def chromium_path():
     return path
 
 
+@pytest.fixture(scope="module")
+def playwright_browser(chromium_path):
+    """One Chromium (Debian's, never a downloaded one) per test module."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the venv has it
+        require(False, "playwright is not installed in the venv (pip install -e '.[test]')")
+    from tests.workloads.pagetools import CHROMIUM_ARGS
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
 class EventLog:
     """The events a live Collector delivered between a test's mark() and its since().
 

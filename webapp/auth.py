@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 from typing import Optional
+from urllib.parse import urlencode
 
 from flask import Flask, Response, jsonify, redirect, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -168,8 +169,10 @@ def _exchange_token(config: WebConfig, state):
     if not token_matches(request.args.get("token"), config):
         state.count("rejected_auth")
         return Response(UNAUTHORIZED_PAGE, status=401, mimetype="text/html")
-    # 303 to "/" so the token leaves the address bar and the history.
-    response = redirect("/", code=303)
+    # 303 to "/" so the token leaves the address bar and the history; the rest of
+    # the query (a deep link: view, selection, filters, time) stays.
+    rest = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "token"])
+    response = redirect("/?" + rest if rest else "/", code=303)
     response.set_cookie(cookie_name(config), config.token, httponly=True, samesite="Strict",
                         path="/")
     return response

@@ -104,16 +104,16 @@ class NodeDispatcher:
 
 def create_fleet_app(config: WebConfig, service, machine_addresses=()) -> Flask:
     """The fleet dashboard; `service` is a tracer.fleet.central.FleetService."""
-    app = Flask(__name__, static_folder=os.path.join(HERE, "static"),
-                template_folder=os.path.join(HERE, "templates"))
+    # Static files are webapp/assets.py's, as in the single-host app (the node pages
+    # load their hashed modules from /static/ at the root, vocab.js included).
+    app = Flask(__name__, static_folder=None, template_folder=os.path.join(HERE, "templates"))
     app.json.sort_keys = False
     state = FleetWebState(config, service, machine_addresses)
     app.extensions["nsgraph"] = state
     auth.init_app(app, config, machine_addresses)
     app.register_blueprint(bp)
-    # The node pages load their modules from /static/js/ at the root, vocab.js included.
-    from . import vocab
-    app.register_blueprint(vocab.bp)
+    from . import assets, vocab
+    assets.init_app(app, generated={vocab.ASSET: vocab.render()})
 
     for code in (400, 404, 405, 413):
         app.register_error_handler(code, lambda exc: auth.error(getattr(exc, "code", 500) or 500,

@@ -104,6 +104,8 @@ def render(state) -> str:
     w.metric("nsgraph_sse_events_unencodable_total", "counter",
              "trace events left out of the stream because they could not be encoded (a bug: see the log)",
              hub.events_unencodable)
+    w.metric("nsgraph_sse_events_skipped_total", "counter",
+             "trace events skipped in a storm beyond one ring of messages (never sent)", hub.events_skipped)
     w.metric("nsgraph_sse_events_dropped_total", "counter",
              "trace events left out of the stream because the tracer outran the publisher (graph diffs "
              "still carry every change)", hub.events_dropped)

@@ -95,6 +95,7 @@ class StreamHub:
         self.published = 0
         self.max_lag = 0                         # messages, worst seen since start
         self.events_unencodable = 0
+        self.events_skipped = 0                  # a storm's oldest, beyond one ring (never sent)
 
     # -- publishing ----------------------------------------------------------
 
@@ -204,11 +205,19 @@ class StreamHub:
     def _publish_events(self) -> None:
         # Events are kept as they came; JSON is made only for connected tabs (a
         # stream starts at the head, so nobody else could read it) and, for
-        # /api/events, on request.
+        # /api/events, on request.  At most what is pending now: under an event storm
+        # faster than encoding (other work on a 2-core host), draining "until empty"
+        # never returned and no diff or status went out.  Past one ring of messages the
+        # ring would trim the oldest anyway: they are skipped (and counted) instead.
         texts = []
         pending = self._pending_events
         encode = self._encoder.encode if self.open_streams else None
-        while pending:
+        count = len(pending)
+        skip = max(0, count - self._ring_size)
+        for _ in range(skip):
+            pending.popleft()
+        self.events_skipped += skip
+        for _ in range(count - skip):
             try:
                 event = pending.popleft()
             except IndexError:

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response
-
 from tracer import nstypes
 from tracer.events.flags import UNSHARE_FLAG_NAMES
 from tracer.events.kinds import NAMESPACE_KINDS, EventKind
 
-bp = Blueprint("vocab", __name__)
-
-PATH = "/static/js/vocab.js"
+ASSET = "js/vocab.js"             # served by webapp/assets.py with the other scripts
+PATH = "/static/" + ASSET
 
 
 def constants() -> dict:
@@ -58,12 +55,3 @@ def render() -> str:
               "}", ""]
     return "\n".join(lines)
 
-
-_TEXT = render()
-
-
-@bp.route(PATH)
-def vocab_js():
-    response = Response(_TEXT, mimetype="text/javascript")
-    response.headers["Cache-Control"] = "no-cache"
-    return response

@@ -22,91 +22,28 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import json
 import os
 import re
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests.workloads.ns_workload import own_ns
+from tests.workloads.pagetools import PageLog, shot, wait_js
+from tests.workloads.serve_process import Server
 from webapp import vocab
 
 from conftest import REPO
 
 
-SHOTS = os.path.join(REPO, "test-artifacts", "screenshots")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 JOIN_TYPES = ("ipc", "uts", "net", "pid", "mnt")
-URL_LINE = re.compile(r"^(http://[^\s/]+/\?token=[A-Za-z0-9_\-.~%]+)\s*$")
-
-
-def shot(page, name, full_page=False):
-    os.makedirs(SHOTS, exist_ok=True)
-    path = os.path.join(SHOTS, name + ".png")
-    page.screenshot(path=path, full_page=full_page)
-    return path
-
-
-def wait_js(page, expr, timeout=10.0, what=None):
-    """Poll a JS expression until it is truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = page.evaluate(expr)
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out after %.1f s waiting for %s (last value %r)" % (timeout, what or expr, value))
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_ns(pid, types=("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")) -> dict:
     """type -> inode from /proc/<pid>/ns: the ground truth."""
     return own_ns(pid, types)
-
-
-@pytest.fixture(scope="module")
-def playwright_browser(chromium_path):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the venv has it
-        from conftest import require
-        require(False, "playwright is not installed in the venv (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class PageLog:
-    """Console errors, CSP violations and uncaught exceptions of one page."""
-
-    def __init__(self, page):
-        self.errors = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda exc: self.errors.append("uncaught: %s" % exc))
-
-    def _console(self, msg):
-        if msg.type != "error":
-            return
-        text = msg.text
-        # Chromium asks for /favicon.ico by itself; the app has none.
-        if "favicon" in text or ("404" in text and "Failed to load resource" in text):
-            return
-        self.errors.append(text)
 
 
 # --------------------------------------------------------------------------------------
@@ -160,7 +97,9 @@ def js(page, body):
       const M = Object.assign({},
         await import('/static/js/model.js'), await import('/static/js/layout.js'),
         await import('/static/js/graphview.js'), await import('/static/js/filters.js'),
-        await import('/static/js/matrix.js'), await import('/static/js/demos.js'));
+        await import('/static/js/matrix.js'), await import('/static/js/demos.js'),
+        await import('/static/js/containers.js'), await import('/static/js/focus.js'),
+        await import('/static/js/urlstate.js'));
       %s
     }""" % body)
 
@@ -303,6 +242,104 @@ def test_sharing_matrix_marks_host_own_and_shared(unit_page):
     assert r[0][0] == "host"
 
 
+BUSY_JS = GRAPH_JS + """
+const g = base();
+// web and db share a network namespace; hp is in the host's pid namespace; a and b own everything.
+const own = (i, extra) => Object.assign({}, host, {pid: 'pid:4:' + (400 + i) + ':0', mnt: 'mnt:4:' + (500 + i) + ':0'}, extra || {});
+g.processes[1].ns = own(0, {net: 'net:4:200:0', uts: 'uts:4:201:0'});
+g.containers.push({id: 'def', name: 'db', pid: 60, image: 'pg', state: 'running'},
+                  {id: 'aaa', name: 'a', pid: 70, state: 'running'}, {id: 'bbb', name: 'b', pid: 80, state: 'exited'},
+                  {id: 'hhh', name: 'hp', pid: 90, state: 'running'});
+g.processes.push({pid: 60, ppid: 1, comm: 'db', container: 'db', ns: own(1, {net: 'net:4:200:0'})},
+                 {pid: 61, ppid: 60, comm: 'db-worker', container: 'db', ns: own(1, {net: 'net:4:200:0'})},
+                 {pid: 70, ppid: 1, comm: 'a', container: 'a', ns: own(2, {net: 'net:4:202:0'})},
+                 {pid: 80, ppid: 1, comm: 'b', container: 'b', ns: own(3, {net: 'net:4:203:0'})},
+                 {pid: 90, ppid: 1, comm: 'hp', container: 'hp', ns: Object.assign({}, host, {mnt: 'mnt:4:509:0', net: 'net:4:209:0'})});
+const known = new Set(g.namespaces.map(n => n.id));
+for (const p of g.processes) for (const id of Object.values(p.ns)) {
+  if (!known.has(id)) { known.add(id); const [t, , i] = id.split(':'); g.namespaces.push(ns(t, Number(i))); }
+}
+g.joins.push({id: 7, pid: 95, comm: 'runc:[1:CHILD]', container: 'db', types: ['net'], target: {net: 'net:4:200:0'}, start: Date.now() / 1000 - 5});
+const m = new M.GraphModel(); m.loadFull(g);
+"""
+
+
+def test_container_rows_tell_host_sharing_from_container_sharing(unit_page):
+    r = js(unit_page, BUSY_JS + """
+      const rows = M.containerRows(m);
+      const by = Object.fromEntries(rows.map(x => [x.name, x]));
+      const s = M.sharingSummary(rows);
+      const f = (flt) => M.filterRows(rows, Object.assign({text: '', state: '', share: ''}, flt)).map(x => x.name).sort();
+      return {web: [by.web.hostNotable, by.web.shared, by.web.procs], db: [by.db.shared.map(x => [x.type, x.with]), by.db.procs, by.db.joins, by.db.recentJoins],
+              hp: [by.hp.hostNotable, by.hp.host], a: [by.a.hostNotable, by.a.shared.length, by.a.nsCount],
+              summary: [s.hostRows, s.sharedRows, Array.from(s.hostByType), s.groups.map(x => [x.type, x.names])],
+              host: f({share: 'host'}), container: f({share: 'container'}), none: f({share: 'none'}),
+              running: f({state: 'running'}), stopped: f({state: 'other'}), text: f({text: 'PG'}),
+              sorted: M.sortRows(rows.slice(), 'shared', true).map(x => x.name).slice(0, 2).sort(),
+              byName: M.sortRows(rows.slice(), 'name', true).map(x => x.name)};
+    """)
+    # Every container shares the host's user namespace (the runtime's default): not news.
+    # hp is in the host's pid namespace, which most containers here have their own of.
+    assert r["hp"] == [["pid"], ["user", "pid", "uts", "ipc"]]
+    assert r["a"] == [[], 0, 3]
+    assert r["web"][0] == [] and [x["type"] for x in r["web"][1]] == ["net"] and r["web"][1][0]["with"] == ["db"]
+    assert r["db"] == [[["net", ["web"]]], 2, 1, 1]
+    assert r["summary"] == [1, 2, [["pid", 1]], [["net", ["db", "web"]]]]
+    assert r["host"] == ["hp"] and r["container"] == ["db", "web"] and r["none"] == ["a", "b"]
+    assert r["running"] == ["a", "db", "hp"] and r["stopped"] == ["b", "web"]
+    assert r["text"] == ["db"]
+    assert r["sorted"] == ["db", "web"] and r["byName"] == ["web", "hp", "db", "b", "a"]
+
+
+def test_focus_draws_a_subject_with_the_host_and_one_hop(unit_page):
+    r = js(unit_page, BUSY_JS + """
+      const pick = (f) => ({ns: Array.from(f.model.namespaces.keys()).sort(), pids: Array.from(f.model.processes.keys()).map(Number).sort((x, y) => x - y),
+                            joins: Array.from(f.model.joins.keys()), containers: Array.from(f.model.containers.keys()).sort(),
+                            neighbours: f.neighbours, hostShared: f.hostShared, found: f.found});
+      const web = M.focusGraph(m, [{kind: 'container', id: 'web'}]);
+      return {web: pick(web), webBand: web.model.groupOfNamespace(m.namespaces.get('net:4:200:0')),
+              expanded: pick(M.focusGraph(m, [{kind: 'container', id: 'web'}, {kind: 'container', id: 'db'}])),
+              ns: pick(M.focusGraph(m, [{kind: 'ns', id: 'net:4:200:0'}])),
+              proc: pick(M.focusGraph(m, [{kind: 'proc', id: '90'}])),
+              join: pick(M.focusGraph(m, [{kind: 'join', id: '7'}])),
+              gone: pick(M.focusGraph(m, [{kind: 'container', id: 'nope'}])),
+              parsed: [M.parseSubject('ns:net:4:200:0'), M.parseSubject('container:web'), M.parseSubject('bogus:1'), M.parseSubject('')]};
+    """)
+    web = r["web"]
+    # web's processes, its namespaces and the host's, db's processes in the shared net namespace.
+    assert web["pids"] == [50, 60, 61] and web["neighbours"] == ["db"] and web["found"] is True
+    assert "net:4:200:0" in web["ns"] and "uts:4:201:0" in web["ns"] and "pid:4:400:0" in web["ns"]
+    assert "pid:4:401:0" not in web["ns"]                       # db's own pid namespace: one hop too far
+    assert all(h in web["ns"] for h in ("net:4:100:0", "pid:4:101:0", "user:4:105:0"))
+    assert web["joins"] == ["7"] and web["hostShared"] == ["user", "ipc"]     # not db's uts
+    assert r["webBand"] == "c:web"                              # drawn in the subject's band
+    assert "pid:4:401:0" in r["expanded"]["ns"] and r["expanded"]["neighbours"] == []
+    assert r["ns"]["pids"] == [50, 60, 61] and r["ns"]["joins"] == ["7"]
+    assert r["proc"]["pids"] == [90] and r["proc"]["hostShared"] == ["user", "pid", "uts", "ipc"]
+    assert r["join"]["pids"] == [50, 60, 61] and r["join"]["containers"] == ["db", "web"]
+    assert r["gone"]["found"] is False and r["gone"]["pids"] == []
+    assert r["parsed"] == [{"kind": "ns", "id": "net:4:200:0"}, {"kind": "container", "id": "web"}, None, None]
+
+
+def test_deep_link_state_round_trips_without_the_token(unit_page):
+    r = js(unit_page, """
+      const s = M.parseState('?token=SECRET&view=focus&sel=container%3Aweb&x=container%3Adb&x=ns%3Anet%3A4%3A1%3A0' +
+                             '&at=2026-12-03T14%3A02%3A00Z&q=nginx&types=net,pid,bogus&collapse=20&sort=image&desc=1&find=web&share=host');
+      const back = M.stateToSearch(s);
+      return {s, back, again: M.parseState(back), epoch: M.parseTime('1764770520.5'), bad: M.parseTime('yesterday'),
+              empty: M.stateToSearch(M.parseState('')), view: M.parseState('?view=nonsense').view};
+    """)
+    s = r["s"]
+    assert s["view"] == "focus" and s["sel"] == {"kind": "container", "id": "web"}
+    assert s["expand"] == [{"kind": "container", "id": "db"}, {"kind": "ns", "id": "net:4:1:0"}]
+    assert s["at"] == 1796306520 and s["types"] == ["net", "pid"] and s["collapse"] == 20
+    assert (s["sort"], s["desc"], s["find"], s["share"], s["q"]) == ("image", True, "web", "host", "nginx")
+    assert "token" not in r["back"] and "SECRET" not in r["back"]
+    assert "at=2026-12-03T14%3A02%3A00Z" in r["back"]
+    assert r["again"] == s
+    assert r["epoch"] == 1764770520.5 and r["bad"] is None and r["empty"] == "" and r["view"] is None
+
+
 def test_demo_run_namespace_ids(unit_page):
     """A run's namespaces as /api/demos/runs/<id> gives them (webapp/demos/run.py + outcome.py);
     a run just launched (the POST answer) has none yet."""
@@ -318,79 +355,6 @@ def test_demo_run_namespace_ids(unit_page):
 # --------------------------------------------------------------------------------------
 # The real dashboard: nsgraph serve + eBPF + Docker
 # --------------------------------------------------------------------------------------
-
-class Server:
-    def __init__(self, tmp):
-        self.port = free_port()
-        self.token_file = os.path.join(tmp, "token")
-        self.log_path = os.path.join(tmp, "serve.log")
-        self.url = None
-        self.lines = []
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracer.cli", "serve", "--port", str(self.port),
-             "--token-file", self.token_file, "--db", os.path.join(tmp, "events.db")],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=self._log, text=True, start_new_session=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = URL_LINE.match(line.strip())
-            if m and self.url is None:
-                self.url = m.group(1)
-
-    def wait_url(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while self.url is None and time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if self.url is None:
-            raise AssertionError("nsgraph serve printed no http://HOST:PORT/?token=... line; stdout=%r, log:\n%s"
-                                 % ("".join(self.lines)[-2000:], self.log_tail()))
-        return self.url
-
-    @property
-    def base(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    @property
-    def token(self):
-        return self.url.split("token=", 1)[1]
-
-    def api(self, path, method="GET", body=None):
-        req = urllib.request.Request(self.base + path, method=method,
-                                     headers={"Authorization": "Bearer " + self.token},
-                                     data=json.dumps(body).encode() if body is not None else None)
-        if body is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw)
-            except ValueError:
-                return exc.code, raw.decode("utf-8", "replace")
-
-    def log_tail(self, n=3000):
-        self._log.flush()
-        with open(self.log_path) as f:
-            return f.read()[-n:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
-
 
 @pytest.fixture(scope="module")
 def server(root, docker_client, tmp_path_factory):
@@ -410,7 +374,8 @@ def startup(server, playwright_browser):
 
     The real tracer is up in about a second here - faster than the page loads -
     so the start-up phase is held open: /api/status answers come from the real
-    server with only `state` and `progress` replaced until `release` is set.
+    server with only `state` and `progress` replaced until `release` is set, and
+    /api/graph answers 503 as a starting server does (boot.js asks for it at once).
     """
     page = playwright_browser.new_page(viewport={"width": 1500, "height": 1250})
     log = PageLog(page)
@@ -424,8 +389,11 @@ def startup(server, playwright_browser):
         route.fulfill(response=response, json=body)
 
     def graph_route(route):
+        if not held["on"]:
+            return route.continue_()
         held["graph_requests"] += 1
-        route.continue_()
+        route.fulfill(status=503, headers={"Retry-After": "1"},
+                      json={"error": "the graph is not ready yet (held by the test)", "state": "starting", "status": 503})
 
     page.route("**/api/status", status_route)
     page.route("**/api/graph", graph_route)
@@ -455,9 +423,11 @@ def dash(server, startup, playwright_browser):
     context = playwright_browser.new_context(viewport={"width": 1500, "height": 1250})
     page = context.new_page()
     log = PageLog(page)
-    page.goto(server.url)
-    # The token is swapped for a cookie and leaves the address bar.
-    assert "token=" not in page.url
+    # The whole-graph view, asked for by the link: on a host that other tests (or
+    # people) keep busy with containers the page would open the overview instead.
+    page.goto(server.url + "&view=graph")
+    # The token is swapped for a cookie and leaves the address bar; the view stays.
+    assert "token=" not in page.url and "view=graph" in page.url
     wait_js(page, "window.nsgraph && window.nsgraph.ready && window.nsgraph.metrics.renders > 0", 60, "the first render")
     page.log = log
     yield page
@@ -476,7 +446,8 @@ def test_starting_state_is_shown_instead_of_an_error(startup):
     assert "compiling the eBPF probes" in startup["view"]["text"]
     assert startup["view"]["banner"] == "" and startup["still"]["banner"] == ""
     assert startup["still"]["overlay"] and not startup["still"]["ready"]
-    assert startup["graph_requests"] == 0          # it waits instead of failing on /api/graph
+    # One early request (boot.js, answered 503), then it waits instead of failing on /api/graph.
+    assert startup["graph_requests"] == 1
     assert startup["after_hidden"] is True
     assert not startup["errors"], startup["errors"]
 

@@ -18,8 +18,10 @@ import time
 
 import pytest
 
-# The harness of test_browser.py: its fixtures give this module its own server and browser.
-from tests.browser.test_browser import SHOTS, PageLog, playwright_browser, server, wait_js  # noqa: F401
+# The harness of test_browser.py: its server fixture gives this module its own server
+# (the browser is tests/conftest.py's).
+from tests.browser.test_browser import server  # noqa: F401
+from tests.workloads.pagetools import SHOTS, PageLog, wait_js
 from tests.workloads import inside_truth as truth
 
 
@@ -33,7 +35,9 @@ def page(server, playwright_browser):  # noqa: F811
     context = playwright_browser.new_context(viewport={"width": 1500, "height": 1400})
     pg = context.new_page()
     pg.log = PageLog(pg)
-    pg.goto(server.url)
+    # The whole-graph view, as test_browser.py's page: a host other tests keep busy
+    # with containers would open the overview, which draws no graph.
+    pg.goto(server.url + "&view=graph")
     wait_js(pg, "window.nsgraph && window.nsgraph.ready && window.nsgraph.metrics.renders > 0", 60, "the first render")
     yield pg
     context.close()

@@ -10,6 +10,8 @@ against the real tracer service is in tests/kernel/test_web_live.py.
 
 from __future__ import annotations
 
+import collections
+
 import json
 
 import pytest
@@ -206,6 +208,34 @@ def test_a_stalled_client_is_resynced_and_memory_stays_bounded():
     assert [json.loads(m[2])["i"] for m in msgs] == ["after"]
     assert hub.resyncs_sent == 1
     r.close()
+
+
+def test_an_event_storm_faster_than_encoding_still_lets_diffs_out():
+    """The collector keeps adding while the hub encodes: one step takes what was
+    pending when it began (it used to drain "until empty" and never return), and past
+    one ring of messages the oldest are skipped and counted, not encoded."""
+    world = World()
+    app, _client = authed(serving(world), sse_ring_size=16)
+    hub = app.extensions["nsgraph"].hub
+    hub.pump()
+
+    class Racing(collections.deque):   # each event the step keeps lets the collector add one more
+        left = 10_000
+
+        def append(self, item):
+            super().append(item)
+            if Racing.left:
+                Racing.left -= 1
+                hub.on_event(world.unshare_event())
+
+    hub.events = Racing(maxlen=hub.events.maxlen)
+    hub.on_event(world.unshare_event())
+    hub.pump()
+    assert len(hub.events) == 1 and Racing.left == 10_000 - 1    # one event, and the step returned
+    for _ in range(100):
+        hub.on_event(world.unshare_event())
+    hub.pump()
+    assert hub.events_skipped == 100 + 1 - 16 and len(hub.events) == 1 + 16
 
 
 # -- a real server, real sockets ---------------------------------------------------------------------

@@ -34,21 +34,26 @@ function extraFields(obj, known) {
 }
 
 export class DetailsPanel {
-  constructor(root, { getModel, onShow }) {
+  constructor(root, { getModel, onShow, onFocus }) {
     this.root = root;
     this.getModel = getModel;
     this.onShow = onShow || (() => {});
+    this.onFocus = onFocus || null;      // (kind, id): draw the graph around it
     this.current = null;
     this.token = 0;
   }
 
-  show(kind, id) {
+  show(kind, id, { fromViews = false } = {}) {
     this.current = { kind, id };
     const token = ++this.token;
     const go = (k, i) => this.show(k, i);
     clear(this.root);
     this.root.dataset.kind = kind;
     this.root.dataset.id = typeof id === "object" ? "" : String(id);
+    if (this.onFocus && !fromViews && ["ns", "proc", "container", "join"].includes(kind)) {
+      this.root.appendChild(el("button", { type: "button", class: "focus-on", id: "details-focus", text: "focus the graph on it",
+        onclick: () => this.onFocus(kind, String(id)) }));
+    }
     const model = this.getModel();
     let local = null;
     let path = null;

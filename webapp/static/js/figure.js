@@ -33,6 +33,7 @@ const MAX_ROWS_SHOWN = 36;
 const GUTTER = 1.9;              // x units left of the first column for band labels
 const MAX_BAND_LABELS = 400;
 const FADED = 0.2;               // opacity of what a search did not match
+const FIT_ROW_PX = 30, FIT_MIN_PX = 240, FIT_MAX_PX = 1600;
 
 export const PLOT_CONFIG = {
   responsive: true, displaylogo: false, scrollZoom: true,
@@ -70,7 +71,7 @@ export function buildFigure(s) {
     joinTrace(joins, model, pos, procNode, edges),
   ];
   return {
-    data, layout: plotLayout(height), nodeCount: items.length, pos, procNode,
+    data, layout: plotLayout(height, s.fit), nodeCount: items.length, pos, procNode,
     nsIds: new Set(namespaces.map((ns) => ns.id)),
     // Live matches first: Enter in the search box opens the first one.
     searchHits: hits.live.concat(hits.ended),
@@ -262,7 +263,9 @@ function bandTraces(bands, model) {
   return traces;
 }
 
-function plotLayout(height) {
+// fit: the focused view, whose plot is exactly as tall as its bands (a few rows
+// for one container) instead of a fixed window onto a tall picture.
+function plotLayout(height, fit) {
   const tickvals = NS_TYPES.map((t) => COLUMNS[t].x + 0.3).concat([COLUMNS.proc.x + 0.9, COLUMNS.join.x + 0.45]);
   return {
     uirevision: "graph",
@@ -278,7 +281,8 @@ function plotLayout(height) {
     },
     // A busy host's picture is taller than the panel: start at the top with a
     // readable row height and let people pan down (drag) or zoom out (wheel).
-    yaxis: { range: [-Math.min(Math.max(height, 8), MAX_ROWS_SHOWN), 1.2], showticklabels: false, showgrid: false, zeroline: false },
+    yaxis: { range: [fit ? -Math.max(height, 3) : -Math.min(Math.max(height, 8), MAX_ROWS_SHOWN), 1.2], showticklabels: false, showgrid: false, zeroline: false },
+    height: fit ? Math.min(FIT_MAX_PX, Math.max(FIT_MIN_PX, 90 + height * FIT_ROW_PX)) : undefined,
     shapes: [],                  // the view's highlight rings
     plot_bgcolor: "#ffffff",
     paper_bgcolor: "#ffffff",

@@ -19,6 +19,28 @@ function now() {
   return performance.timeOrigin + performance.now();
 }
 
+// plotly.js is preloaded by the page but run only when something draws with it:
+// parsing 1.2 MB of script would otherwise hold the main thread just when the
+// graph JSON arrives and the overview (plain HTML) wants to paint.
+export function loadPlotly() {
+  if (window.Plotly || document.getElementById("plotly-script")) return;
+  const meta = document.querySelector("meta[name=nsgraph-plotly]");
+  const src = meta ? meta.content : "/static/vendor/plotly.min.js";
+  const script = document.createElement("script");
+  script.id = "plotly-script";
+  script.src = src;
+  script.onerror = () => console.error("plotly.js did not load from " + src);
+  document.head.appendChild(script);
+}
+
+export async function plotlyLoaded(timeoutMs = 30000) {
+  loadPlotly();
+  for (let waited = 0; !window.Plotly; waited += 20) {
+    if (waited > timeoutMs) throw new Error("plotly.js did not load (see the browser console for the script's URL)");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 export class GraphView {
   constructor(div, { onSelect, collapseThreshold = 8, labelLimit = 300 } = {}) {
     this.div = div;
@@ -43,6 +65,7 @@ export class GraphView {
     this.onRendered = null;          // callback(info) after each render reached the screen
     this.ringTimer = null;
     this.initialised = false;
+    this.fit = false;                // focused view: the plot is as tall as its bands
   }
 
   setSource(model, filters) {
@@ -82,6 +105,14 @@ export class GraphView {
     this.pending = false;
     if (!this.model || this.model.version < 0) return;
     this.rendering = true;
+    try {
+      // plotly.js loads in parallel with the page (async): the overview does not need it.
+      await plotlyLoaded();
+    } catch (err) {
+      this.rendering = false;
+      console.error(err.message);
+      return;
+    }
     const t0 = now();
     try {
       const fig = this.buildFigure();
@@ -206,7 +237,7 @@ export class GraphView {
   buildFigure() {
     const fig = buildFigure({
       model: this.model, filters: this.filters, layout: this.layout, expanded: this.expanded,
-      pinned: this.pinned, collapseThreshold: this.collapseThreshold, labelLimit: this.labelLimit,
+      pinned: this.pinned, collapseThreshold: this.collapseThreshold, labelLimit: this.labelLimit, fit: this.fit,
     });
     this.pos = fig.pos;
     this.procNode = fig.procNode;

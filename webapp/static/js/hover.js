@@ -41,10 +41,11 @@ export function joinHover(j) {
 
 // Two short lines for the gutter left of the columns: name, then what it is.
 export function groupLabel(group, model) {
-  const cut = (t, n) => (t.length > n ? t.slice(0, n - 1) + "…" : t);
+  // Names of one fleet often share a long prefix: keep both ends.
+  const cut = (t, n) => (t.length > n ? t.slice(0, Math.ceil(n / 2) - 1) + "…" + t.slice(t.length - Math.floor(n / 2)) : t);
   if (group === "host") return "<b>host</b><br>" + escapeSvgText(cut(model.node || "", 18));
   if (group === "other") return "<b>other</b><br>unshare, nsenter,<br>sandboxes…";
   const name = group.slice(2);
   const c = model.containers.get(name);
-  return "<b>" + escapeSvgText(cut(name, 18)) + "</b><br>container" + (c && c.image ? " · " + escapeSvgText(cut(c.image, 14)) : "");
+  return "<b>" + escapeSvgText(cut(name, 22)) + "</b><br>container" + (c && c.image ? " · " + escapeSvgText(cut(c.image, 14)) : "");
 }

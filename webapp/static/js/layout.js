@@ -26,7 +26,9 @@ export function columnOf(type) {
 }
 
 export class LayoutMemory {
-  constructor() {
+  // chunk: rows a band grows by (1 in the focused view: bands exactly as tall as their content).
+  constructor({ chunk = CHUNK } = {}) {
+    this.chunk = chunk;
     this.compact();
   }
 
@@ -85,13 +87,13 @@ export class LayoutMemory {
     const placed = new Set(this.bands.filter((b) => b.group !== null).map((b) => b.group));
     const newcomers = Array.from(liveGroups).filter((g) => !placed.has(g)).sort(groupCompare);
     for (const group of newcomers) {
-      const rows = roundUp(need.get(group) || 1);
+      const rows = roundUp(need.get(group) || 1, this.chunk);
       const vacant = this.bands.find((b) => b.group === null && b.capacity >= rows);
       if (vacant) vacant.group = group;
       else this.bands.push({ group, capacity: rows });
     }
     for (const band of this.bands) {
-      if (band.group !== null) band.capacity = Math.max(band.capacity, roundUp(need.get(band.group) || 1));
+      if (band.group !== null) band.capacity = Math.max(band.capacity, roundUp(need.get(band.group) || 1, this.chunk));
     }
     // Bands from the top down: y decreases so the first band is on top.
     const bandPos = new Map();
@@ -117,8 +119,8 @@ export class LayoutMemory {
   }
 }
 
-function roundUp(rows) {
-  return Math.max(CHUNK, Math.ceil(rows / CHUNK) * CHUNK);
+function roundUp(rows, chunk) {
+  return Math.max(chunk, Math.ceil(rows / chunk) * chunk);
 }
 
 function insertSorted(arr, v) {

@@ -28,13 +28,24 @@ export class LiveStream {
     this.frame = null;
   }
 
-  start() {
+  // preloaded: a /api/graph answer fetched before the scripts ran (boot.js).
+  // The stream then starts from its version (?since=V), so nothing between
+  // that snapshot and the stream is lost; without one the stream opens first
+  // and the graph is fetched after.
+  async start(preloaded = null) {
+    if (preloaded) {
+      const summary = this.model.loadFull(preloaded);
+      this.onApplied(summary, "full");
+      this.connect(this.model.version);
+      return;
+    }
     this.connect();
     return this.resync("initial load");
   }
 
-  connect() {
-    const source = new EventSource(apiPath("/stream"), { withCredentials: true });
+  connect(since = null) {
+    const path = since !== null && since >= 0 ? "/stream?since=" + encodeURIComponent(since) : "/stream";
+    const source = new EventSource(apiPath(path), { withCredentials: true });
     this.source = source;
     source.addEventListener("open", () => {
       this.onConnection("live");

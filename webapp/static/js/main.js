@@ -1,35 +1,44 @@
 // Wires the dashboard together: server state, live graph, views, panels.
+//
+// First paint comes first: the graph JSON was requested by boot.js while this
+// module and plotly.js were still loading; the overview is HTML and paints
+// without Plotly; the graph, the timeline and the matrix wait for what they need.
 
-import { $, el, clear, fmtTime, toEpoch } from "./dom.js";
+import { $, fmtTime, toEpoch } from "./dom.js";
 import { getJSON } from "./api.js";
-import { typeColor } from "./colors.js";
-import { NS_TYPES, isNamespaceEvent } from "./vocab.js";
+import { isNamespaceEvent } from "./vocab.js";
 import { GraphModel } from "./model.js";
-import { GraphView } from "./graphview.js";
+import { GraphView, loadPlotly } from "./graphview.js";
 import { Filters } from "./filters.js";
-import { renderMatrix } from "./matrix.js";
+import { MatrixPanel } from "./matrix.js";
 import { Timeline, HistoryScrubber } from "./timeline.js";
 import { DetailsPanel } from "./details.js";
 import { DemoPanel } from "./demos.js";
 import { LiveStream } from "./live.js";
 import { StatusBar, sleep } from "./status.js";
+import { Overview } from "./overview.js";
+import { Toolbar } from "./toolbar.js";
+import { Views } from "./views.js";
+import { renderJoins } from "./joinslist.js";
+import { parseState } from "./urlstate.js";
 import { ComparePanel } from "./inside.js";
 
 const MAX_METRICS = 10000;
 
 // What tests and benchmarks read back: render times and, per namespace, when
 // the kernel created it and when the page first painted it.
-const metrics = { renders: 0, lastRenderMs: 0, firstRender: null, graphLoadedAt: null, rendered: [], eventArrivals: [], diffArrivals: [], renderLog: [], events: 0 };
+const metrics = { renders: 0, lastRenderMs: 0, firstRender: null, firstUseful: null, graphLoadedAt: null, rendered: [], eventArrivals: [], diffArrivals: [], renderLog: [], events: 0 };
 
+const link = parseState(location.search);
 const live = new GraphModel();
+const filters = new Filters();
+let historyAt = null;
 let firstPaintDone;
 const firstPaint = new Promise((resolve) => { firstPaintDone = resolve; });
-const filters = new Filters();
-let shownModel = live;
-let historyAt = null;
 
+const select = (kind, id) => views.select({ kind, id: String(id) });
 const view = new GraphView($("graph"), { onSelect: (kind, id) => details.show(kind, id) });
-const details = new DetailsPanel($("details"), { getModel: () => shownModel, onShow: (kind, id) => pinSelection(kind, id) });
+const details = new DetailsPanel($("details"), { getModel: () => views.source || live, onShow: (kind, id) => pinSelection(kind, id), onFocus: select });
 const timeline = new Timeline($("timeline"), { onSelect: (kind, ev) => details.show(kind, ev) });
 const status = new StatusBar();
 const compare = new ComparePanel($("compare"), { getModel: () => live });
@@ -37,8 +46,29 @@ const demos = new DemoPanel($("demos"), {
   onSelect: (kind, id) => details.show(kind, id),
   onNamespaces: (created, joined, run) => showDemoNamespaces(created, joined, run),
 });
+const overview = new Overview($("overview"), { onSelect: (name) => select("container", name), onChange: () => views.writeUrl() });
+const matrix = new MatrixPanel($("matrix"), { onSelect: (kind, id) => (kind === "ns" ? details.show(kind, id) : kind === "container" || kind === "proc" ? select(kind, id) : null) });
+const toolbar = new Toolbar({ filters, view, onSearchEnter: (kind, id) => details.show(kind, id), onChange: () => views.writeUrl() });
 
-window.nsgraph = { model: live, view, metrics, filters, timeline, compare, ready: false, get shown() { return shownModel; } };
+// Panels below the fold are not redrawn while nobody can see them.
+const onScreen = new Map();
+const onShow = new Map();
+const observer = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    onScreen.set(e.target.id, e.isIntersecting);
+    if (e.isIntersecting && onShow.has(e.target.id)) onShow.get(e.target.id)();
+  }
+});
+for (const id of ["matrix-panel", "timeline-panel"]) observer.observe($(id));
+const visible = (id) => onScreen.get(id) !== false && !document.hidden;
+
+const views = new Views({ graph: view, overview, matrix, details, toolbar, visible, urlExtras: () => ({ at: historyAt }) });
+view.filters = filters;
+
+window.nsgraph = { model: live, view, views, overview, matrix, metrics, filters, timeline, compare, ready: false, get shown() { return views.source || live; } };
+
+onShow.set("matrix-panel", () => { if (views.matrixDirty) views.scheduleMatrix(true); });
+onShow.set("timeline-panel", () => { if (window.nsgraph.ready && window.Plotly) timeline.maybeDraw(true); });
 
 function banner(message) {
   const b = $("banner");
@@ -65,33 +95,6 @@ function showDemoNamespaces(created, joined, run) {
 
 // --- applying changes --------------------------------------------------------
 
-// Panels below the fold are not redrawn while nobody can see them: on a busy
-// host their redraws would sit between a diff and the graph's next frame.
-const onScreen = new Map();
-const onShow = new Map();
-const observer = new IntersectionObserver((entries) => {
-  for (const e of entries) {
-    onScreen.set(e.target.id, e.isIntersecting);
-    if (e.isIntersecting && onShow.has(e.target.id)) onShow.get(e.target.id)();
-  }
-});
-for (const id of ["matrix-panel", "timeline-panel"]) observer.observe($(id));
-const visible = (id) => onScreen.get(id) !== false && !document.hidden;
-
-let matrixTimer = null;
-let matrixDirty = false;
-function scheduleMatrix() {
-  matrixDirty = true;
-  if (matrixTimer || !visible("matrix-panel")) return;
-  matrixTimer = setTimeout(() => {
-    matrixTimer = null;
-    matrixDirty = false;
-    renderMatrix($("matrix"), shownModel, (kind, id) => details.show(kind, id)).catch((err) => console.error(err));
-  }, 1500);
-}
-onShow.set("matrix-panel", () => { if (matrixDirty) scheduleMatrix(); });
-onShow.set("timeline-panel", () => { if (window.nsgraph.ready) timeline.maybeDraw(true); });
-
 function onApplied(summary, source) {
   $("c-version").textContent = String(live.version);
   if (live.node) $("node-name").textContent = live.node;
@@ -109,48 +112,11 @@ function onApplied(summary, source) {
   }
   // A session grows (types, command) after it first appears: redraw the list
   // on any change to a join, not only on new ones.
-  if (summary.joins.length || summary.joinsTouched || source !== "diff") renderJoins();
-  updateContainerFilter();
+  if (summary.joins.length || summary.joinsTouched || source !== "diff") renderJoins($("joins-list"), live, (kind, id) => details.show(kind, id));
+  toolbar.updateGroups(live);
   compare.modelChanged();
-  if (shownModel === live) {
-    view.requestRender();
-    scheduleMatrix();
-  }
-}
-
-function renderJoins() {
-  const list = clear($("joins-list"));
-  const joins = Array.from(live.joins.values()).sort((a, b) => (b.start || 0) - (a.start || 0)).slice(0, 50);
-  if (!joins.length) list.appendChild(el("li", { class: "muted small", text: "none yet (try the docker exec demo)" }));
-  for (const j of joins) {
-    const types = j.types || [];
-    list.appendChild(el("li", {
-      class: "join",
-      dataset: { joinId: String(j.id), container: j.container || "", types: types.join(","),
-        targets: Object.entries(j.target || {}).map(([t, id]) => t + "=" + id).join(" ") },
-      onclick: () => details.show("join", String(j.id)),
-    },
-      el("div", null, el("b", { text: "#" + j.id + " " }), (j.comm || "?") + (j.pid ? " [" + j.pid + "]" : "") + " → " +
-        (j.container ? "container " + j.container : joinTargetText(j))),
-      el("div", { class: "types" }, types.map((t) => el("span", { style: { background: typeColor(t) }, text: t }))),
-      el("div", { class: "small muted", text: (j.summary ? j.summary + " · " : j.command ? "ran `" + j.command + "` · " : "") + fmtTime(j.start) })));
-  }
-}
-
-function joinTargetText(j) {
-  const ids = Object.values(j.target || {});
-  if (ids.length && ids.every((id) => live.isHostNs(id))) return "the host's namespaces";
-  const ns = ids.map((id) => live.getNamespace(id)).find((n) => n && n.container);
-  return ns ? "container " + ns.container : "namespaces of another process";
-}
-
-function updateContainerFilter() {
-  const sel = $("f-container");
-  const names = Array.from(live.containers.keys()).sort();
-  const have = Array.from(sel.options).slice(3).map((o) => o.value);
-  if (have.join("\n") === names.join("\n")) return;
-  while (sel.options.length > 3) sel.remove(3);
-  for (const n of names) sel.appendChild(el("option", { value: n, text: "container " + n }));
+  if (!views.view) views.start(live, link);
+  else if (views.source === live) views.refresh();
 }
 
 view.onRendered = ({ newNs, renderMs, buildMs, startedAt, drawnAt, paintedAt, nodes }) => {
@@ -168,9 +134,9 @@ view.onRendered = ({ newNs, renderMs, buildMs, startedAt, drawnAt, paintedAt, no
       sinceGraphLoaded: paintedAt - metrics.graphLoadedAt,
       sinceNavigation: paintedAt - performance.timeOrigin,
     };
+    useful(views.view, paintedAt);
   }
-  firstPaintDone();
-  if (shownModel !== live) return;
+  if (views.source !== live) return;
   const shown = paintedAt / 1000;
   for (const id of newNs) {
     const ns = live.namespaces.get(id);
@@ -183,6 +149,22 @@ view.onRendered = ({ newNs, renderMs, buildMs, startedAt, drawnAt, paintedAt, no
   $("search-count").textContent = filters.search ? hits.length + " match" + (hits.length === 1 ? "" : "es") : "";
 };
 
+// The first frame that shows people what they came for (the overview or a graph).
+function useful(what, paintedAt) {
+  if (metrics.firstUseful) return;
+  metrics.firstUseful = { view: what, sinceNavigation: paintedAt - performance.timeOrigin,
+    sinceGraphLoaded: metrics.graphLoadedAt ? paintedAt - metrics.graphLoadedAt : null };
+  firstPaintDone();
+}
+
+views.onOverviewDrawn = () => {
+  metrics.overviewDraws = (metrics.overviewDraws || 0) + 1;
+  requestAnimationFrame(() => setTimeout(() => {
+    metrics.lastOverviewPaintedAt = performance.timeOrigin + performance.now();
+    useful("overview", metrics.lastOverviewPaintedAt);
+  }, 0));
+};
+
 // --- history -------------------------------------------------------------------
 
 const scrubber = new HistoryScrubber({
@@ -193,18 +175,17 @@ const scrubber = new HistoryScrubber({
 
 async function showHistory(t) {
   historyAt = t;
+  views.writeUrl();
   try {
     const { body } = await getJSON("/api/history/graph?at=" + encodeURIComponent(t.toFixed(3)));
     if (historyAt !== t) return;
     const past = new GraphModel({ ghostSeconds: 0 });
     past.loadFull(body);
-    shownModel = past;
     $("history-time").textContent = fmtTime(t);
     $("history-banner").hidden = false;
     $("conn").dataset.state = "history";
     $("conn").textContent = "history";
-    view.setSource(past, filters);
-    scheduleMatrix();
+    views.setSource(past);
     banner("");
   } catch (err) {
     banner("cannot load the graph at " + fmtTime(t) + ": " + err.message);
@@ -213,104 +194,47 @@ async function showHistory(t) {
 
 function showLive() {
   historyAt = null;
-  shownModel = live;
   $("history-banner").hidden = true;
   $("conn").dataset.state = "live";
   $("conn").textContent = "live";
-  view.setSource(live, filters);
-  scheduleMatrix();
+  views.setSource(live);
+  views.writeUrl();
 }
 
 $("history-back").addEventListener("click", () => scrubber.goLive());
 window.nsgraph.scrubber = scrubber;
 
-// --- toolbar -------------------------------------------------------------------
-
-function buildTypeFilters() {
-  const box = $("type-filters");
-  for (const t of NS_TYPES) {
-    const cb = el("input", { type: "checkbox", checked: true, dataset: { type: t } });
-    cb.checked = true;
-    cb.addEventListener("change", () => {
-      if (cb.checked) filters.types.add(t); else filters.types.delete(t);
-      view.requestRender();
-    });
-    box.appendChild(el("label", null, cb, el("span", { class: "swatch", style: { background: typeColor(t) } }), t));
+// Back and Forward walk through views and selections.
+window.addEventListener("popstate", () => {
+  const s = parseState(location.search);
+  toolbar.restore(s);
+  if (s.sel && (s.view === "focus" || !s.view)) {
+    views.select(s.sel, { push: false });
+    views.expand = s.expand;
+    views.refresh(true);
+  } else {
+    views.sel = null;
+    views.show(s.view || views.defaultView());
   }
-}
-
-function debounce(fn, ms) {
-  let timer = null;
-  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
-}
-
-function wireToolbar() {
-  buildTypeFilters();
-  // ?collapse=N and ?q=TEXT make a view linkable (and let benchmarks draw every node).
-  const params = new URLSearchParams(location.search);
-  const collapse = Number(params.get("collapse"));
-  if (Number.isFinite(collapse) && collapse >= 1) {
-    view.collapseThreshold = collapse;
-    $("f-collapse").value = String(collapse);
-  }
-  if (params.get("q")) {
-    $("search").value = params.get("q");
-    filters.search = params.get("q");
-  }
-  const apply = debounce(() => {
-    filters.search = $("search").value.trim();
-    filters.pid = $("f-pid").value.trim();
-    filters.comm = $("f-comm").value.trim();
-    filters.container = $("f-container").value;
-    const n = Number($("f-collapse").value);
-    if (Number.isFinite(n) && n >= 1) view.collapseThreshold = n;
-    view.requestRender();
-  }, 150);
-  for (const id of ["search", "f-pid", "f-comm", "f-collapse"]) $(id).addEventListener("input", apply);
-  $("f-container").addEventListener("change", apply);
-  $("search").addEventListener("keydown", (e) => {
-    if (e.key !== "Enter") return;
-    const hit = (view.searchHits || [])[0];
-    if (!hit) return;
-    const [kind, ...rest] = hit.split(":");
-    if (kind === "ns") details.show("ns", rest.join(":"));
-    else if (kind === "proc") details.show("proc", rest.join(":"));
-  });
-  $("collapse-all").addEventListener("click", () => view.collapseAll());
-  $("relayout").addEventListener("click", () => view.relayoutFromScratch());
-  $("export-png").addEventListener("click", () => {
-    Plotly.downloadImage($("graph"), { format: "png", filename: "nsgraph", width: $("graph").clientWidth * 2, height: $("graph").clientHeight * 2 });
-  });
-}
+  if (s.at !== null && s.at !== historyAt) scrubber.show(s.at);
+  else if (s.at === null && historyAt !== null) scrubber.goLive();
+});
 
 // --- start-up ------------------------------------------------------------------
 
-async function waitForPlotly() {
-  for (let i = 0; !window.Plotly; i++) {
-    if (i > 200) throw new Error("plotly.js did not load from /static/vendor/plotly.min.js");
-    await sleep(25);
+// boot.js asked for the graph before the modules loaded; its answer (or null
+// when the server was still starting) saves a round trip and the wait.
+async function earlyGraph() {
+  const early = window.nsgraphEarly;
+  if (!early) return null;
+  try {
+    return await early;
+  } catch (err) {
+    return null;
   }
 }
 
-async function boot() {
-  wireToolbar();
-  await waitForPlotly();
-  const overlay = $("starting");
-  await status.waitUntilRunning((st) => {
-    overlay.hidden = false;
-    if (st.state === "error") {
-      $("starting-title").textContent = "nsgraph could not start";
-      $("starting-text").textContent = st.progress || st.error || "see the terminal of `nsgraph serve`";
-    } else if (st.state === "unreachable") {
-      $("starting-title").textContent = "waiting for the nsgraph server…";
-      $("starting-text").textContent = st.progress || "";
-    } else {
-      $("starting-title").textContent = "nsgraph is starting…";
-      $("starting-text").textContent = st.progress || "";
-    }
-  });
-  overlay.hidden = true;
-  view.setSource(live, filters);
+async function startStream(preloaded) {
   const stream = new LiveStream({
     model: live,
     onApplied: (summary, source) => {
@@ -338,7 +262,7 @@ async function boot() {
     onStatus: (st) => status.update(st),
     onDemo: (run) => demos.update(run),
     onConnection: (state) => {
-      if (shownModel !== live) return;
+      if (views.source && views.source !== live) return;
       $("conn").dataset.state = state;
       $("conn").textContent = state;
     },
@@ -346,8 +270,8 @@ async function boot() {
   window.nsgraph.stream = stream;
   for (let attempt = 0; ; attempt++) {
     try {
-      await stream.start();
-      break;
+      await stream.start(attempt === 0 ? preloaded : null);
+      return;
     } catch (err) {
       if (err.status === 401 || err.status === 403) { banner(err.message); throw err; }
       banner("loading the graph failed (" + err.message + "); retrying…");
@@ -355,22 +279,48 @@ async function boot() {
       await sleep(Math.min(5000, 500 * (attempt + 1)));
     }
   }
+}
+
+async function waitForServer() {
+  const overlay = $("starting");
+  await status.waitUntilRunning((st) => {
+    overlay.hidden = false;
+    if (st.state === "error") {
+      $("starting-title").textContent = "nsgraph could not start";
+      $("starting-text").textContent = st.progress || st.error || "see the terminal of `nsgraph serve`";
+    } else if (st.state === "unreachable") {
+      $("starting-title").textContent = "waiting for the nsgraph server…";
+      $("starting-text").textContent = st.progress || "";
+    } else {
+      $("starting-title").textContent = "nsgraph is starting…";
+      $("starting-text").textContent = st.progress || "";
+    }
+  });
+  overlay.hidden = true;
+}
+
+async function boot() {
+  toolbar.restore(link);
+  overview.setControls({ sort: link.sort, desc: link.desc, text: link.find, state: link.state, share: link.share });
+  const preloaded = await earlyGraph();
+  if (!preloaded) await waitForServer();
+  await startStream(preloaded);
   banner("");
-  // Everything else waits for the graph's first frame: it is what people came for.
+  if (link.at !== null) scrubber.show(link.at);
+  // Everything else waits for the first useful frame: it is what people came for.
   await Promise.race([firstPaint, sleep(3000)]);
+  loadPlotly();          // for the timeline and the next graph, now that the first frame is out
   window.nsgraph.ready = true;
   status.startPolling();
   demos.load();
   getJSON("/api/events?limit=500").then(({ body }) => {
-    const list = body.events;
-    for (const ev of list) timeline.add(ev);
+    for (const ev of body.events) timeline.add(ev);
     const span = timeline.span();
     if (span) scrubber.setStart(span[0]);
-    timeline.maybeDraw(true);
+    if (window.Plotly) timeline.maybeDraw(true);
   }).catch((err) => console.warn("no event history:", err.message));
-  setInterval(() => { if (visible("timeline-panel")) timeline.maybeDraw(); }, 1000);
-  setInterval(() => { if (live.expireGhosts() && shownModel === live) view.requestRender(); }, 2000);
-  timeline.maybeDraw(true);
+  setInterval(() => { if (window.Plotly && visible("timeline-panel")) timeline.maybeDraw(); }, 1000);
+  setInterval(() => { if (live.expireGhosts() && views.source === live) views.refresh(); }, 2000);
 }
 
 boot().catch((err) => {

@@ -3,11 +3,15 @@
 // the host's, pale = its own, a strong colour = shared with another row (the
 // same colour for the same namespace), so "web and db share a network
 // namespace" and "this one is in the host PID namespace" read at a glance.
+// HTML and virtualized (vtable.js), so 200+ rows scroll and update cheaply;
+// rows that share come first, grouped by what they share.
 
+import { el, clear } from "./dom.js";
 import { NS_TYPES } from "./vocab.js";
+import { VirtualList, setCell } from "./vtable.js";
 
 const SHARED_PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#008080", "#9a6324"];
-const MAX_ROWS = 80;
+const ROW_HEIGHT = 22;
 
 // Pure: the rows and cells, from a GraphModel.
 export function sharingRows(model) {
@@ -69,55 +73,63 @@ export function sharingRows(model) {
       return { kind: "own", id, text: "own" };
     });
   }
-  return rows.slice(0, MAX_ROWS);
+  return rows;
 }
 
-function esc(s) {
-  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+// Shared rows first (grouped by the first namespace they share), then those in
+// one of the host's namespaces, then the rest; the host's own row on top.
+export function groupedRows(rows) {
+  const rank = (r) => (r.key === "host" ? 0 : r.cells.some((c) => c.kind === "shared") ? 1 : r.cells.some((c) => c.kind === "host") ? 2 : 3);
+  const firstShared = (r) => { const c = r.cells.find((x) => x.kind === "shared"); return c ? c.id : ""; };
+  return rows.map((r) => ({ r, rank: rank(r), g: firstShared(r) }))
+    .sort((a, b) => a.rank - b.rank || (a.g < b.g ? -1 : a.g > b.g ? 1 : 0) || (a.r.label < b.r.label ? -1 : 1))
+    .map((x) => x.r);
 }
 
-export function renderMatrix(div, model, onSelect) {
-  const rows = sharingRows(model);
-  // z encodes the colour: 0 none, 1 host, 2 own, 3.. shared colour index.
-  const z = [], text = [], hover = [], custom = [];
-  for (const r of rows) {
-    z.push(r.cells.map((c) => c.kind === "none" ? 0 : c.kind === "host" || c.kind === "hostrow" ? 1 : c.kind === "own" ? 2 : 3 + c.color));
-    text.push(r.cells.map((c) => c.text));
-    hover.push(r.cells.map((c, i) => {
-      const label = esc(r.label);
-      if (!c.id) return label + ": no " + NS_TYPES[i] + " namespace known";
-      const inode = String(c.id).split(":")[2];
-      let s = label + " · " + NS_TYPES[i] + " " + esc(inode);
-      if (c.kind === "host") s += "<br>uses the host's " + NS_TYPES[i] + " namespace";
-      if (c.kind === "shared") s += "<br>shared with " + c.with.slice(0, 6).map(esc).join(", ");
-      if (c.kind === "own") s += "<br>its own";
-      return s;
-    }));
-    custom.push(r.cells.map((c) => c.id || ""));
-  }
-  const n = 3 + SHARED_PALETTE.length;
-  const stops = [["#ffffff"], ["#d1d5db"], ["#dbeafe"]].map((c) => c[0]).concat(SHARED_PALETTE);
-  const colorscale = [];
-  stops.forEach((c, i) => { colorscale.push([i / n, c], [(i + 1) / n, c]); });
-  const data = [{
-    type: "heatmap", z, text, hovertext: hover, customdata: custom, hoverinfo: "text",
-    x: NS_TYPES, y: rows.map((r) => esc(r.label)), zmin: 0, zmax: n, colorscale, showscale: false,
-    texttemplate: "%{text}", textfont: { size: 10 }, xgap: 2, ygap: 2,
-  }];
-  const layout = {
-    uirevision: "matrix",
-    margin: { l: 170, r: 10, t: 30, b: 10 },
-    xaxis: { side: "top", fixedrange: true },
-    yaxis: { autorange: "reversed", fixedrange: rows.length < 25, automargin: true, tickfont: { size: 10 } },
-    height: Math.max(180, 40 + rows.length * 24),
-  };
-  const config = { displaylogo: false, responsive: true, displayModeBar: false };
-  const p = div.dataset.ready ? Plotly.react(div, data, layout, config) : Plotly.newPlot(div, data, layout, config).then(() => {
-    div.dataset.ready = "1";
-    div.on("plotly_click", (ev) => {
-      const pt = ev.points && ev.points[0];
-      if (pt && pt.customdata) onSelect("ns", pt.customdata);
+export class MatrixPanel {
+  constructor(root, { onSelect } = {}) {
+    this.onSelect = onSelect || (() => {});
+    this.rows = [];
+    this.head = el("div", { class: "vhead mx-grid" }, el("span", { text: "" }), NS_TYPES.map((t) => el("span", { class: "cell", text: t })));
+    this.body = el("div", { class: "vbody mx-body", id: "matrix-body" });
+    this.note = el("p", { class: "small muted", id: "matrix-note" });
+    this.list = new VirtualList(this.body, { rowHeight: ROW_HEIGHT, className: "vrow mx-grid", renderRow: (node, r) => this.renderRow(node, r) });
+    this.body.addEventListener("click", (e) => {
+      const cell = e.target.closest("[data-ns]");
+      if (cell && cell.dataset.ns) { this.onSelect("ns", cell.dataset.ns); return; }
+      const row = e.target.closest(".vrow");
+      if (row && row.dataset.key) this.onSelect(row.dataset.kind, row.dataset.id);
     });
-  });
-  return p.then(() => rows);
+    root.style.setProperty("--types", String(NS_TYPES.length));
+    clear(root).append(this.note, this.head, this.body);
+  }
+
+  update(model) {
+    this.rows = groupedRows(sharingRows(model));
+    const shared = this.rows.filter((r) => r.cells.some((c) => c.kind === "shared")).length;
+    this.note.textContent = this.rows.length - 1 + " rows (containers and namespaced process sets) · " + shared + " share a namespace with another row, listed first";
+    this.list.setItems(this.rows);
+    return this.rows;
+  }
+
+  renderRow(node, r) {
+    if (node.childElementCount !== NS_TYPES.length + 1) {
+      clear(node);
+      node.appendChild(el("span", { class: "label" }));
+      for (let i = 0; i < NS_TYPES.length; i++) node.appendChild(el("span", { class: "cell" }));
+    }
+    const [kind, ...rest] = r.key.split("|");
+    node.dataset.key = r.key;
+    node.dataset.kind = kind === "proc" ? "proc" : kind;
+    node.dataset.id = rest.join("|");
+    setCell(node.children[0], r.label, r.label);
+    r.cells.forEach((c, i) => {
+      const cell = node.children[i + 1];
+      cell.className = "cell " + c.kind;
+      cell.style.background = c.kind === "shared" ? SHARED_PALETTE[c.color] : "";
+      cell.dataset.ns = c.id || "";
+      const inode = c.id ? String(c.id).split(":")[2] : "";
+      setCell(cell, c.text, c.id ? NS_TYPES[i] + " " + inode + (c.kind === "shared" ? " · shared with " + c.with.slice(0, 6).join(", ") : "") : "none known");
+    });
+  }
 }
