@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from .events.kinds import EventKind
 from .graph.model import NamespaceGraph
 from .graph.nstable import DEFAULT_ENDED_RETENTION
 from .graph.procreader import LiveProcReader
@@ -161,9 +162,17 @@ class NsgraphService:
         from .kernel.probes import ProbeOptions
         self.collector = Collector(options=cfg.probe_options or ProbeOptions(proc_events=True),
                                    node=graph.node, on_progress=self._progress)
+        from .containers.attribution import CgroupIds, EventContainers
+        cgroup_ids = CgroupIds()
+        self._tagger = EventContainers(self.catalog, cgroup_ids=cgroup_ids)
+        # Per event, before the batch reaches the graph: the container of each task
+        # that makes namespaces, so that a container gone at once keeps them.
+        self.collector.subscribe(self._tag_creator)
         # One lock and one change notification per poll, not per event.
         self.collector.subscribe_batch(graph.apply_batch)
         self.collector.subscribe_lost(self._on_lost)
+        self.collector.load()
+        cgroup_ids.kernel_lookup = self.collector.probes.cgroup_path
         v0 = graph.version
         self.collector.start()
         # Processes born between the snapshot and the probes' attachment: one reconcile.
@@ -196,6 +205,10 @@ class NsgraphService:
     def _on_lost(self, n: int) -> None:
         self.graph.on_lost(n)
         self._wake.set()                # repair now, not at the next tick
+
+    def _tag_creator(self, event) -> None:
+        if event.kind == EventKind.UNSHARE or (event.kind == EventKind.CLONE and event.is_namespace_event):
+            self._tagger.tag(event)
 
     def _on_container(self, action, container) -> None:
         if action == "destroy":

@@ -118,4 +118,5 @@ class EventContainers:
         cgroup_id = getattr(event, "cgroup_id", 0)
         container = self.container_of_cgroup(cgroup_id) if cgroup_id else self.container_of_pid(event.pid)
         event.container = container.name if container is not None else None
+        event.container_id = container.id if container is not None else None
         return container

@@ -47,6 +47,8 @@ class Event:
     container: Optional[str] = None
     cgroup_id: int = 0             # cgroup v2 id of the task at the event; 0 when unknown
     args: Optional[list] = None    # exec: argv as captured (the last item ends in "..." if cut)
+    container_id: Optional[str] = None     # the engine id behind `container`, when known (last:
+                                           # the decoder builds events positionally)
 
     @property
     def errno(self) -> Optional[int]:
@@ -121,6 +123,8 @@ class Event:
             "container": self.container,
             "cgroup_id": self.cgroup_id,
         }
+        if self.container_id is not None:
+            out["container_id"] = self.container_id
         if self.kind == "clone":
             out["child_pid"] = self.child_pid
             out["child_vpid"] = self.child_vpid
@@ -153,6 +157,7 @@ class Event:
             ns_id={k: int(v) for k, v in (obj.get("ns_id") or {}).items()},
             ns_id_before=({k: int(v) for k, v in obj["ns_id_before"].items()} if obj.get("ns_id_before") is not None else None),
             node=str(obj.get("node", "")), container=obj.get("container"),
+            container_id=obj.get("container_id"),
             cgroup_id=int(obj.get("cgroup_id") or 0),
             args=list(obj["args"]) if obj.get("args") is not None else None,
         )

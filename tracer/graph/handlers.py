@@ -197,4 +197,9 @@ def creation_of(ev, before, after) -> Optional[Creation]:
                "flags": ev.flags, "ts": ev.ts}
     if ev.kind == EventKind.CLONE:
         creator["child_pid"] = ev.child_pid
+    if ev.container_id:
+        # From the cgroup the kernel saw (the service tags namespace-making events):
+        # the container whose runtime made these namespaces owns them, for good.
+        creator["container"] = ev.container
+        creator["container_id"] = ev.container_id
     return Creation(created, creator, before)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Optional, Protocol
+from typing import List, Optional, Protocol, Tuple
 
 from ..events.kinds import EventKind
 from ..nstypes import CHILDREN_SLOT, RUNC_JOIN_ORDER, SLOT_TYPE
@@ -42,8 +42,9 @@ class JoinPort(Protocol):
     def live_namespace_id(self, ns_type: str, inode: int) -> Optional[str]:
         """The id of the live namespace of that type and inode, or None."""
 
-    def namespace_container(self, ns_id: str) -> Optional[str]:
-        """The id of the container that owns the namespace (None for the host's)."""
+    def namespace_containers(self, ns_id: str) -> Tuple[Optional[str], List[str]]:
+        """(owner, sharers): the id of the container that owns the namespace (None for
+        the host's) and the ids of the other containers that are members of it."""
 
     def container_name(self, container_id: Optional[str]) -> Optional[str]: ...
 
@@ -194,12 +195,22 @@ class JoinTracker:
                 self.changes.record("remove", "join", old.id)
 
     def _container_of(self, session):
+        """The container whose namespaces the session joined: the one that owns or shares
+        every joined namespace that belongs to a container (`docker exec B` where B shares
+        A's net is B's; `nsenter -n` into that net is A's, its owner), else the first owner."""
+        common, first_owner = None, None
         for t in RUNC_JOIN_ORDER:
             ident = session.target.get(t)
-            cid = self.port.namespace_container(ident) if ident else None
-            if cid is not None:
-                return cid
-        return None
+            owner, sharers = self.port.namespace_containers(ident) if ident else (None, [])
+            if owner is None:
+                continue
+            if first_owner is None:
+                first_owner = owner
+            present = {owner, *sharers}
+            common = present if common is None else common & present
+        if common and first_owner not in common:
+            return min(common)
+        return first_owner
 
     def set_command(self, ident, command, source) -> None:
         session = self.sessions.get(int(ident))

@@ -8,7 +8,7 @@ same name.  Building a process's JSON may read its command line first
 from __future__ import annotations
 
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .schema import (ContainerDetail, Counters, GraphDiff, GraphJSON, NamespaceDetail, NamespaceJSON,
                      ProcessJSON)
@@ -29,33 +29,70 @@ def container_name(g, cid) -> Optional[str]:
     return c.get("name") if c else cid[:12]
 
 
-def namespace_container(g, ns, hosts: set) -> Optional[str]:
-    """The container id of the lowest member pid that has one (None for the host's namespaces).
-
-    In pid order, not set order: a set's order depends on its history, which a
-    replay (members rebuilt from a checkpoint) does not share, and the members read
-    here, and so the answer, must be the same live and replayed."""
-    if ns.id in hosts:
-        return None
+def member_containers(g, ns) -> List[str]:
+    """The container ids of a namespace's member processes, once each, in the order of
+    their lowest member pid (pid order, not set order: the same live and replayed)."""
     procs = g.processes.procs
-    members = ns.members
-    for pid in (members if len(members) < 2 else sorted(members)):
+    found = {}
+    for pid in sorted(ns.members):
         proc = procs.get(pid)
         if proc is not None:
             g.ensure_read(proc)
             if proc.container is not None:
-                return proc.container
-    return None
+                found.setdefault(proc.container, pid)
+    return list(found)
+
+
+def owner_by_rule(g, ns_type: str, candidates: List[str], members) -> Optional[str]:
+    """The owner among member containers when no creating event named it (a namespace
+    found by a /proc read): a container that joined another's namespace of this type
+    at creation (docker inspect's `container:X` modes) names X; else the one whose
+    init process is a member (ties: the lowest init pid); else, with no engine data
+    (cgroup paths only), the container of the lowest member pid."""
+    if not candidates:
+        return None
+    containers = g.containers
+    for cid in sorted(candidates):
+        joined = ((containers.get(cid) or {}).get("shares") or {}).get(ns_type)
+        if joined:
+            return joined
+    inits = sorted(((containers.get(cid) or {}).get("pid"), cid) for cid in candidates
+                   if (containers.get(cid) or {}).get("pid") in members)
+    return inits[0][1] if inits else candidates[0]
+
+
+def namespace_owner(g, ns, hosts: set) -> Tuple[Optional[str], List[str]]:
+    """(owner container id, sharer container ids sorted) of a namespace; (None, []) for
+    the host's.
+
+    The owner is the container whose runtime created the namespace (the creating
+    event's container, kept in its creator); else owner_by_rule.  Every other member
+    container shares it.  Deterministic: nothing here depends on set order, so the
+    answer is the same live, replayed and from a fresh snapshot."""
+    if ns.id in hosts:
+        return None, []
+    candidates = member_containers(g, ns)
+    owner = (ns.creator or {}).get("container_id") or owner_by_rule(g, ns.type, candidates, ns.members)
+    return owner, sorted(cid for cid in candidates if cid != owner)
+
+
+def namespace_container(g, ns, hosts: set) -> Optional[str]:
+    """The owning container's id (namespace_owner), None for the host's namespaces."""
+    return namespace_owner(g, ns, hosts)[0]
 
 
 def ns_json(g, ns, hosts: set) -> NamespaceJSON:
-    cid = namespace_container(g, ns, hosts)
+    cid, sharers = namespace_owner(g, ns, hosts)
     owner, parent = ns.owner, ns.parent
+    cname = container_name(g, cid)
+    if cid is not None and cid not in g.containers and (ns.creator or {}).get("container_id") == cid:
+        cname = ns.creator.get("container") or cname    # gone since: the name it had then
     return {
         "id": ns.id, "type": ns.type, "inode": ns.inode, "dev": ns.dev, "generation": ns.gen,
         "ns_id": ns.ns_id, "alive": ns.ended is None, "created": ns.created, "ended": ns.ended,
-        "creator": ns.creator, "pids": sorted(ns.members), "container": container_name(g, cid),
+        "creator": ns.creator, "pids": sorted(ns.members), "container": cname,
         "container_id": cid,
+        "sharers": [container_name(g, s) for s in sharers], "sharer_ids": sharers,
         "owner": owner.inode if owner is not None else ns.owner_inode,
         "owner_id": owner.id if owner is not None else None,
         "parent": parent.inode if parent is not None else ns.parent_inode,
@@ -178,10 +215,17 @@ def container_detail(g, name_or_id: str) -> Optional[ContainerDetail]:
         return None
     hosts = host_ids(g)
     procs = [p for p in g.processes.procs.values() if p.container == cid]
-    spaces = [ns for ns in list(g.namespaces.alive.values()) if namespace_container(g, ns, hosts) == cid]
+    owned, shared = [], []
+    for ns in list(g.namespaces.alive.values()):
+        owner, sharers = namespace_owner(g, ns, hosts)
+        if owner == cid:
+            owned.append(ns)
+        elif cid in sharers:
+            shared.append(ns)
     return {"container": dict(g.containers[cid]),
             "processes": [proc_json(g, p) for p in procs],
-            "namespaces": [ns_json(g, ns, hosts) for ns in spaces]}
+            "namespaces": [ns_json(g, ns, hosts) for ns in owned],
+            "shared": [ns_json(g, ns, hosts) for ns in shared]}
 
 
 def history(g, ns_type: Optional[str] = None) -> List[NamespaceJSON]:
