@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tracer import nstypes  # noqa: E402
 from tracer.events.event import Event  # noqa: E402
+from tracer.exitcodes import EXIT_OK  # noqa: E402
 from tracer.graph.model import NamespaceGraph  # noqa: E402
 from tracer.host.snapshot import NsInfo, ProcInfo, Snapshot  # noqa: E402
 
@@ -264,7 +265,7 @@ def main() -> int:
 
     rates(args)
     if args.rate_only:
-        return 0
+        return EXIT_OK
 
     print("== memory growth over %d events, default retention (target <= 100 MB)" % n)
     growth, peak, counters = memory_growth(n)
@@ -295,7 +296,7 @@ def main() -> int:
         print("  %5d processes: %.1f MB" % (procs, mems[procs]))
         del g, world
     print("  ratio 10k/1k: %.2f" % (mems[10000] / mems[1000]))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import pageutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from tracer.exitcodes import EXIT_NO_PRIVILEGES  # noqa: E402
+from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
 
 URL_LINE = re.compile(r"^(http://[^\s/]+/\?token=\S+)\s*$")
 TARGET_MS = 150.0
@@ -217,12 +217,12 @@ def main() -> int:
             percentile(share, 50), percentile(share, 99), max(share), len(share)))
     if not lat:
         print("no latencies measured")
-        return 1
+        return EXIT_FAILURE
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     print("kernel event -> node painted in the graph: p50 %.0f ms  p99 %.0f ms  max %.0f ms  (n=%d)" % (
         p50, p99, max(lat), len(lat)))
     print("p99 ratio to the %.0f ms target: %.2f (%s)" % (TARGET_MS, p99 / TARGET_MS, "met" if p99 <= TARGET_MS else "NOT met"))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tracer import nstypes  # noqa: E402
+from tracer.exitcodes import EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
 from tracer.host.snapshot import take_snapshot  # noqa: E402
 
 GROUPS = (
@@ -129,7 +130,7 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: the snapshot reads every process's namespace links", file=sys.stderr)
-        return 2
+        return EXIT_NO_PRIVILEGES
 
     rows = []
     for n in args.sizes:
@@ -157,7 +158,7 @@ def main() -> int:
         for key, label in (("snap", "take_snapshot()"), ("snap_nofd", "  scan_fds=False"),
                            ("snap_serial", "  workers=1"), ("lsns", "lsns -J"), ("bare", "bare readlinks")):
             print("  %-18s x%.2f" % (label, hi["med"][key] / lo["med"][key]))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

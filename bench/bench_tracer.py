@@ -34,11 +34,10 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 NSGRAPH = [sys.executable, "-m", "tracer.cli"]
 
+from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
 
-def build_workload(tmp: str) -> str:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        sys.exit("bench needs a C compiler: apt-get install gcc")
+
+def build_workload(cc: str, tmp: str) -> str:
     binary = os.path.join(tmp, "workload")
     subprocess.run([cc, "-O2", "-o", binary, os.path.join(HERE, "workload.c")], check=True)
     return binary
@@ -160,11 +159,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each rate step")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        sys.exit("run as root (loading eBPF probes)")
+        print("run as root (loading eBPF probes)", file=sys.stderr)
+        return EXIT_NO_PRIVILEGES
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        print("bench needs a C compiler: apt-get install gcc", file=sys.stderr)
+        return EXIT_FAILURE
     pairs = 2 if args.quick else args.pairs
     seconds = 2.0 if args.quick else args.seconds
     with tempfile.TemporaryDirectory() as tmp:
-        workload = build_workload(tmp)
+        workload = build_workload(cc, tmp)
         print("== start-up: nsgraph trace until 'Tracing...' (target <= 3 s)")
         s = startup(3 if args.quick else 5)
         print("   median %.2f s, max %.2f s; tracer RSS %.0f MB" % (s["median_s"], s["max_s"], s["rss_mb"]))
@@ -194,7 +198,7 @@ def main() -> int:
             print("   highest zero-loss rate: %.0f events/s" % best["achieved_per_s"])
         else:
             print("   no step ran without loss")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ import time
 
 from pageutil import poll
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tracer.exitcodes import EXIT_FAILURE, EXIT_OK  # noqa: E402
+from webapp import vocab  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(REPO, "webapp")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -132,6 +136,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         if path == "/":
             with open(os.path.join(WEB, "templates", "index.html"), "rb") as f:
                 return self._send(f.read(), "text/html; charset=utf-8")
+        if path == vocab.PATH:       # generated from Python, as nsgraph serve does
+            return self._send(vocab.render().encode(), "text/javascript")
         if path == "/static/vendor/plotly.min.js":
             with open(plotly_js(), "rb") as f:
                 return self._send(f.read(), "text/javascript")
@@ -140,7 +146,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         if path == "/api/graph":
             return self._send(self.graph_body, "application/json")
         if path == "/api/events":
-            return self._send(b"[]", "application/json")
+            return self._send(b'{"events": [], "last_seq": 0}', "application/json")
         if path == "/api/demos":
             return self._send(b'{"scenarios": [], "read_only": true}', "application/json")
         if path == "/stream":
@@ -164,7 +170,7 @@ def main() -> int:
     args = ap.parse_args()
     if not os.path.exists(args.chromium):
         print("Chromium not found at %s (apt-get install chromium)" % args.chromium, file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     from playwright.sync_api import sync_playwright
 
     graph = synthetic_graph(args.nodes)
@@ -216,7 +222,7 @@ def main() -> int:
     print("live update of the fully drawn graph (50 changes): %.0f ms to paint (Plotly.react %.0f ms)" % (u["paint"], u["react"]))
     print("first render ratio to the %.0f ms target: %.2f (%s)" % (TARGET_S * 1000, worst / (TARGET_S * 1000),
                                                                  "met" if worst <= TARGET_S * 1000 else "NOT met"))
-    return 0
+    return EXIT_OK
 
 
 def measure_update(page, graph) -> dict:

@@ -44,26 +44,17 @@ EVENT_RE = re.compile(rb'event: event\ndata: \{"kind":"\w+","ts":"([^"]+)","seq"
 
 # -- the server side ------------------------------------------------------------------------------
 
-class BenchService:
-    """What NsgraphService offers the web layer, around a real NamespaceGraph."""
+class Feed:
+    """What the collector does with each decoded event: the graph applies it and the
+    SSE hub queues it (the two subscribers NsgraphService wires up)."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, hub):
         self.graph = graph
-        self.collector = self
-        self.store = None
-        self.status = {"state": "running", "progress": "benchmark"}
-        self._subscribers = []
-
-    def subscribe(self, callback):
-        if getattr(callback, "__name__", "") == "on_event":
-            self._subscribers.append(callback)   # collector.subscribe(event callback)
-        else:
-            self.graph.subscribe(callback)       # service.subscribe(version callback)
+        self.hub = hub
 
     def emit(self, event):
         self.graph.apply(event)
-        for cb in self._subscribers:
-            cb(event)
+        self.hub.on_event(event)
 
 
 def build_graph():
@@ -108,7 +99,7 @@ def event_stream():
         yield make("exit", pid, exit_code=0)
 
 
-def produce(service, rate, seconds, stop, sent):
+def produce(feed, rate, seconds, stop, sent):
     gen = event_stream()
     start = time.monotonic()
     batch = max(1, rate // 200)           # 5 ms worth of events per step
@@ -119,7 +110,7 @@ def produce(service, rate, seconds, stop, sent):
             break
         due = int(elapsed * rate) + batch
         while n < due:
-            service.emit(next(gen))
+            feed.emit(next(gen))
             n += 1
         sleep = (n / rate) - (time.monotonic() - start)
         if sleep > 0:
@@ -182,16 +173,18 @@ def pct(values, p):
 def bench_stream(n_clients, rate, seconds):
     from werkzeug.serving import make_server
 
+    from tracer.service import NsgraphService
     from webapp import create_app
     from webapp.config import WebConfig
 
     import logging
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     graph = build_graph()
-    service = BenchService(graph)
+    service = NsgraphService().use_graph(graph)
     app = create_app(WebConfig(token=TOKEN, port=0), service=service)
     state = app.extensions["nsgraph"]
     state.start()
+    feed = Feed(graph, state.hub)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     port = server.server_port
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -209,7 +202,7 @@ def bench_stream(n_clients, rate, seconds):
     stop = threading.Event()
     sent = {}
     cpu0 = os.times()
-    produce(service, rate, seconds, stop, sent)
+    produce(feed, rate, seconds, stop, sent)
     cpu1 = os.times()
     results = [queue.get(timeout=seconds + 30) for _ in procs]
     for p in procs:

@@ -3,12 +3,17 @@
 Tests live in lanes, one folder each, by their heaviest requirement; the lane
 decides the markers (pytest_collection_modifyitems below), so that `-m` selects
 what a machine can run:
-  tests/unit     pure logic: no root, Docker or browser (`pytest tests/unit`)
-  tests/kernel   root and the running kernel (eBPF, /proc, nsfs): root, kernel
-  tests/docker   root and a running Docker engine: root, docker
-  tests/browser  root, Chromium and Playwright: root, browser
-  tests/infra    the Vagrantfile, provisioning and the VM kernel matrix: their own
-                 vm / provision markers, set in the files
+  tests/unit     pure logic: no root, Docker, browser or VM (`pytest tests/unit`,
+                 under a minute, as any user)
+  tests/kernel   the running kernel (eBPF, /proc, nsfs, its BTF): kernel
+  tests/docker   a running Docker engine: docker
+  tests/browser  Chromium and Playwright: browser
+  tests/infra    the Vagrantfile, provisioning, the VM kernel matrix (their own vm /
+                 provision markers, set in the files), and the unit lane run as nobody
+`root` means "needs root", and is derived, not declared: a test gets it when it
+uses the `root` fixture (directly or through live_events, docker_client...), the
+one place that checks for root, or boots a VM (`vm`: debootstrap and chroot).
+So `pytest -m "not root"` runs, as an ordinary user, everything that can.
 The kernel lane also runs inside the Debian 12 VM (scripts/vm/guest-run.sh),
 except tests marked host_only.
 
@@ -32,15 +37,21 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Lane folder -> the markers every test in it gets.
 LANE_MARKERS = {
     "unit": (),
-    "kernel": ("root", "kernel"),
-    "docker": ("root", "docker"),
-    "browser": ("root", "browser"),
+    "kernel": ("kernel",),
+    "docker": ("docker",),
+    "browser": ("browser",),
     "infra": (),
 }
+# Fixtures that need root, Docker or a browser: a unit test using one is in the wrong lane.
+HEAVY_FIXTURES = ("root", "live_events", "docker_client", "chromium_path")
+# Markers whose tests need root without the `root` fixture (its BCC check does not apply).
+ROOT_MARKERS = ("vm",)
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def pytest_collection_modifyitems(config, items):
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers added here
+def pytest_collection_modifyitems(items):
+    misplaced = []
     for item in items:
         lane = os.path.relpath(str(item.path), TESTS).split(os.sep, 1)[0]
         if lane not in LANE_MARKERS:
@@ -48,6 +59,14 @@ def pytest_collection_modifyitems(config, items):
                                     % (item.path, "/, tests/".join(LANE_MARKERS)))
         for name in LANE_MARKERS[lane]:
             item.add_marker(name)
+        fixtures = getattr(item, "fixturenames", ())
+        if lane == "unit" and any(f in fixtures for f in HEAVY_FIXTURES):
+            misplaced.append(item.nodeid)
+        if "root" in fixtures or any(item.get_closest_marker(m) for m in ROOT_MARKERS):
+            item.add_marker("root")
+    if misplaced:
+        raise pytest.UsageError("unit tests that need root, Docker or a browser (move them to "
+                                "tests/kernel, tests/docker or tests/browser): %s" % ", ".join(misplaced))
 
 
 def require(condition: bool, reason: str) -> None:
@@ -95,10 +114,9 @@ def root():
 @pytest.fixture(scope="session")
 def docker_client(root):
     """A client for a running Docker engine."""
+    from tracer.containers.docker_client import WORK_TIMEOUT, docker_client as make_client
     try:
-        import docker
-        client = docker.from_env(timeout=60)
-        client.ping()
+        client = make_client(WORK_TIMEOUT, ping=True)
     except Exception as exc:  # docker.errors.DockerException, connection errors
         require(False, "Docker engine not reachable (%s); scripts/setup.sh test starts dockerd" % exc)
     return client

@@ -11,12 +11,14 @@ import argparse
 import importlib
 import sys
 
+from . import exitcodes
 from .exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 # Subcommand modules and the commands each registers, in `nsgraph --help` order.
 SUBCOMMANDS = (
     ("tracer.commands.trace", ("trace",)),
     ("tracer.commands.snapshot", ("snapshot",)),
+    ("tracer.commands.inspect", ("inspect",)),
     ("tracer.commands.record", ("record", "replay")),
     ("tracer.commands.doctor", ("doctor",)),
     ("webapp.commands.demo_image", ("demo-image",)),
@@ -30,9 +32,12 @@ examples:
   nsgraph trace                   # stream namespace events (clone/unshare/setns)
   nsgraph trace --json --procs    # JSON Lines, including fork/exec/exit
   nsgraph snapshot                # lsns-like table with containers and hierarchy
+  nsgraph inspect --compare --host --container myapp --type uts,net,pid
+                                  # what the host and a container see, side by side
   nsgraph serve                   # the live dashboard on http://127.0.0.1:5000
   nsgraph doctor                  # check that this machine can trace
-"""
+
+""" + exitcodes.HELP + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,13 +32,17 @@ SLOT_TYPE = {slot: slot.replace("_for_children", "") for slot in NS_SLOTS}
 CHILDREN_SLOT = {"pid": "pid_for_children", "time": "time_for_children"}
 
 # How tables and the dashboard list types: owners first (user, pid), then the rest.
-# webapp/static/js/colors.js NS_TYPES has the same order.
+# The dashboard gets it as NS_TYPES from /static/js/vocab.js (webapp/vocab.py).
 DISPLAY_ORDER = ("user", "pid", "mnt", "net", "uts", "ipc", "cgroup", "time")
 
-# The order runc's `runc:[1:CHILD]` joins a container's namespaces during `docker exec`
-# (ipc, uts, net, pid, mnt), then the types runc does not join by default.  A join
-# session's target namespaces are tried in this order to find its container.
-RUNC_JOIN_ORDER = ("ipc", "uts", "net", "pid", "mnt", "user", "cgroup", "time")
+# The namespaces Docker gives every container of its own (and `docker exec` joins), in the
+# order runc's `runc:[1:CHILD]` joins them during `docker exec`.  (cgroup too on cgroup v2
+# hosts; user only with userns-remap.)
+CONTAINER_TYPES = ("ipc", "uts", "net", "pid", "mnt")
+
+# CONTAINER_TYPES, then the types runc does not join by default.  A join session's target
+# namespaces are tried in this order to find its container.
+RUNC_JOIN_ORDER = CONTAINER_TYPES + ("user", "cgroup", "time")
 
 # Namespace flags shared by clone, clone3 and unshare, and setns's nstype
 # (and the answer of the NS_GET_NSTYPE ioctl).

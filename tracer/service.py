@@ -74,6 +74,18 @@ class NsgraphService:
         """callback(version) after every graph change (any thread; keep it quick)."""
         self._listeners.append(callback)
 
+    def use_graph(self, graph: NamespaceGraph, store=None) -> "NsgraphService":
+        """Serve a graph built elsewhere instead of tracing: a replayed recording, tests,
+        benchmarks.  No probes and no /proc maintenance; `store` is a HistoryStore the
+        caller has attached to the graph, if any.  The state is "running" and version
+        callbacks work as after start()."""
+        self.graph = graph
+        self.store = store
+        graph.subscribe(self._on_version)
+        self.status.state = "running"
+        self.status.progress = "serving a graph built without the tracer"
+        return self
+
     def _on_version(self, version) -> None:
         for cb in list(self._listeners):
             try:

@@ -13,6 +13,7 @@ from .demos import DemoError
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_EVENTS = 5000
+RUNS_LISTED = 50
 
 
 def _state():
@@ -23,8 +24,8 @@ def _not_ready():
     state = _state()
     status = state.status()
     response = jsonify({"error": "the graph is not ready yet (state %s: %s); watch /api/status"
-                        % (status.get("state"), status.get("progress") or "starting"),
-                        "state": status.get("state"), "status": 503})
+                        % (status["state"], status["progress"] or "starting"),
+                        "state": status["state"], "status": 503})
     response.status_code = 503
     response.headers["Retry-After"] = "1"
     return response
@@ -107,79 +108,38 @@ def events():
     return jsonify({"events": items, "last_seq": items[-1].get("seq") if items else since})
 
 
-def _graph_or_none():
-    return _state().graph_json()
+def _lookup(find, key, missing: str):
+    """One detail lookup of the graph (GraphReader.namespace/process/container/join)."""
+    graph = _state().graph()
+    if graph is None:
+        return _not_ready()
+    found = find(graph, key)
+    if found is None:
+        return error(404, missing)
+    return jsonify(found)
 
 
 @bp.route("/namespace/<path:ns_id>")
 def namespace(ns_id):
-    data = _graph_or_none()
-    if data is None:
-        return _not_ready()
-    by_id = {n.get("id"): n for n in data.get("namespaces", [])}
-    ns = by_id.get(ns_id)
-    if ns is None:
-        return error(404, "no namespace %r in the graph (ids look like net:4:4026531840:0)" % ns_id[:100])
-    members = [p for p in data.get("processes", []) if ns_id in (p.get("ns") or {}).values()]
-    children = [n for n in data.get("namespaces", [])
-                if n.get("parent_id") == ns_id or n.get("owner_id") == ns_id]
-    joins = [j for j in data.get("joins", []) if ns_id in (j.get("target") or {}).values()]
-    return jsonify({"namespace": ns, "members": members, "children": children,
-                    "owner": by_id.get(ns.get("owner_id")), "parent": by_id.get(ns.get("parent_id")),
-                    "joins": joins, "is_host": ns_id in (data.get("host_ns") or {}).values()})
+    """A NamespaceDetail: the namespace and its member processes."""
+    return _lookup(lambda g, k: g.namespace(k), ns_id,
+                   "no namespace %r in the graph (ids look like net:4:4026531840:0)" % ns_id[:100])
 
 
 @bp.route("/process/<int:pid>")
 def process(pid):
-    data = _graph_or_none()
-    if data is None:
-        return _not_ready()
-    proc = next((p for p in data.get("processes", []) if p.get("pid") == pid), None)
-    if proc is None:
-        return error(404, "no process %d in the graph (it may have exited)" % pid)
-    by_id = {n.get("id"): n for n in data.get("namespaces", [])}
-    host = data.get("host_ns") or {}
-    ns = proc.get("ns") or {}
-    return jsonify({"process": proc,
-                    "namespaces": {t: by_id.get(i) for t, i in ns.items()},
-                    "host_ns": host,
-                    "same_as_host": {t: host.get(t) == i for t, i in ns.items()}})
+    return _lookup(lambda g, k: g.process(k), pid, "no process %d in the graph (it may have exited)" % pid)
 
 
 @bp.route("/container/<name>")
 def container(name):
-    data = _graph_or_none()
-    if data is None:
-        return _not_ready()
-    found = None
-    for c in data.get("containers", []):
-        cid = c.get("id") or ""
-        if c.get("name") == name or cid == name or (len(name) >= 12 and cid.startswith(name)):
-            found = c
-            break
-    if found is None:
-        return error(404, "no container %r in the graph" % name[:100])
-    cname = found.get("name")
-    procs = [p for p in data.get("processes", []) if p.get("container") in (cname, found.get("id"))]
-    ids = {i for p in procs for i in (p.get("ns") or {}).values()}
-    namespaces = [n for n in data.get("namespaces", [])
-                  if n.get("id") in ids or n.get("container") == cname]
-    joins = [j for j in data.get("joins", []) if j.get("container") == cname]
-    return jsonify({"container": found, "processes": procs, "namespaces": namespaces, "joins": joins,
-                    "host_ns": data.get("host_ns") or {}})
+    """A ContainerDetail: the container, its processes and namespaces (by name or id prefix)."""
+    return _lookup(lambda g, k: g.container(k), name, "no container %r in the graph" % name[:100])
 
 
-@bp.route("/join/<join_id>")
+@bp.route("/join/<int:join_id>")
 def join(join_id):
-    data = _graph_or_none()
-    if data is None:
-        return _not_ready()
-    found = next((j for j in data.get("joins", []) if str(j.get("id")) == join_id), None)
-    if found is None:
-        return error(404, "no join session %r in the graph" % join_id[:100])
-    by_id = {n.get("id"): n for n in data.get("namespaces", [])}
-    return jsonify({"join": found,
-                    "namespaces": {t: by_id.get(i) for t, i in (found.get("target") or {}).items()}})
+    return _lookup(lambda g, k: g.join(k), join_id, "no join session %d in the graph" % join_id)
 
 
 @bp.route("/history/graph")
@@ -192,68 +152,34 @@ def history_graph():
     if at != at or at < 0 or at > time.time() + 86400:  # NaN, negative, far future
         return error(400, "at=%r is not a usable time" % raw[:40])
     service = _state().service
-    store = getattr(service, "store", None) if service is not None else None
+    store = service.store if service is not None else None
     if store is None:
         return error(503, "no event store: start nsgraph serve with --db PATH to keep history")
-    for name in ("graph_at", "state_at", "graph_json_at"):
-        method = getattr(store, name, None)
-        if callable(method):
-            result = method(at)
-            if result is None:
-                return error(404, "no history at %s (before the first record?)" % raw[:40])
-            if hasattr(result, "to_json"):
-                result = result.to_json()
-            return jsonify(result)
-    return error(501, "this event store cannot rebuild past graphs")
+    data = store.graph_json_at(at)
+    if data is None:
+        return error(404, "no history at %s (before the first record?)" % raw[:40])
+    return jsonify(data)
 
 
 @bp.route("/export.json")
 def export_json():
-    data = _graph_or_none()
+    data = _state().graph_json()
     if data is None:
         return _not_ready()
     response = Response(json.dumps(data, indent=1, default=str), mimetype="application/json")
-    response.headers["Content-Disposition"] = 'attachment; filename="nsgraph-%s.json"' % data.get("version")
+    response.headers["Content-Disposition"] = 'attachment; filename="nsgraph-%s.json"' % data["version"]
     return response
 
 
 @bp.route("/export.dot")
 def export_dot():
-    state = _state()
-    graph = state.graph()
+    graph = _state().graph()
     if graph is None:
         return _not_ready()
-    to_dot = getattr(graph, "to_dot", None)
-    text = to_dot() if callable(to_dot) else graph_to_dot(state.graph_json())
-    response = Response(text, mimetype="text/vnd.graphviz")
-    response.headers["Content-Disposition"] = 'attachment; filename="nsgraph-%s.dot"' % graph.version
+    version = graph.version
+    response = Response(graph.to_dot(), mimetype="text/vnd.graphviz")
+    response.headers["Content-Disposition"] = 'attachment; filename="nsgraph-%s.dot"' % version
     return response
-
-
-def _dot_quote(value) -> str:
-    return '"%s"' % str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
-def graph_to_dot(data: dict) -> str:
-    """Graphviz text: namespaces, processes, ownership, parents, membership."""
-    out = ["digraph nsgraph {", "  rankdir=LR;", "  node [fontname=\"sans-serif\"];"]
-    for ns in data.get("namespaces", []):
-        label = "%s\\n%s" % (ns.get("type"), ns.get("inode"))
-        if ns.get("container"):
-            label += "\\n%s" % ns.get("container")
-        out.append("  %s [shape=box,label=%s%s];" % (
-            _dot_quote(ns.get("id")), _dot_quote(label), "" if ns.get("alive", True) else ",style=dashed"))
-        if ns.get("owner_id"):
-            out.append("  %s -> %s [label=owner];" % (_dot_quote(ns.get("id")), _dot_quote(ns["owner_id"])))
-        if ns.get("parent_id"):
-            out.append("  %s -> %s [label=parent];" % (_dot_quote(ns.get("id")), _dot_quote(ns["parent_id"])))
-    for p in data.get("processes", []):
-        pid = "pid:%s" % p.get("pid")
-        out.append("  %s [shape=ellipse,label=%s];" % (_dot_quote(pid), _dot_quote("%s %s" % (p.get("pid"), p.get("comm")))))
-        for ns_id in (p.get("ns") or {}).values():
-            out.append("  %s -> %s;" % (_dot_quote(pid), _dot_quote(ns_id)))
-    out.append("}")
-    return "\n".join(out) + "\n"
 
 
 # -- demos ------------------------------------------------------------------------------
@@ -281,10 +207,7 @@ def demos_cleanup():
 
 @bp.route("/demos/runs")
 def demo_runs():
-    state = _state()
-    with state.demos._lock:
-        ids = list(state.demos._runs)
-    return jsonify({"runs": [state.demos.run_json(i) for i in ids[-50:]]})
+    return jsonify({"runs": _state().demos.recent_runs(RUNS_LISTED)})
 
 
 @bp.route("/demos/runs/<run_id>")

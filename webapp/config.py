@@ -11,9 +11,6 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
 def is_loopback(host: str) -> bool:
     """True for names and addresses that only this machine can reach."""
     host = host.strip("[]").lower()
@@ -72,7 +69,7 @@ class WebConfig:
         """
         if not host_header:
             return False
-        name = _host_name(host_header)
+        name = host_header_name(host_header)
         if name is None:
             return False
         if is_loopback(name):
@@ -87,7 +84,7 @@ class WebConfig:
         return False
 
 
-def _host_name(host_header: str) -> Optional[str]:
+def host_header_name(host_header: str) -> Optional[str]:
     """The name part of a Host header, lower-cased, or None when malformed."""
     value = host_header.strip().lower()
     if not value or any(c.isspace() for c in value) or "/" in value or "@" in value:

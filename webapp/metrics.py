@@ -89,6 +89,11 @@ def render(state) -> str:
              hub.resyncs_sent)
     w.metric("nsgraph_sse_max_lag_messages", "gauge", "the largest backlog a client had (messages)",
              hub.max_lag)
+    w.metric("nsgraph_sse_backlog_messages", "gauge", "SSE messages held for clients (bounded)",
+             hub.backlog)
+    w.metric("nsgraph_sse_events_unencodable_total", "counter",
+             "trace events left out of the stream because they could not be encoded (a bug: see the log)",
+             hub.events_unencodable)
     w.metric("nsgraph_http_rejected_total", "counter", "requests refused by the security checks",
              [({"reason": r}, state.counters[r]) for r in
               ("rejected_host", "rejected_auth", "rejected_origin", "rejected_body")])

@@ -29,25 +29,18 @@ import json
 import logging
 import threading
 import time
+import itertools
 from typing import Callable, Optional
 
 from flask import Blueprint, Response, current_app, request
+
+from .contract import GraphReader, Service
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("stream", __name__)
 
 STATUS_EVERY_S = 2.0
-
-
-def _counters(graph):
-    snapshot = getattr(graph, "counters_snapshot", None)
-    if callable(snapshot):
-        try:
-            return snapshot()
-        except Exception:
-            return None
-    return None
 
 
 def sse_message(kind: str, data, msg_id=None) -> str:
@@ -64,7 +57,7 @@ def sse_message(kind: str, data, msg_id=None) -> str:
 
 
 class StreamHub:
-    def __init__(self, service, config, status_fn: Callable[[], dict]):
+    def __init__(self, service: Optional[Service], config, status_fn: Callable[[], dict]):
         self.service = service
         self.config = config
         self._status_fn = status_fn
@@ -87,6 +80,7 @@ class StreamHub:
         self.resyncs_sent = 0
         self.published = 0
         self.max_lag = 0                         # messages, worst seen since start
+        self.events_unencodable = 0
 
     # -- publishing ----------------------------------------------------------
 
@@ -158,14 +152,18 @@ class StreamHub:
         self._publish_events()
         self._publish_diff()
 
+    def _graph(self) -> Optional[GraphReader]:
+        return self.service.graph if self.service is not None else None
+
     def _attach(self) -> None:
         service = self.service
         if service is None:
             return
-        if not self._subscribed and hasattr(service, "subscribe"):
+        if not self._subscribed:
             service.subscribe(self.on_version)
             self._subscribed = True
-        collector = getattr(service, "collector", None)
+        # The collector exists only once the service has started it.
+        collector = service.collector
         if collector is not None and collector is not self._collector_attached:
             collector.subscribe(self.on_event)
             self._collector_attached = collector
@@ -190,14 +188,16 @@ class StreamHub:
                 break
             try:
                 obj = event.to_json()
-            except Exception:
+            except Exception:   # a bug in an Event: say so, and keep streaming the others
+                self.events_unencodable += 1
+                log.exception("trace event %r could not be encoded for the stream", event)
                 continue
             self.events.append(obj)
             texts.append(sse_message("event", obj))
         self._append(texts)
 
     def _publish_diff(self) -> None:
-        graph = getattr(self.service, "graph", None) if self.service is not None else None
+        graph = self._graph()
         if graph is None:
             return
         version = graph.version
@@ -216,21 +216,22 @@ class StreamHub:
             self.publish("resync", {"version": version, "reason": "graph history too short"})
             self.graph_version = version
             return
-        counters = _counters(graph)
-        if counters is not None and "counters" not in diff:
-            diff["counters"] = counters
-        self.publish("diff", diff, msg_id=diff.get("version", version))
-        self.graph_version = diff.get("version", version)
+        # The page's counters ride along with the diff (a GraphDiff plus "counters").
+        message = dict(diff, counters=graph.counters_snapshot())
+        self.publish("diff", message, msg_id=diff["version"])
+        self.graph_version = diff["version"]
 
     # -- clients -------------------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Messages held in the shared ring (at most sse_ring_size, whatever the clients do)."""
+        with self._cond:
+            return len(self._ring)
 
     def recent_events(self, since_seq: int = 0, limit: int = 500) -> list:
         out = [e for e in list(self.events) if e.get("seq", 0) > since_seq]
         return out[-limit:] if limit else []
-
-    def head(self) -> int:
-        with self._cond:
-            return self._next
 
     def client_stream(self, since_version: Optional[int]):
         """A generator of SSE text for one client; its `finally` frees the slot."""
@@ -255,7 +256,7 @@ class StreamHub:
                     else:
                         lagged = False
                         skip = cursor - oldest
-                        chunk = [t for n, t in _islice(self._ring, skip)]
+                        chunk = [t for n, t in itertools.islice(self._ring, skip, None)]
                     lag = head - cursor
                     if lag > self.max_lag:
                         self.max_lag = lag
@@ -272,12 +273,12 @@ class StreamHub:
             with self._cond:
                 self.open_streams -= 1
 
-    def _version(self):
-        graph = getattr(self.service, "graph", None) if self.service is not None else None
-        return getattr(graph, "version", None)
+    def _version(self) -> Optional[int]:
+        graph = self._graph()
+        return graph.version if graph is not None else None
 
     def _initial(self, since_version: Optional[int]) -> str:
-        graph = getattr(self.service, "graph", None) if self.service is not None else None
+        graph = self._graph()
         if graph is None:
             return sse_message("resync", {"version": None, "reason": "graph not ready yet"})
         if since_version is None:
@@ -295,12 +296,7 @@ class StreamHub:
         if diff is None:
             self.resyncs_sent += 1
             return sse_message("resync", {"version": version, "reason": "version %d is too old" % since_version})
-        return sse_message("diff", diff, msg_id=diff.get("version", version))
-
-
-def _islice(ring, skip):
-    import itertools
-    return itertools.islice(ring, skip, None)
+        return sse_message("diff", diff, msg_id=diff["version"])
 
 
 def _since_version() -> Optional[int]:

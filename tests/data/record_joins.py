@@ -135,9 +135,9 @@ def dump(truth) -> str:
 
 
 def main():
-    import docker
+    from tracer.containers.docker_client import WORK_TIMEOUT, docker_client
     from webapp.demos.image import ensure_demo_image
-    client = docker.from_env()
+    client = docker_client(WORK_TIMEOUT)
     image = ensure_demo_image(client)
     name = "nsgtest-joins-%s" % uuid.uuid4().hex[:8]
     netns = name + "-x"
@@ -166,7 +166,6 @@ def main():
         time.sleep(0.5)
         scenarios = {}
         subprocess.run(["docker", "exec", name, "ps", "aux"], check=True, capture_output=True)
-        t1 = time.time()
         scenarios["docker_exec"] = {"argv": ["docker", "exec", name, "ps", "aux"], "command": "ps aux"}
         time.sleep(1.2)
         p = subprocess.run(["nsenter", "-t", str(init), "-a", "hostname"], check=True, capture_output=True,

@@ -15,10 +15,11 @@ import uuid
 
 import pytest
 
-from tests.kernel.test_web_api import TOKEN, FakeService
+from tracer.service import NsgraphService, ServiceConfig
 from webapp import create_app
 from webapp.config import WebConfig
 from webapp.demos import EXPIRES_LABEL, LAUNCHER_LABEL, SCENARIOS, DemoManager, container_options
+from web_fixtures import TOKEN, World, serving
 
 NS_LINK = re.compile(r"(\w+) -> (\w+):\[(\d+)\]")
 NS_READLINK = re.compile(r"^(\w+):\[(\d+)\]$", re.M)
@@ -150,7 +151,7 @@ def test_through_http_launch_poll_and_cleanup(docker_client):
     name = "nsgtest-web-%s-myapp" % uuid.uuid4().hex[:6]
     cfg = WebConfig(token=TOKEN)
     demos = DemoManager(cfg, myapp_name=name)
-    app = create_app(cfg, service=FakeService(), demos=demos)
+    app = create_app(cfg, service=serving(World()), demos=demos)
     client = app.test_client()
     client.get("/?token=" + TOKEN)
     same = {"Sec-Fetch-Site": "same-origin"}
@@ -236,15 +237,6 @@ def test_unshare_then_nsenter_join(root):
 
 # -- with the real tracer service: the namespaces a run created or joined ------------------------------
 
-def _real_service():
-    try:
-        from tracer import service as module
-    except ImportError as exc:
-        pytest.fail("tracer/service.py does not exist yet (%s): this end-to-end check needs it" % exc)
-    config_cls = getattr(module, "ServiceConfig", None)
-    return module.NsgraphService(config_cls() if config_cls else {})
-
-
 def _wait_ns(demos, run_id, predicate, limit_s=10.0):
     deadline = time.time() + limit_s
     run = demos.run_json(run_id)
@@ -256,26 +248,36 @@ def _wait_ns(demos, run_id, predicate, limit_s=10.0):
     return run
 
 
-def test_real_service_highlights_created_and_joined_namespaces(root, docker_client):
-    service = _real_service()
+def test_real_service_highlights_created_and_joined_namespaces(root, docker_client, tmp_path):
+    # Never the machine-wide default history database: other runs share it.
+    service = NsgraphService(ServiceConfig(db=str(tmp_path / "history.db")))
     name = "nsgtest-web-%s-myapp" % uuid.uuid4().hex[:6]
     cfg = WebConfig(token=TOKEN)
     demos = DemoManager(cfg, myapp_name=name)
     app = create_app(cfg, service=service, demos=demos)
     state = app.extensions["nsgraph"]
     try:
-        service.start(lambda m: None)
+        assert service.start(lambda m: None), service.status.to_json()
         state.start()
+
+        def created_nets(r) -> set:
+            """Inodes of the net namespaces the run says it created, as the graph knows them."""
+            ids = {n["id"]: n for n in state.graph_json()["namespaces"]}
+            return {ids[i]["inode"] for i in r["namespaces"]["created"] if i in ids and ids[i]["type"] == "net"}
+
         run = run_ok(demos, "ls-ns")
         net_inode = listed_links(run["output"])["net"]
+        run = _wait_ns(demos, run["id"], lambda r: net_inode in created_nets(r))
+        assert created_nets(run) == {net_inode}, run["namespaces"]
 
-        def created_net(r):
-            graph = state.graph_json()
-            ids = {n["id"]: n for n in graph["namespaces"]}
-            return any(ids.get(i, {}).get("type") == "net" and ids[i]["inode"] == net_inode
-                       for i in r["namespaces"]["created"])
-        run = _wait_ns(demos, run["id"], created_net)
-        assert created_net(run), run["namespaces"]
+        # Two demos at once: each is credited with its own namespaces only (ground
+        # truth: the inode each container printed of its own /proc/self/ns/net).
+        first, second = demos.launch("ls-ns"), demos.launch("ls-ns")
+        runs = [wait_run(demos, first.id), wait_run(demos, second.id)]
+        nets = [listed_links(r["output"])["net"] for r in runs]
+        assert nets[0] != nets[1]
+        runs = [_wait_ns(demos, r["id"], lambda x, n=n: n in created_nets(x)) for r, n in zip(runs, nets)]
+        assert [created_nets(r) for r in runs] == [{nets[0]}, {nets[1]}], [r["namespaces"] for r in runs]
 
         run = run_ok(demos, "exec-myapp")
         pid = docker_client.containers.get(name).attrs["State"]["Pid"]
@@ -288,7 +290,13 @@ def test_real_service_highlights_created_and_joined_namespaces(root, docker_clie
             return all(got.get(t) == inode for t, inode in want.items())
         run = _wait_ns(demos, run["id"], joined_all)
         assert joined_all(run), run["namespaces"]
-        assert run["joins"], "no join session attributed to the docker exec run"
+        # The join session is the run's by the exec'd command's pid (docker exec inspect).
+        graph = state.graph_json()
+        sessions = [j for j in graph["joins"] if j["id"] in run["joins"]]
+        assert len(sessions) == 1 and sessions[0]["exec_pid"] in run["pids"], (run["joins"], run["pids"])
+        assert {t: sessions[0]["target"][t] for t in want} == {
+            t: next(n["id"] for n in graph["namespaces"] if n["type"] == t and n["inode"] == inode and n["alive"])
+            for t, inode in want.items()}
     finally:
         state.stop()
         demos.cleanup()

@@ -2,7 +2,7 @@
 /proc/<pid>/ns, `ip netns` and `docker inspect` (root, real Docker).
 
 Processes start and exit while lsns runs (the machine is shared), so lsns is
-bracketed by two `nsgraph snapshot --json` runs, as tests/test_snapshot_live.py
+bracketed by two `nsgraph snapshot --json` runs, as tests/kernel/test_snapshot_live.py
 does for the snapshot layer: a count must lie between the members present in
 both runs and those present in either (exact for a namespace nobody entered or
 left).  The nsgraph processes themselves are left out of their own results:

@@ -136,7 +136,7 @@ class Container:
 def run_provision(name: str, host_port: int) -> tuple[int, str, float]:
     started = time.monotonic()
     # As Vagrant's shell provisioner does it: an uploaded copy in /tmp, with the
-    # Vagrantfile's environment (tests/test_vagrant.py checks that it sets these).
+    # Vagrantfile's environment (tests/infra/test_vagrant.py checks that it sets these).
     proc = subprocess.Popen(["docker", "exec", "-e", "NSGRAPH_REPO=/opt/nsgraph",
                              "-e", "NSGRAPH_URL_PORT=%d" % host_port, name, "sh", "-c",
                              "install -m 0755 /opt/nsgraph/scripts/provision.sh /tmp/vagrant-shell && "

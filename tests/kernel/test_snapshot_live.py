@@ -258,4 +258,7 @@ def test_snapshot_during_process_churn_never_raises(root):
     finally:
         os.killpg(churn.pid, 9)
         churn.wait()
-    assert seen <= {"vanished", "permission", "zombie", "partial", "permission_detail", "changed"}, seen
+    # ns_unreadable: every member of a namespace exited before it could be opened (on a shared
+    # machine, someone else's short-lived namespace): counted, as the snapshot promises.
+    assert seen <= {"vanished", "permission", "zombie", "partial", "permission_detail", "changed",
+                    "ns_unreadable"}, seen

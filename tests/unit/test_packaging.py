@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,10 +11,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_wheel_ships_probes_and_web_assets(tmp_path):
+    # Build from a copy of what the wheel is made of: setuptools writes build/ and
+    # *.egg-info next to the sources, and the unit lane leaves the checkout as it found it
+    # (it may be read-only: tests/infra/test_unit_lane.py runs it so).
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO, name), source)
+    for package in ("tracer", "webapp", "ebpf"):
+        shutil.copytree(os.path.join(REPO, package), source / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
     wheels = tmp_path / "wheels"
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(wheels), REPO], check=True, timeout=300)
+                    "-w", str(wheels), str(source)], check=True, timeout=300)
     wheel = next(wheels.glob("nsgraph-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, timeout=300)

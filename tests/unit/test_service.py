@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from synthetic import HOST, ev, fresh_graph, with_
+from synthetic import HOST, ev, fresh_graph, host_snapshot, with_
 
 from tracer import nstypes
 from tracer.containers.exec_hints import DockerExecHints
@@ -18,8 +18,8 @@ CONTAINER = {"id": CID, "name": "web", "image": "nsgraph-demo:latest", "runtime"
 INSIDE = with_(HOST, net=201, uts=202)
 
 
-def service_with_a_container():
-    svc = NsgraphService(ServiceConfig(db="none", docker=False, reconcile_s=3600))
+def service_with_a_container(**config):
+    svc = NsgraphService(ServiceConfig(db="none", docker=False, reconcile_s=3600, **config))
     g = fresh_graph(pids=(1, 50))
     g.apply_ops([{"op": "proc", "pid": 60, "ppid": 1, "uid": 0, "comm": "sleep", "cmdline": ["sleep", "300"],
                   "cgroup": "0::/docker/" + CID, "ns": INSIDE, "container": CONTAINER, "ts": 1.0},
@@ -66,3 +66,35 @@ def test_tick_closes_quiet_sessions_and_names_docker_exec_commands():
 
     svc.tick()                                      # nothing left to do: nothing journaled
     assert [kind for kind, _ in journal if kind == "ops"] == ["ops"]
+
+
+def test_tick_reconciles_a_graph_that_needs_repair_and_otherwise_settles_its_orphans():
+    svc, g = service_with_a_container(settle_s=0.0)
+    calls = []
+
+    def reconcile(since_version=None, full=True):
+        # The service's one /proc read, given a snapshot of this synthetic host instead:
+        # the decision is the tick's, the repair the real graph's.
+        calls.append(full)
+        return g.reconcile(host_snapshot(pids=(1, 50), taken_at=time.time()),
+                           since_version=g.version, full=full)
+
+    svc.reconcile = reconcile
+    svc.tick()
+    assert calls == []                              # nothing orphaned, nothing lost
+
+    g.apply(ev("exit", 60, ns=INSIDE))              # the container's only process: net:201, uts:202 orphaned
+    assert g.orphans == 2
+    svc.tick()
+    assert calls == [False] and g.orphans == 0
+    alive = {(n["type"], n["inode"]) for n in g.to_json()["namespaces"] if n["alive"]}
+    assert ("net", 201) not in alive and ("uts", 202) not in alive and ("net", 102) in alive
+    assert g.counters["settled"] == 1 and g.counters["reconciles"] == 0
+
+    g.on_lost(3)                                    # lost events: a full reconcile at the next tick
+    assert g.needs_repair
+    svc.tick()
+    assert calls == [False, True] and not g.needs_repair
+    assert g.counters["reconciles"] == 1 and g.counters["lost"] == 3
+    svc.tick()
+    assert calls == [False, True]

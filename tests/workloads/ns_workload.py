@@ -10,7 +10,6 @@ Run as root: python3 ns_workload.py [--unshare-count N]
 
 import argparse
 import ctypes
-import errno
 import json
 import os
 import signal

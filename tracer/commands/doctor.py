@@ -20,9 +20,9 @@ examples:
   nsgraph doctor --json          # one JSON object per check
 
 Each line is OK, WARN (tracing works, something optional is missing) or FAIL
-(tracing cannot work); FAIL lines say how to fix it. Exit status 0 when tracing
-can work, 1 when it cannot.
-"""
+(tracing cannot work); FAIL lines say how to fix it. Exit status %d when tracing
+can work, %d when it cannot.
+""" % (EXIT_OK, EXIT_FAILURE)
 
 OK, WARN, FAIL, INFO = "OK", "WARN", "FAIL", "INFO"
 
@@ -47,9 +47,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def kernel_config(option: str) -> Optional[str]:
-    """The value of a kernel config option from /proc/config.gz or /boot/config-*, if readable."""
-    paths = ["/proc/config.gz", "/boot/config-%s" % platform.release()]
+def kernel_config(option: str, paths: Optional[List[str]] = None) -> Optional[str]:
+    """The value of a kernel config option from /proc/config.gz or /boot/config-*, if readable:
+    "y", "m", a string, "n" (unset or absent from a readable config), None (no config readable)."""
+    if paths is None:
+        paths = ["/proc/config.gz", "/boot/config-%s" % platform.release()]
     for path in paths:
         try:
             opener = gzip.open if path.endswith(".gz") else open
@@ -60,7 +62,7 @@ def kernel_config(option: str) -> Optional[str]:
                     if line.startswith("# %s is not set" % option):
                         return "n"
             return "n"
-        except OSError:
+        except (OSError, EOFError, UnicodeDecodeError):
             continue
     return None
 
@@ -73,8 +75,9 @@ def check_privileges() -> Check:
     return Check("privileges", OK, "uid %d with the capabilities to load tracing BPF programs" % os.geteuid())
 
 
-def check_kernel() -> Check:
-    release = platform.release()
+def check_kernel(release: Optional[str] = None) -> Check:
+    """Linux 5.5 or newer (`release` as `uname -r` prints it; the running kernel's by default)."""
+    release = release or platform.release()
     try:
         major, minor = (int(x) for x in release.split("-")[0].split(".")[:2])
     except ValueError:
@@ -120,19 +123,19 @@ def check_bcc() -> Check:
     return Check("bcc", OK, "BCC %s importable from %s" % (version, sys.executable))
 
 
-def check_headers() -> Check:
-    release = platform.release()
-    build = "/lib/modules/%s/build" % release
+def check_headers(release: Optional[str] = None, modules: str = "/lib/modules") -> Check:
+    """A kernel header tree at <modules>/<release>/build for BCC's compiler."""
+    release = release or platform.release()
+    build = os.path.join(modules, release, "build")
     if not os.path.isdir(os.path.join(build, "include")):
         return Check("headers", FAIL, "no kernel header tree at %s: BCC needs one to compile the probes" % build,
                      "apt-get install linux-headers-%s, or where the distribution has none for this kernel, "
                      "the generic headers package and links as scripts/setup.sh makes them" % release)
     target = os.path.realpath(build)
-    version_hint = os.path.basename(target)
     if release not in target:
         return Check("headers", OK, "%s -> %s (another kernel's headers: used only to compile; "
                      "struct layouts come from BTF)" % (build, target))
-    return Check("headers", OK, "%s (%s)" % (build, version_hint))
+    return Check("headers", OK, "%s (%s)" % (build, os.path.basename(target)))
 
 
 def check_docker() -> Check:
@@ -154,33 +157,50 @@ def check_docker() -> Check:
 
 
 def feature_checks(layout) -> List[Check]:
-    from ..kernel.probes import kernel_has_ringbuf
-    checks = []
-    ringbuf = kernel_has_ringbuf()
-    checks.append(Check("feature ringbuf", INFO, "BPF ring buffer %s; the tracer uses %s" % (
-        "available" if ringbuf else "not available (Linux < 5.8)",
-        "the ring buffer" if ringbuf else "a perf buffer")))
+    """What the running kernel offers beyond the basics, and whether nsgraph uses it."""
+    from ..kernel.probes import TRACEFS, kernel_has_ringbuf
+    checks = [ringbuf_check(kernel_has_ringbuf())]
     if layout is not None:
-        has_id = layout.features.get("NSG_HAVE_NS_ID", False)
-        checks.append(Check("feature ns_id", INFO, (
-            "ns_common.ns_id present: events carry the kernel's 64-bit namespace ids (used)" if has_id else
-            "ns_common.ns_id absent (before Linux 6.18): events carry inode numbers only; "
-            "identity falls back to (type, device, inode, generation)")))
-        for feature, label in (("NSG_HAVE_TIME_NS", "time namespaces"), ("NSG_HAVE_CGROUP_NS", "cgroup namespaces")):
-            checks.append(Check("feature %s" % label.split()[0], INFO, "%s %s" % (
-                label, "traced" if layout.features.get(feature) else "not in this kernel")))
-    kprobes = kernel_config("CONFIG_KPROBES")
-    if kprobes is None:
-        kprobes_text = "unknown (no readable kernel config)" + (
-            "; kprobe_events exists" if os.path.exists("/sys/kernel/tracing/kprobe_events") else "")
-    else:
-        kprobes_text = "available" if kprobes == "y" else "not in this kernel (CONFIG_KPROBES off)"
-    checks.append(Check("feature kprobes", INFO, "kprobes %s; not used (tracepoints only)" % kprobes_text))
-    fentry = kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
-    checks.append(Check("feature fentry", INFO, "fentry/fexit %s; not used (tracepoints suffice)" % (
-        "supported by the kernel config" if fentry == "y" else
-        "not supported by the kernel config" if fentry == "n" else "support unknown")))
+        checks.extend(layout_feature_checks(layout.features))
+    checks.append(kprobes_check(kernel_config("CONFIG_KPROBES"),
+                                os.path.exists(os.path.join(TRACEFS, "kprobe_events"))))
+    checks.append(fentry_check(kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")))
     return checks
+
+
+def ringbuf_check(available: bool) -> Check:
+    return Check("feature ringbuf", INFO, "BPF ring buffer %s; the tracer uses %s" % (
+        "available" if available else "not available (Linux < 5.8)",
+        "the ring buffer" if available else "a perf buffer"))
+
+
+def layout_feature_checks(features: dict) -> List[Check]:
+    """The optional struct members BTF showed (KernelLayout.features)."""
+    has_id = features.get("NSG_HAVE_NS_ID", False)
+    checks = [Check("feature ns_id", INFO, (
+        "ns_common.ns_id present: events carry the kernel's 64-bit namespace ids (used)" if has_id else
+        "ns_common.ns_id absent (before Linux 6.18): events carry inode numbers only; "
+        "identity falls back to (type, device, inode, generation)"))]
+    for feature, label in (("NSG_HAVE_TIME_NS", "time namespaces"), ("NSG_HAVE_CGROUP_NS", "cgroup namespaces")):
+        checks.append(Check("feature %s" % label.split()[0], INFO, "%s %s" % (
+            label, "traced" if features.get(feature) else "not in this kernel")))
+    return checks
+
+
+def kprobes_check(config_kprobes: Optional[str], kprobe_events: bool) -> Check:
+    """config_kprobes: kernel_config("CONFIG_KPROBES"); kprobe_events: tracefs has the file."""
+    if config_kprobes is None:
+        text = "unknown (no readable kernel config)" + ("; kprobe_events exists" if kprobe_events else "")
+    else:
+        text = "available" if config_kprobes == "y" else "not in this kernel (CONFIG_KPROBES off)"
+    return Check("feature kprobes", INFO, "kprobes %s; not used (tracepoints only)" % text)
+
+
+def fentry_check(config_direct_calls: Optional[str]) -> Check:
+    """config_direct_calls: kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")."""
+    return Check("feature fentry", INFO, "fentry/fexit %s; not used (tracepoints suffice)" % (
+        "supported by the kernel config" if config_direct_calls == "y" else
+        "not supported by the kernel config" if config_direct_calls == "n" else "support unknown"))
 
 
 def check_probe_load(layout) -> Check:
@@ -197,7 +217,8 @@ def check_probe_load(layout) -> Check:
     return Check("probes", OK, "compiled and attached every probe in %.1f s" % (time.monotonic() - started))
 
 
-def run(args) -> int:
+def gather_checks(quick: bool) -> List[Check]:
+    """Every check, in the order printed; the probe load only when nothing failed before it."""
     checks = [check_privileges(), check_kernel()]
     btf_check, layout = check_btf()
     checks.append(btf_check)
@@ -206,18 +227,29 @@ def run(args) -> int:
     checks.append(check_headers())
     checks.append(check_docker())
     checks.extend(feature_checks(layout))
-    if not args.quick and not any(c.status == FAIL for c in checks):
+    if not quick and not any(c.status == FAIL for c in checks):
         checks.append(check_probe_load(layout))
+    return checks
+
+
+def report(checks: List[Check], as_json: bool, out=None, err=None) -> int:
+    """Print the checks (text or JSON Lines) and a verdict; the exit code: 1 when any FAILed."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     for check in checks:
-        if args.json:
-            print(json.dumps(asdict(check)))
+        if as_json:
+            print(json.dumps(asdict(check)), file=out)
         else:
             line = "[%-4s] %-18s %s" % (check.status, check.name, check.detail)
             if check.fix:
                 line += "\n       %-18s fix: %s" % ("", check.fix)
-            print(line)
+            print(line, file=out)
     failed = [c for c in checks if c.status == FAIL]
-    if not args.json:
+    if not as_json:
         print("tracing can work" if not failed else
-              "tracing cannot work: %d check(s) failed" % len(failed), file=sys.stderr)
+              "tracing cannot work: %d check(s) failed" % len(failed), file=err)
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def run(args) -> int:
+    return report(gather_checks(args.quick), args.json)

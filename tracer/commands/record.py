@@ -50,14 +50,14 @@ def add_parser(subparsers) -> None:
 
 
 def run_record(args) -> int:
+    if args.duration is not None and args.duration <= 0:
+        print("nsgraph record: --duration must be positive", file=sys.stderr)
+        return EXIT_USAGE
     from ..kernel.probes import missing_privileges
     problem = missing_privileges()
     if problem:
         print("nsgraph record: %s" % problem, file=sys.stderr)
         return EXIT_NO_PRIVILEGES
-    if args.duration is not None and args.duration <= 0:
-        print("nsgraph record: --duration must be positive", file=sys.stderr)
-        return EXIT_USAGE
     from ..history.recording import JsonlRecorder
     from ..service import NsgraphService, ServiceConfig
     try:

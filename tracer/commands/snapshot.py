@@ -114,21 +114,7 @@ def render_table(data: dict) -> str:
     for t in DISPLAY_ORDER:
         of_type = sorted((n for n in spaces if n["type"] == t), key=lambda n: n["inode"])
         if t in ("pid", "user"):
-            kids = {}
-            roots = []
-            for n in of_type:
-                parent = n.get("parent_id")
-                if parent in by_id and parent != n["id"]:
-                    kids.setdefault(parent, []).append(n)
-                else:
-                    roots.append(n)
-
-            def walk(node, depth):
-                rows.append((node, depth))
-                for child in kids.get(node["id"], []):
-                    walk(child, depth + 1)
-            for root in roots:
-                walk(root, 0)
+            rows.extend(_tree_order(of_type, by_id))
         else:
             rows.extend((n, 0) for n in of_type)
     header = ("NS", "TYPE", "NPROCS", "PID", "USER", "CONTAINER", "COMMAND")
@@ -154,3 +140,30 @@ def render_table(data: dict) -> str:
         out.append("  ".join(c.rjust(w) if i == 2 else c.ljust(w)
                              for i, (c, w) in enumerate(zip(row[:-1], widths))) + "  " + row[-1])
     return "\n".join(out) + "\n"
+
+
+def _tree_order(spaces: list, by_id: dict) -> list:
+    """(namespace, depth) with each child right under its parent; a namespace whose parent
+    is not listed (ended, or not ours to see) is a root."""
+    kids, roots = {}, []
+    for n in spaces:
+        parent = n.get("parent_id")
+        if parent in by_id and parent != n["id"]:
+            kids.setdefault(parent, []).append(n)
+        else:
+            roots.append(n)
+    rows, shown = [], set()
+
+    def walk(node, depth):
+        shown.add(node["id"])
+        rows.append((node, depth))
+        for child in kids.get(node["id"], []):
+            if child["id"] not in shown:
+                walk(child, depth + 1)
+    for root in roots:
+        walk(root, 0)
+    # Parents that loop (only a damaged recording can say so) must not hide namespaces.
+    for n in spaces:
+        if n["id"] not in shown:
+            walk(n, 0)
+    return rows

@@ -12,10 +12,11 @@ import time
 from datetime import datetime
 from typing import Callable, Optional
 
+from ..containers.records import MIN_ID_PREFIX, matches_container
 from ..events.event import Event
 from ..events.kinds import EventKind
 from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
-from ..nstypes import MEMBER_TYPES, NS_SLOTS
+from ..nstypes import MEMBER_TYPES, NS_SLOTS, SLOT_TYPE
 from ..text import printable
 
 EXAMPLES = """\
@@ -31,9 +32,9 @@ examples:
 
 columns: TIME (local), PID (host view), COMM, CONTAINER (as `docker ps` names it;
 "-" on the host), EVENT, NS (namespace types the event is about), DETAILS (e.g. "joined net:[4026532184]", "new uts:[4026532253]", an errno).
-exit status: 0 after Ctrl-C/SIGTERM/--duration, 1 on failure, 2 on bad usage,
-77 without the privileges to load eBPF (root, or CAP_BPF+CAP_PERFMON).
-"""
+exit status: %d after Ctrl-C/SIGTERM/--duration, %d on failure, %d on bad usage,
+%d without the privileges to load eBPF (root, or CAP_BPF+CAP_PERFMON).
+""" % (EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NO_PRIVILEGES)
 
 COLUMNS = "%-15s %-7s %-16s %-14s %-8s %-18s %s"
 
@@ -51,7 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--comm", action="append", metavar="COMM",
                         help="only events of tasks with this command name; repeatable")
     parser.add_argument("--container", action="append", metavar="NAME",
-                        help="only events of processes in this container (name or id prefix); repeatable")
+                        help="only events of processes in this container (its name, or an id prefix of "
+                             "%d+ characters); repeatable" % MIN_ID_PREFIX)
     parser.add_argument("--procs", action="store_true",
                         help="also show every fork, exec and exit (hidden by default)")
     parser.add_argument("--failed", action="store_true", help="only calls that failed")
@@ -134,13 +136,17 @@ def details(event: Event) -> str:
 
 def format_columns(event: Event) -> str:
     when = datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")
-    types = event.ns_types()
-    if event.kind == EventKind.SETNS and not types:
-        types_text = "any" if event.raw_flags == 0 else ",".join(event.flag_ns_types())
-    else:
-        types_text = ",".join(types) or "-"
     return COLUMNS % (when, event.pid, printable(event.comm), _short(event.container or "-", 14), event.kind,
-                      types_text, printable(details(event)))
+                      _types_text(event), printable(details(event)))
+
+
+def _types_text(event: Event) -> str:
+    """The NS column: the namespace types the event is about (a *_for_children slot counts
+    as its type: DETAILS names the slot); "any" for setns(fd, 0), "-" for none."""
+    types = ",".join(dict.fromkeys(SLOT_TYPE[t] for t in event.ns_types()))
+    if not types and event.kind == EventKind.SETNS and event.raw_flags == 0:
+        return "any"
+    return types or "-"
 
 
 def _short(text: str, width: int) -> str:
@@ -162,6 +168,9 @@ def run(args) -> int:
     if args.buffer_pages is not None and (args.buffer_pages < 1 or args.buffer_pages & (args.buffer_pages - 1)):
         print("nsgraph trace: --buffer-pages must be a power of two (e.g. 512)", file=sys.stderr)
         return EXIT_USAGE
+    if args.duration is not None and args.duration <= 0:
+        print("nsgraph trace: --duration must be positive", file=sys.stderr)
+        return EXIT_USAGE
     problem = missing_privileges()
     if problem:
         print("nsgraph trace: %s" % problem, file=sys.stderr)
@@ -176,7 +185,6 @@ def run(args) -> int:
     keep = make_filter(types, args.pid, args.comm, args.procs, args.failed)
     from ..containers.attribution import CgroupIds, EventContainers
     from ..containers.catalog import ContainerCatalog
-    from ..containers.records import matches_container
     # Names come from Docker when it answers; without it, cgroup paths still give ids.
     catalog = ContainerCatalog().start(wait=0)
     cgroup_ids = CgroupIds()
@@ -222,7 +230,7 @@ def run(args) -> int:
         out.write(header() + "\n")
         out.flush()
     print("Tracing namespace events... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
-    deadline = time.monotonic() + args.duration if args.duration else None
+    deadline = time.monotonic() + args.duration if args.duration is not None else None
     try:
         while not stopping:
             if deadline is not None and time.monotonic() >= deadline:

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from .cgroups import BARE_ID, CRI, DOCKER, UNKNOWN, ContainerRef, parse_cgroup, read_cgroup
 from .docker_client import docker_client
-from .records import Container, container_from_inspect, container_from_ref
+from .records import Container, container_from_inspect, container_from_ref, find_container
 
 log = logging.getLogger(__name__)
 
@@ -126,23 +126,18 @@ class ContainerCatalog:
         return container_from_ref(ref)
 
     def by_name(self, name: str) -> Optional[Container]:
-        name = name.lstrip("/")
+        """The container with this name (as `docker ps` shows it; a leading "/" is ignored)."""
         with self._lock:
-            for c in self._by_id.values():
-                if c.name == name:
-                    return c
-        return None
+            return find_container(name, self._by_id.values(), key=lambda c: (c.name, None))
 
     def by_id(self, id_or_prefix: str) -> Optional[Container]:
+        """The container with this id, or the only one whose id starts with this prefix
+        (records.MIN_ID_PREFIX characters or more)."""
         with self._lock:
-            c = self._by_id.get(id_or_prefix)
-            if c is not None:
-                return c
-            if len(id_or_prefix) >= 4:
-                matches = [c for i, c in self._by_id.items() if i.startswith(id_or_prefix)]
-                if len(matches) == 1:
-                    return matches[0]
-        return None
+            found = self._by_id.get(id_or_prefix)
+            if found is not None:
+                return found
+            return find_container(id_or_prefix, self._by_id.values(), key=lambda c: (None, c.id))
 
     def containers(self) -> list[Container]:
         with self._lock:

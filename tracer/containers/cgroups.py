@@ -45,6 +45,8 @@ _K8S_POD_SYSTEMD = re.compile(r"kubepods(?:-[a-z]+)?-pod(%s)\.slice" % _POD_UID)
 _PODMAN_POD = re.compile(r"machine-libpod_pod_([0-9a-f]{64})\.slice")
 _SYSTEMD_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _CGROUP_LINE = re.compile(r"^(\d+):([^:]*):(.*)$")
+# /proc/self/mountinfo writes a space, tab, newline or backslash in a path as \040, \011, \012, \134.
+_MOUNTINFO_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 @dataclass(frozen=True)
@@ -180,11 +182,12 @@ def read_cgroup(pid: int) -> Optional[str]:
 def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
     """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid hosts)."""
     try:
-        with open(mountinfo) as f:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
             for line in f:
                 left, _, right = line.partition(" - ")
-                if right.split(" ", 1)[0] == "cgroup2":
-                    return left.split(" ")[4]
+                fields = left.split(" ")
+                if right.split(" ", 1)[0] == "cgroup2" and len(fields) > 4:
+                    return _MOUNTINFO_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
     except OSError:
         return None
     return None

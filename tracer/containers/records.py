@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional, TypeVar
 
 from .cgroups import BARE_ID, DOCKER, ContainerRef
 
@@ -67,12 +67,58 @@ def container_from_inspect(attrs: dict, listed: Optional[dict] = None, runtime: 
         pod_uid=pod_uid, source="docker", shares=shared_namespaces(attrs.get("HostConfig") or {}))
 
 
+# The one rule for naming a container (`nsgraph trace --container`, the catalog's
+# by_id, the graph's and the dashboard's container lookups): its name as `docker ps`
+# shows it (the leading "/" of `docker inspect`'s Name is ignored), its full id, or
+# an id prefix of at least MIN_ID_PREFIX characters.  Docker itself accepts any
+# unambiguous prefix; four characters keep a short word from matching ids by
+# accident (one hex id in 65 536 starts with any given four) and still accept what
+# people copy from `docker ps` (12).
+MIN_ID_PREFIX = 4
+
+T = TypeVar("T")
+
+
+def names_container(wanted: str, name: Optional[str], container_id: Optional[str]) -> bool:
+    """True when `wanted` names the container called `name` with id `container_id`."""
+    if not wanted:
+        return False
+    if name and wanted.lstrip("/") == name.lstrip("/"):
+        return True
+    if not container_id:
+        return False
+    return wanted == container_id or (len(wanted) >= MIN_ID_PREFIX and container_id.startswith(wanted))
+
+
+def find_container(wanted: str, candidates: Iterable[T],
+                   key: Callable[[T], tuple] = lambda c: (c.name, c.id)) -> Optional[T]:
+    """The one candidate `wanted` names (names_container): an exact name first, then a full
+    id, then an id prefix that only one candidate has; None when none or several match.
+
+    `key(candidate)` gives its (name, id): Container records by default; the graph's
+    JSON dicts pass `key=lambda c: (c.get("name"), c["id"])`.
+    """
+    if not wanted:
+        return None
+    by_prefix = []
+    by_id = None
+    for candidate in candidates:
+        name, container_id = key(candidate)
+        if not names_container(wanted, name, container_id):
+            continue
+        if name and wanted.lstrip("/") == name.lstrip("/"):
+            return candidate
+        if wanted == container_id:
+            by_id = candidate
+        else:
+            by_prefix.append(candidate)
+    if by_id is not None:
+        return by_id
+    return by_prefix[0] if len(by_prefix) == 1 else None
+
+
 def matches_container(container: Optional[Container], wanted: Iterable[str]) -> bool:
-    """True when `container` is one of `wanted` (names, or id prefixes of 4+ characters)."""
+    """True when any of `wanted` names `container` (names_container's rule)."""
     if container is None:
         return False
-    for w in wanted:
-        w = w.lstrip("/")
-        if container.name == w or (len(w) >= 4 and container.id.startswith(w)):
-            return True
-    return False
+    return any(names_container(w, container.name, container.id) for w in wanted)

@@ -8,18 +8,10 @@ public face (webapp/contract.py GraphReader, joins.JoinPort).
 Every input is journaled (add_journal) before it is applied, so a journal of
 (events, ops, reads) replays to the very same graph offline (history/).
 
-Errors: an input whose content cannot be right is a BadEvent: counted in
-counters["rejected"], nothing of it applied (handlers and ops check before they
-change anything).  Any other exception is a bug in the model: it is logged with
-its traceback every time, counted in counters["internal_errors"], and the graph
-is marked for repair (`needs_repair`, `damaged`): the service's next tick runs
-a full reconcile, which first rebuilds the derived bookkeeping a half-applied
-change may have broken (members, references, orphans: invariants.recount) and
-then makes the model agree with a fresh /proc snapshot.  Rolling the change
-back instead would mean copying what every event touches, on the hot path, for
-a case that should not happen; the repair already exists for lost events, and
-it restores the model from the ground truth.  The recount is an op, so a
-replay (which meets the same bug) rebuilds the same graph.
+Errors (docs/ARCHITECTURE.md, "Errors in the model"): a BadEvent is counted in
+counters["rejected"] with nothing of it applied; any other exception is a bug:
+logged with its traceback every time, counted in counters["internal_errors"], and
+the graph marked for repair (recount, then a full reconcile) rather than rolled back.
 """
 
 from __future__ import annotations

@@ -30,27 +30,28 @@ from .entities import BadEvent, Process, check_maps
 from .invariants import recount
 
 _NS_TYPES = frozenset(MEMBER_TYPES)
-_NUMBER = (int, float)
-_PROC_FIELDS = (("ppid", int), ("uid", int), ("comm", str), ("cgroup", str), ("start_ticks", int))
-_NS_ATTRS = (("ns_id", int), ("owner_inode", int), ("parent_inode", int), ("owner_uid", int),
-             ("uid_map", str), ("gid_map", str))
+_INT, _STR, _NUMBER = (int,), (str,), (int, float)
+_PROC_FIELDS = (("ppid", _INT), ("uid", _INT), ("comm", _STR), ("cgroup", _STR), ("start_ticks", _INT))
+_NS_ATTRS = (("ns_id", _INT), ("owner_inode", _INT), ("parent_inode", _INT), ("owner_uid", _INT),
+             ("uid_map", _STR), ("gid_map", _STR))
 
 
 def _field(op: dict, key: str, types, optional: bool = False):
+    """op[key], of one of the exact classes `types` (so True is no int), or None if optional."""
     value = op.get(key)
     if value is None and optional:
         return None
-    if value.__class__ is bool or not isinstance(value, types):
+    if value.__class__ not in types:
         raise BadEvent("op %r: %s=%r" % (op.get("op"), key, value))
     return value
 
 
 def _check_optional(op: dict, spec: tuple) -> None:
-    """Each (key, types) of spec is absent, None, or of those types (one call: a snapshot
-    load checks 10 000 ops)."""
+    """Each (key, classes) of spec is absent, None, or of those exact classes (one call:
+    a snapshot load checks 10 000 ops)."""
     for key, types in spec:
         value = op.get(key)
-        if value is not None and (value.__class__ is bool or not isinstance(value, types)):
+        if value is not None and value.__class__ not in types:
             raise BadEvent("op %r: %s=%r" % (op.get("op"), key, value))
 
 
@@ -59,7 +60,7 @@ def _list_of(op: dict, key: str, item_type) -> list:
     if value.__class__ is not list and value.__class__ is not tuple:
         raise BadEvent("op %r: %s=%r" % (op.get("op"), key, value))
     for item in value:
-        if not isinstance(item, item_type):
+        if item.__class__ is not item_type:
             raise BadEvent("op %r: %s=%r" % (op.get("op"), key, value))
     return value
 
@@ -85,7 +86,7 @@ def note_container(g, data):
 # -- the handlers: (model, op, ts) --------------------------------------------------------
 
 def op_ns(g, op, ts) -> None:
-    ns_type, inode = _field(op, "type", str), _field(op, "inode", int)
+    ns_type, inode = _field(op, "type", _STR), _field(op, "inode", _INT)
     if ns_type not in _NS_TYPES:
         raise BadEvent("op 'ns': type %r" % ns_type)
     _check_optional(op, _NS_ATTRS)
@@ -165,7 +166,7 @@ def op_proc(g, op, ts) -> None:
 
 
 def op_proc_gone(g, op, ts) -> None:
-    proc = g.processes.get(_field(op, "pid", int))
+    proc = g.processes.get(_field(op, "pid", _INT))
     if proc is not None:
         g.processes.remove(proc, ts)
         if op.get("repair"):
@@ -173,7 +174,7 @@ def op_proc_gone(g, op, ts) -> None:
 
 
 def op_ns_gone(g, op, ts) -> None:
-    ns = g.namespaces.live(_field(op, "type", str), _field(op, "inode", int))
+    ns = g.namespaces.live(_field(op, "type", _STR), _field(op, "inode", _INT))
     ended = _field(op, "ended", _NUMBER, optional=True)
     if ns is not None:
         if op.get("repair"):
@@ -183,9 +184,9 @@ def op_ns_gone(g, op, ts) -> None:
 
 
 def op_procread(g, op, ts) -> None:
-    pid = _field(op, "pid", int)
+    pid = _field(op, "pid", _INT)
     cmdline = _list_of(op, "cmdline", str) if op.get("cmdline") is not None else None
-    cgroup = _field(op, "cgroup", str, optional=True)
+    cgroup = _field(op, "cgroup", _STR, optional=True)
     container = _container(op)
     proc = g.processes.get(pid)
     if proc is not None:
@@ -202,7 +203,7 @@ def op_container(g, op, ts) -> None:
 
 
 def op_container_gone(g, op, ts) -> None:
-    cid = _field(op, "id", str)
+    cid = _field(op, "id", _STR)
     if g.containers.pop(cid, None) is not None:
         g.changes.record("remove", "container", cid)
 
@@ -227,12 +228,12 @@ def op_recount(g, op, ts) -> None:
 
 
 def op_lost(g, op, ts) -> None:
-    g.counters["lost"] += _field(op, "n", int)
+    g.counters["lost"] += _field(op, "n", _INT)
     g.needs_repair = True
 
 
 def op_counted(g, op, ts) -> None:
-    name, n = _field(op, "name", str), op.get("n", 1)
+    name, n = _field(op, "name", _STR), op.get("n", 1)
     if isinstance(n, bool) or not isinstance(n, int):
         raise BadEvent("op 'counted': n=%r" % (n,))
     g.counters[name] = g.counters.get(name, 0) + n
@@ -242,7 +243,7 @@ def op_join_command(g, op, ts) -> None:
     ident = op.get("id")
     if not (isinstance(ident, int) or (isinstance(ident, str) and ident.isdigit())):
         raise BadEvent("op 'join_command': id=%r" % (ident,))
-    g.joins.set_command(int(ident), _field(op, "command", str), op.get("source", "hint"))
+    g.joins.set_command(int(ident), _field(op, "command", _STR), op.get("source", "hint"))
 
 
 def op_joins_flush(g, op, ts) -> None:
@@ -266,7 +267,7 @@ def apply_op(g, op) -> None:
     except (KeyError, TypeError):
         raise BadEvent("unknown op %r" % (op.get("op"),))
     ts = op.get("ts")
-    if ts is not None and ts.__class__ is not float and (ts.__class__ is bool or not isinstance(ts, _NUMBER)):
+    if ts is not None and ts.__class__ not in _NUMBER:
         raise BadEvent("op %r: ts=%r" % (op.get("op"), ts))
     handler(g, op, ts or time.time())
 

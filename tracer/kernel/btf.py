@@ -12,7 +12,6 @@ is decoded (see Documentation/bpf/btf.rst).
 
 from __future__ import annotations
 
-import os
 import struct
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
@@ -210,6 +209,3 @@ class BTF:
         except BTFError:
             return False
 
-
-def kernel_btf_available(path: str = VMLINUX_BTF) -> bool:
-    return os.access(path, os.R_OK)

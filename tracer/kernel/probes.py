@@ -1,7 +1,7 @@
 """Loading the BPF probes and draining their buffer.
 
 Offsets of every kernel struct member the probes read come from the running
-kernel's BTF (tracer/btf.py); the header tree BCC compiles against is used for
+kernel's BTF (btf.py); the header tree BCC compiles against is used for
 nothing but the compiler's own includes.
 """
 
@@ -11,7 +11,7 @@ import ctypes
 import os
 import platform
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Optional
 
@@ -147,7 +147,6 @@ class ProbeOptions:
 class ProbeStats:
     perf_lost: int = 0
     callback_errors: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class Probes:
@@ -188,7 +187,7 @@ class Probes:
         """Compile and attach.  Raises ProbeError with a fix on every known failure."""
         check_privileges()
         try:
-            from bcc import BPF  # noqa: import here so that nothing needs BCC until tracing
+            from bcc import BPF  # imported here so that nothing needs BCC until tracing
         except ImportError as exc:
             raise ProbeError(
                 "BCC's Python module is not importable from %s (%s). Install the distribution "

@@ -7,7 +7,7 @@ page, then the data pages mapped twice so that a record never wraps) and hands
 out memoryview slices, without a per-record foreign call.
 
 It relies on x86's ordered loads for the producer/record-header protocol, so
-tracer/probes.py uses it on x86-64 only and BCC's reader elsewhere.
+probes.py uses it on x86-64 only and BCC's reader elsewhere.
 """
 
 from __future__ import annotations

@@ -135,22 +135,6 @@ def _quiet_handler():
     return Handler
 
 
-def _make_service(args, progress):
-    """The tracer service, or None with a message when it cannot be built."""
-    from tracer import service as service_module
-    config_cls = getattr(service_module, "ServiceConfig", None)
-    if config_cls is not None:
-        try:
-            config = config_cls(db=args.db)
-        except TypeError:
-            config = config_cls()
-            if hasattr(config, "db"):
-                config.db = args.db
-    else:
-        config = {"db": args.db}
-    return service_module.NsgraphService(config)
-
-
 def run(args) -> int:
     try:
         return _run(args)
@@ -161,6 +145,8 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from werkzeug.serving import make_server
+
+    from tracer.service import NsgraphService, ServiceConfig
 
     from .. import create_app
     from ..config import WebConfig
@@ -193,17 +179,10 @@ def _run(args) -> int:
                        allowed_hosts=tuple(args.allowed_host), db=args.db,
                        public_metrics=args.public_metrics)
 
-    service = None
-    service_error = None
-    try:
-        service = _make_service(args, progress)
-    except Exception as exc:  # reported in the page and on stderr; the server still answers
-        service_error = exc
+    # Nothing starts at construction: the page answers "starting" until start() is done.
+    service = NsgraphService(ServiceConfig(db=args.db))
     app = create_app(config, service=service, machine_addresses=_machine_addresses())
     state = app.extensions["nsgraph"]
-    if service_error is not None:
-        state.service = _FailedService(service_error)
-        state.hub.service = state.service
     server.app = app
 
     stop = threading.Event()
@@ -218,20 +197,12 @@ def _run(args) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     state.start()
     try:
-        if service is not None:
-            try:
-                ok = service.start(progress)
-                if ok is False:  # the service explains itself in .status (and the page shows it)
-                    error = getattr(getattr(service, "status", None), "error", None)
-                    progress("tracing failed to start: %s (the dashboard stays up and shows this "
-                             "error; fix it and restart nsgraph serve)" % error)
-                else:
-                    progress("running: tracing started in %.1f s" % (time.monotonic() - started))
-            except Exception as exc:
-                progress("tracing failed to start: %s (the dashboard stays up and shows this "
-                         "error; fix it and restart nsgraph serve)" % exc)
+        # start() explains a failure in service.status (the page shows it) and returns False.
+        if service.start(progress):
+            progress("running: tracing started in %.1f s" % (time.monotonic() - started))
         else:
-            progress("tracing unavailable: %s" % service_error)
+            progress("tracing failed to start: %s (the dashboard stays up and shows this "
+                     "error; fix it and restart nsgraph serve)" % service.status.error)
         while not stop.wait(0.5):
             pass
     finally:
@@ -240,21 +211,8 @@ def _run(args) -> int:
             signal.signal(s, handler)
         server.shutdown()
         state.stop()
-        if service is not None:
-            try:
-                service.stop()
-            except Exception as exc:
-                progress("stopping the tracer failed: %s" % exc)
+        try:
+            service.stop()
+        except Exception as exc:
+            progress("stopping the tracer failed: %s" % exc)
     return EXIT_OK
-
-
-class _FailedService:
-    """Stands in for a service that could not be built: the page shows why."""
-
-    graph = None
-    store = None
-    collector = None
-
-    def __init__(self, exc):
-        self.status = {"state": "error", "progress": None,
-                       "error": "%s: %s" % (type(exc).__name__, exc)}

@@ -19,10 +19,14 @@ import time
 import uuid
 from typing import Callable, Optional
 
+from tracer.nstypes import CONTAINER_TYPES
+
+from .scenarios import DEMO_LABEL
+
 DEFAULT_TAG = "nsgraph-demo:latest"
 BUSYBOX_PATH = "/bin/busybox"
-LABEL = "org.nsgraph.demo"
-FINGERPRINT_LABEL = "org.nsgraph.demo.fingerprint"
+LABEL = DEMO_LABEL
+FINGERPRINT_LABEL = DEMO_LABEL + ".fingerprint"
 # Bump when the rootfs layout below changes: the fingerprint then differs and
 # existing images are rebuilt.
 RECIPE_VERSION = "1"
@@ -277,7 +281,7 @@ def check_demo_image(client, image: str, progress: Progress = _noop,
 
     progress("checking: docker run --rm %s ls -la /proc/self/ns/" % image)
     out = _run(client, image, ["ls", "-la", "/proc/self/ns/"], "%s-ns-%s" % (name_prefix, suffix))
-    for ns in ("net", "pid", "mnt", "uts", "ipc"):
+    for ns in CONTAINER_TYPES:
         if "%s:[" % ns not in out:
             raise DemoImageError("`ls -la /proc/self/ns/` in %s does not list the %s namespace:\n%s"
                                  % (image, ns, out))

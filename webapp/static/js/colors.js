@@ -1,6 +1,6 @@
-// Namespace types in the order of the graph's columns: user namespaces own the
-// others, so they come first; the pid namespace (with its hierarchy) next.
-export const NS_TYPES = ["user", "pid", "mnt", "net", "uts", "ipc", "cgroup", "time"];
+// Colours of the picture.  The names they are keyed by (namespace types) come
+// from vocab.js, generated from Python; tests/unit/test_web_vocab.py checks that
+// every type has a colour here.
 
 // Colour-blind-safe-ish palette, one colour per namespace type.
 export const TYPE_COLORS = {

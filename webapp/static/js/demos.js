@@ -5,28 +5,15 @@
 import { el, clear, put } from "./dom.js";
 import { getJSON, postJSON } from "./api.js";
 
-const DONE = new Set(["done", "finished", "exited", "completed", "complete", "succeeded", "success", "failed", "error", "timeout", "timed_out", "cancelled", "ok"]);
+// Run states (webapp/demos/run.py): queued, running, then succeeded or failed.
+const DONE = new Set(["succeeded", "failed"]);
 
-// Run results name namespaces as ids or as objects; accept both, and the
-// few field names a run may use for them.
+// The namespace ids a run created or joined ({"namespaces": {"created": [...], "joined": [...]}}).
 export function namespaceIdsOf(run, which) {
-  if (!run || typeof run !== "object") return [];
-  // {"namespaces": {"created": [...], "joined": [...]}} is the contract; a
-  // top-level list is accepted too.  (A run's top-level "created" is its start time.)
-  let list = run.namespaces && typeof run.namespaces === "object" ? run.namespaces[which] : undefined;
-  if (!Array.isArray(list)) list = Array.isArray(run[which]) ? run[which] : Array.isArray(run[which + "_namespaces"]) ? run[which + "_namespaces"] : [];
-  const out = [];
-  for (const item of list) {
-    if (typeof item === "string") out.push(item);
-    else if (item && typeof item === "object" && item.id) out.push(String(item.id));
-  }
-  return out;
+  const list = run && run.namespaces ? run.namespaces[which] : null;
+  return Array.isArray(list) ? list.filter((id) => typeof id === "string") : [];
 }
 
-function commandText(cmd) {
-  if (!cmd) return "";
-  return Array.isArray(cmd) ? cmd.map((a) => (/[\s"']/.test(a) ? JSON.stringify(a) : a)).join(" ") : String(cmd);
-}
 
 export class DemoPanel {
   constructor(root, { onNamespaces, onSelect, onRunUpdate } = {}) {
@@ -54,24 +41,23 @@ export class DemoPanel {
       clear(this.list).appendChild(el("p", { class: "error", text: "cannot list the demos: " + err.message }));
       return;
     }
-    const scenarios = Array.isArray(body) ? body : (body && (body.scenarios || body.demos)) || [];
-    const readOnly = body && !Array.isArray(body) && (body.read_only || body.readonly);
+    const scenarios = body.scenarios;
+    const readOnly = body.read_only;
     clear(this.list);
     if (readOnly) this.list.appendChild(el("p", { class: "muted small", text: "read-only server (--read-only): the launcher is disabled" }));
     if (!scenarios.length) this.list.appendChild(el("p", { class: "muted small", text: "no scenarios available" }));
     for (const s of scenarios) {
-      if (!s || typeof s !== "object" || !s.id) continue;
       const button = el("button", {
         type: "button", class: "run", text: "run", dataset: { scenario: s.id },
-        disabled: readOnly || s.available === false, title: s.unavailable_reason || s.reason || "",
+        disabled: readOnly || !s.available, title: s.why || "",
         onclick: () => this.run(s.id),
       });
       // One line per scenario; what it does and runs is in the tooltip and,
       // once started, in the run below.
       this.list.appendChild(el("div", { class: "scenario", dataset: { scenario: s.id },
-        title: [s.description, commandText(s.command)].filter(Boolean).join("\n\n") },
-        el("div", { class: "scenario-head" }, button, el("span", { text: s.title || s.name || s.id })),
-        s.available === false ? el("div", { class: "muted small", text: "unavailable: " + (s.unavailable_reason || s.reason || "") }) : null));
+        title: s.description + "\n\n" + s.command },
+        el("div", { class: "scenario-head" }, button, el("span", { text: s.title })),
+        s.available ? null : el("div", { class: "muted small", text: "unavailable: " + (s.why || "") })));
     }
   }
 
@@ -80,11 +66,10 @@ export class DemoPanel {
     clear(this.result);
     try {
       const resp = await postJSON("/api/demos/" + encodeURIComponent(id), {});
-      this.runId = resp.run_id ?? resp.id;
-      if (this.runId === undefined) throw new Error("the server did not return a run_id");
+      this.runId = resp.run_id;
       this.message.textContent = "";
       this.afterDone = 0;
-      this.renderRun({ scenario: id, status: "starting", ...resp });
+      this.renderRun({ scenario: id, ...resp });
       this.poll();
     } catch (err) {
       this.message.textContent = err.message;
@@ -92,8 +77,8 @@ export class DemoPanel {
     }
   }
 
-  // Live `event: demo` updates arrive over SSE; polling covers a server
-  // that does not send them and a stream that is reconnecting.
+  // Live `event: demo` updates arrive over SSE; polling covers a stream that
+  // is reconnecting.
   poll() {
     clearTimeout(this.pollTimer);
     if (this.runId === null) return;
@@ -113,15 +98,12 @@ export class DemoPanel {
   }
 
   isDone(run) {
-    if (!run) return false;
-    if (run.finished === true || run.done === true) return true;
-    return DONE.has(String(run.status || run.state || "").toLowerCase());
+    return Boolean(run) && DONE.has(run.status);
   }
 
   update(run) {
-    if (!run || typeof run !== "object") return;
-    const rid = run.run_id ?? run.id;
-    if (rid !== undefined && this.runId !== null && String(rid) !== String(this.runId)) return;
+    // Another tab's run shows too, until this tab starts one of its own.
+    if (!run || (this.runId !== null && run.run_id !== this.runId)) return;
     this.renderRun(run);
   }
 
@@ -129,21 +111,21 @@ export class DemoPanel {
     this.lastRun = run;
     const created = namespaceIdsOf(run, "created");
     const joined = namespaceIdsOf(run, "joined");
-    const status = String(run.status || run.state || "");
-    const output = run.output ?? run.stdout ?? "";
+    const status = run.status;
+    const output = run.output || "";
     const nsItem = (id) => el("li", null, el("a", {
       href: "#", class: "nslink", dataset: { ns: id },
       onclick: (e) => { e.preventDefault(); this.onSelect("ns", id); },
     }, id.split(":")[0] + " " + (id.split(":")[2] || id)));
     put(clear(this.result),
-      el("h4", null, "run ", el("span", { class: "run-id", text: String(run.run_id ?? run.id ?? this.runId) }), " · ",
-        el("span", { class: "scenario-id", text: run.scenario || run.scenario_id || "" }), " · ",
-        el("span", { class: "status status-" + status.toLowerCase(), id: "demo-status", text: status || "?" }),
+      el("h4", null, "run ", el("span", { class: "run-id", text: run.run_id }), " · ",
+        el("span", { class: "scenario-id", text: run.scenario }), " · ",
+        el("span", { class: "status status-" + status, id: "demo-status", text: status }),
         run.exit_code !== undefined && run.exit_code !== null ? " (exit " + run.exit_code + ")" : ""),
-      run.command || run.commands ? el("code", { class: "cmd", id: "demo-command", text: (run.commands ? run.commands.map(commandText).join("\n") : commandText(run.command)) }) : null,
-      run.progress && run.progress.length ? el("p", { class: "small muted progress", text: Array.isArray(run.progress) ? run.progress.join("\n") : String(run.progress) }) : null,
+      run.command ? el("code", { class: "cmd", id: "demo-command", text: run.command }) : null,
+      run.progress && run.progress.length ? el("p", { class: "small muted progress", text: run.progress.join("\n") }) : null,
       run.error ? el("p", { class: "error small", text: run.error }) : null,
-      el("pre", { class: "output", id: "demo-output", text: typeof output === "string" ? output : JSON.stringify(output, null, 2) }),
+      el("pre", { class: "output", id: "demo-output", text: output + (run.truncated ? "\n[output cut at the server's limit]" : "") }),
       el("div", { class: "demo-ns" },
         el("div", null, el("b", { text: "created namespaces (" + created.length + ")" }), el("ul", { id: "demo-created" }, created.map(nsItem))),
         el("div", null, el("b", { text: "joined namespaces (" + joined.length + ")" }), el("ul", { id: "demo-joined" }, joined.map(nsItem)))),
@@ -158,8 +140,8 @@ export class DemoPanel {
     this.message.textContent = "cleaning up…";
     try {
       const body = await postJSON("/api/demos/cleanup", {});
-      const n = body && (body.removed ?? body.count);
-      this.message.textContent = "cleaned up" + (Array.isArray(n) ? ": removed " + n.length + " container(s)" : n !== undefined ? ": removed " + n : "");
+      this.message.textContent = "cleaned up: removed " + body.removed.length + " container(s)" +
+        (body.errors.length ? "; " + body.errors.join("; ") : "");
       this.runId = null;
       this.onNamespaces([], [], null);
     } catch (err) {

@@ -4,7 +4,9 @@
 
 import { el, clear, fmtTime } from "./dom.js";
 import { getJSON } from "./api.js";
-import { NS_TYPES, typeColor } from "./colors.js";
+import { typeColor } from "./colors.js";
+import { NS_TYPES, SLOT_TYPE, isMembership } from "./vocab.js";
+import { insideSection, joinInside } from "./inside.js";
 
 function kv(rows) {
   return el("table", { class: "kv" }, rows.filter((r) => r && r[1] !== undefined && r[1] !== null && r[1] !== "")
@@ -83,10 +85,12 @@ export class DetailsPanel {
       if (!local && body && typeof body === "object") {
         // Something only the server knows (e.g. a namespace from history): redraw from its answer.
         clear(this.root);
-        const r = kind === "ns" ? this.renderNamespace(id, body.namespace || body, model, go)
-          : kind === "proc" ? this.renderProcess(id, body.process || body, model, go)
-          : kind === "container" ? this.renderContainer(id, body.container || body, model, go)
-          : this.renderJoin(id, body.join || body, model, go);
+        // The graph's lookups (tracer/graph/schema.py): NamespaceDetail, ProcessJSON,
+        // ContainerDetail ({container, processes, namespaces}), JoinJSON.
+        const r = kind === "ns" ? this.renderNamespace(id, body, model, go)
+          : kind === "proc" ? this.renderProcess(id, body, model, go)
+          : kind === "container" ? this.renderContainer(id, body.container, model, go)
+          : this.renderJoin(id, body, model, go);
         this.root.appendChild(r);
       }
       this.root.appendChild(el("details", { class: "server" }, el("summary", { text: "server details (JSON)" }),
@@ -134,7 +138,8 @@ export class DetailsPanel {
     }
     if (members.length > 200) list.appendChild(el("li", { text: "… and " + (members.length - 200) + " more" }));
     box.appendChild(list);
-    box.appendChild(extraFields(ns, new Set(["id", "type", "inode", "ns_id", "dev", "alive", "created", "ended", "creator", "pids", "container", "owner", "owner_id", "parent", "parent_id", "owner_uid", "pinned", "holders", "ghost"])));
+    if (ns.alive !== false) box.appendChild(insideSection(id, ns, model));
+    box.appendChild(extraFields(ns, new Set(["id", "type", "inode", "ns_id", "dev", "alive", "created", "ended", "creator", "pids", "container", "owner", "owner_id", "parent", "parent_id", "owner_uid", "pinned", "holders", "ghost", "processes"])));
     return box;
   }
 
@@ -155,7 +160,7 @@ export class DetailsPanel {
       if (!mine && !host) continue;
       const same = mine && mine === host;
       table.appendChild(el("tr", { class: same ? "same" : "differs" },
-        el("td", null, el("span", { class: "swatch", style: { background: typeColor(t.replace("_for_children", "")) } }), t),
+        el("td", null, el("span", { class: "swatch", style: { background: typeColor(SLOT_TYPE[t] || t) } }), t),
         el("td", null, mine ? nsLink(mine, go, mine.split(":")[2]) : "–"),
         el("td", null, host ? nsLink(host, go, host.split(":")[2]) : "–"),
         el("td", { text: same ? "host's" : mine ? "own" : "" })));
@@ -183,7 +188,7 @@ export class DetailsPanel {
       list.appendChild(el("li", null, nsLink(ns.id, go, ns.type + " " + ns.inode)));
     }
     if (init) for (const [t, id] of Object.entries(init.ns || {})) {
-      if (seen.has(id) || t.endsWith("_for_children")) continue;
+      if (seen.has(id) || !isMembership(t)) continue;
       list.appendChild(el("li", null, nsLink(id, go, t + " " + id.split(":")[2]), model.isHostNs(id) ? " (host's)" : " (shared)"));
     }
     box.appendChild(list);
@@ -206,6 +211,7 @@ export class DetailsPanel {
     box.appendChild(el("h4", { text: "joined namespaces" }));
     box.appendChild(el("ul", { class: "members" }, Object.entries(j.target || {}).map(([t, nid]) =>
       el("li", null, nsLink(nid, go, t + " " + String(nid).split(":")[2])))));
+    box.appendChild(joinInside(j, model));
     return box;
   }
 

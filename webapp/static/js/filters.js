@@ -1,6 +1,6 @@
 // Search and filter state, and the predicates the views share.
 
-import { NS_TYPES } from "./colors.js";
+import { NS_TYPES } from "./vocab.js";
 
 export class Filters {
   constructor() {

@@ -8,7 +8,7 @@
 // when others come and go - the cost is some empty space, which compact()
 // (the "re-layout" button) gives back.
 
-import { NS_TYPES } from "./colors.js";
+import { NS_TYPES } from "./vocab.js";
 
 const CHUNK = 2;          // rows a band grows by
 const GROUP_GAP = 1.4;    // empty rows between bands

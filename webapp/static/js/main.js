@@ -2,7 +2,8 @@
 
 import { $, el, clear, fmtTime, toEpoch } from "./dom.js";
 import { getJSON } from "./api.js";
-import { NS_TYPES, typeColor } from "./colors.js";
+import { typeColor } from "./colors.js";
+import { NS_TYPES, isNamespaceEvent } from "./vocab.js";
 import { GraphModel } from "./model.js";
 import { GraphView } from "./graphview.js";
 import { Filters } from "./filters.js";
@@ -12,6 +13,7 @@ import { DetailsPanel } from "./details.js";
 import { DemoPanel } from "./demos.js";
 import { LiveStream } from "./live.js";
 import { StatusBar, sleep } from "./status.js";
+import { ComparePanel } from "./inside.js";
 
 const MAX_METRICS = 10000;
 
@@ -30,12 +32,13 @@ const view = new GraphView($("graph"), { onSelect: (kind, id) => details.show(ki
 const details = new DetailsPanel($("details"), { getModel: () => shownModel, onShow: (kind, id) => pinSelection(kind, id) });
 const timeline = new Timeline($("timeline"), { onSelect: (kind, ev) => details.show(kind, ev) });
 const status = new StatusBar();
+const compare = new ComparePanel($("compare"), { getModel: () => live });
 const demos = new DemoPanel($("demos"), {
   onSelect: (kind, id) => details.show(kind, id),
   onNamespaces: (created, joined, run) => showDemoNamespaces(created, joined, run),
 });
 
-window.nsgraph = { model: live, view, metrics, filters, timeline, ready: false, get shown() { return shownModel; } };
+window.nsgraph = { model: live, view, metrics, filters, timeline, compare, ready: false, get shown() { return shownModel; } };
 
 function banner(message) {
   const b = $("banner");
@@ -54,8 +57,9 @@ function showDemoNamespaces(created, joined, run) {
   // A namespace of a short-lived demo may be gone before the graph showed it:
   // keep it drawn (as ended) while the demo's result is on screen.
   for (const id of created.concat(joined)) live.addGhostFromId(id, {}, 300);
-  const joins = (run && Array.isArray(run.joins) ? run.joins : []).map((j) => "join:" + (typeof j === "object" ? j.id : j));
+  const joins = ((run && run.joins) || []).map((id) => "join:" + id);
   view.pin(created.concat(joined).map((id) => view.nodeKeyForNs(id)).concat(joins), "demo");
+  compare.offerRun(run, created);
   view.requestRender();
 }
 
@@ -107,6 +111,7 @@ function onApplied(summary, source) {
   // on any change to a join, not only on new ones.
   if (summary.joins.length || summary.joinsTouched || source !== "diff") renderJoins();
   updateContainerFilter();
+  compare.modelChanged();
   if (shownModel === live) {
     view.requestRender();
     scheduleMatrix();
@@ -314,7 +319,7 @@ async function boot() {
     },
     onEvent: (ev) => {
       metrics.events++;
-      if (ev.kind === "unshare" || ev.kind === "setns") {
+      if (isNamespaceEvent(ev)) {
         // Kernel timestamp vs arrival in the page, for the latency benchmark.
         metrics.eventArrivals.push({ kind: ev.kind, pid: ev.pid, ts: toEpoch(ev.ts), arrived: (performance.timeOrigin + performance.now()) / 1000 });
         if (metrics.eventArrivals.length > MAX_METRICS) metrics.eventArrivals.splice(0, 1000);
@@ -357,7 +362,7 @@ async function boot() {
   status.startPolling();
   demos.load();
   getJSON("/api/events?limit=500").then(({ body }) => {
-    const list = Array.isArray(body) ? body : (body && body.events) || [];
+    const list = body.events;
     for (const ev of list) timeline.add(ev);
     const span = timeline.span();
     if (span) scrubber.setStart(span[0]);

@@ -4,7 +4,7 @@
 // same colour for the same namespace), so "web and db share a network
 // namespace" and "this one is in the host PID namespace" read at a glance.
 
-import { NS_TYPES } from "./colors.js";
+import { NS_TYPES } from "./vocab.js";
 
 const SHARED_PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#008080", "#9a6324"];
 const MAX_ROWS = 80;

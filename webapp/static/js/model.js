@@ -6,6 +6,8 @@
 // short-lived namespace - `docker run --rm ... ls` lives ~100 ms - can still be
 // seen, highlighted as ended, instead of flickering out before a human looks.
 
+import { isMembership } from "./vocab.js";
+
 export const ENTITY_MAPS = { namespace: "namespaces", process: "processes", container: "containers", join: "joins" };
 
 function keyOf(entity, obj) {
@@ -203,7 +205,7 @@ export class GraphModel {
     const mixed = new Set();
     for (const proc of this.processes.values()) {
       for (const [type, id] of Object.entries(proc.ns || {})) {
-        if (!id || type.endsWith("_for_children") || mixed.has(id)) continue;
+        if (!id || !isMembership(type) || mixed.has(id)) continue;
         const c = proc.container || null;
         if (!index.has(id)) index.set(id, c);
         else if (index.get(id) !== c) { index.delete(id); mixed.add(id); }
@@ -219,7 +221,7 @@ export class GraphModel {
     if (proc.container) return "c:" + proc.container;
     const ns = proc.ns || {};
     for (const [type, id] of Object.entries(ns)) {
-      if (type.endsWith("_for_children")) continue;
+      if (!isMembership(type)) continue;
       if (id && this.hostNs[type] && id !== this.hostNs[type]) return "other";
     }
     return "host";
@@ -231,7 +233,7 @@ export class GraphModel {
     const members = new Map();
     for (const proc of this.processes.values()) {
       for (const [type, id] of Object.entries(proc.ns || {})) {
-        if (type.endsWith("_for_children") || !id) continue;
+        if (!isMembership(type) || !id) continue;
         let list = members.get(id);
         if (!list) members.set(id, (list = []));
         list.push(proc.pid);

@@ -17,25 +17,23 @@ export class StatusBar {
     for (;;) {
       let body;
       try {
-        ({ body } = await getJSON("/api/status", { allow: [503] }));
+        ({ body } = await getJSON("/api/status"));
       } catch (err) {
         onProgress({ state: "unreachable", progress: err.message });
         if (err.status === 401 || err.status === 403) throw err;
         await sleep(1500);
         continue;
       }
-      this.update(body || {});
-      if (body && body.state === "running") return body;
-      onProgress(body || {});
-      await sleep(body && body.state === "error" ? 3000 : 700);
+      this.update(body);
+      if (body.state === "running") return body;
+      onProgress(body);
+      await sleep(body.state === "error" ? 3000 : 700);
     }
   }
 
   update(status) {
-    if (!status || typeof status !== "object") return;
-    this.state = status.state || this.state;
-    const c = status.counters || {};
-    this.setCounters(c);
+    this.state = status.state;
+    this.setCounters(status.counters);
   }
 
   setCounters(c) {
@@ -49,7 +47,7 @@ export class StatusBar {
         this.last = { t, events: c.events };
       }
     }
-    setText("c-rate", fmtCount(c.events_per_s ?? this.rate));
+    setText("c-rate", fmtCount(this.rate));
     setText("c-events", fmtCount(c.events));
     setText("c-lost", fmtCount(c.lost));
     setText("c-repaired", fmtCount(c.repaired));
@@ -60,7 +58,7 @@ export class StatusBar {
 
   startPolling() {
     setInterval(() => {
-      getJSON("/api/status", { allow: [503] }).then(({ body }) => this.update(body)).catch(() => {});
+      getJSON("/api/status").then(({ body }) => this.update(body)).catch(() => {});
     }, 2000);
   }
 }

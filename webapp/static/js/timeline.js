@@ -1,9 +1,12 @@
 // The event timeline (zoomable, click for details) and the history scrubber.
 
 import { toEpoch, fmtTime } from "./dom.js";
+import { EVENT_KINDS, isNamespaceEvent } from "./vocab.js";
 
-const KINDS = ["clone", "unshare", "setns", "exec", "exit", "fork"];
-const KIND_COLORS = { clone: "#1f77b4", unshare: "#2ca02c", setns: "#ff7f0e", exec: "#7f7f7f", exit: "#d62728", fork: "#9467bd" };
+// One row per event kind the tracer reports (vocab.js, from Python), and one
+// colour each; tests/unit/test_web_vocab.py checks that every kind has one.
+const KIND_COLORS = { clone: "#1f77b4", unshare: "#2ca02c", setns: "#ff7f0e", exec: "#7f7f7f", exit: "#d62728" };
+const OTHER_COLOR = "#9467bd";
 const MAX_EVENTS = 2000;
 const MAX_PROC_EVENTS = 400;
 
@@ -35,7 +38,7 @@ export class Timeline {
     // Namespace events are what the timeline is for; fork/exec/exit of every
     // process on a busy host would drown them (and cost a redraw each second),
     // so only the latest few hundred of those are kept.
-    const nsEvent = ev.kind === "unshare" || ev.kind === "setns" || (ev.kind === "clone" && (ev.flags || []).some((f) => f.startsWith("CLONE_NEW")));
+    const nsEvent = isNamespaceEvent(ev);
     const list = nsEvent ? this.events : this.procEvents;
     list.push({ ...ev, _t: t });
     const cap = nsEvent ? MAX_EVENTS : MAX_PROC_EVENTS;
@@ -64,7 +67,7 @@ export class Timeline {
   draw() {
     const byKind = new Map();
     for (const ev of this.events.concat(this.procEvents)) {
-      const kind = KINDS.includes(ev.kind) ? ev.kind : "fork";
+      const kind = String(ev.kind);
       let tr = byKind.get(kind);
       if (!tr) byKind.set(kind, (tr = { x: [], y: [], text: [], custom: [] }));
       tr.x.push(new Date(ev._t * 1000));
@@ -75,12 +78,14 @@ export class Timeline {
         (flags ? "<br>" + esc(flags) : "") + (ev.container ? "<br>container " + esc(ev.container) : "") +
         (ev.ret < 0 ? "<br>failed: " + esc(ev.errno_name || ev.ret) : "") + "<br>" + fmtTime(ev._t));
     }
-    const data = KINDS.map((k) => {
+    // A kind this page does not know yet (a newer server) gets a row of its own.
+    const kinds = EVENT_KINDS.concat(Array.from(byKind.keys()).filter((k) => !EVENT_KINDS.includes(k)));
+    const data = kinds.map((k) => {
       const tr = byKind.get(k) || { x: [], y: [], text: [], custom: [] };
       return {
         type: "scatter", mode: "markers", name: k + " (" + tr.x.length + ")", uid: "tl-" + k,
         x: tr.x, y: tr.y, hovertext: tr.text, hoverinfo: "text", customdata: tr.custom,
-        marker: { size: 8, color: KIND_COLORS[k], symbol: k === "setns" ? "diamond" : "circle", opacity: 0.8 },
+        marker: { size: 8, color: KIND_COLORS[k] || OTHER_COLOR, symbol: k === "setns" ? "diamond" : "circle", opacity: 0.8 },
       };
     });
     const layout = {
@@ -92,7 +97,7 @@ export class Timeline {
       // Zoom by dragging or the wheel; no range slider: it draws every point twice.
       xaxis: Object.assign({ type: "date" }, this.events.length + this.procEvents.length ? {}
         : { range: [new Date(Date.now() - 300000), new Date()] }),   // empty: the last 5 minutes, not the year 2000
-      yaxis: { type: "category", categoryorder: "array", categoryarray: KINDS.slice().reverse(), fixedrange: true },
+      yaxis: { type: "category", categoryorder: "array", categoryarray: kinds.slice().reverse(), fixedrange: true },
     };
     const config = { displaylogo: false, responsive: true, scrollZoom: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
     if (!this.ready) {

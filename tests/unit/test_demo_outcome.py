@@ -1,0 +1,239 @@
+"""Which namespaces and join sessions a demo run created or joined, from synthetic Graph JSON.
+
+webapp/demos/outcome.py is pure: a Run and the Graph JSON in, ids out.  The
+graphs here are written by hand (and checked against the GraphJSON TypedDict,
+so they are shaped like the real thing); the cases are the ones the dashboard
+meets: `docker run --rm` containers the catalog named or not, inodes printed
+by the demo itself, recycled inodes, `docker exec` and nsenter join sessions,
+and above all two demos running at the same time, which must never get each
+other's namespaces.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tracer.graph.schema import GraphJSON, check_shape, namespace_id
+from webapp.demos.outcome import links_in_output, namespaces_for_run
+from webapp.demos.run import Run
+
+DEV = 4
+T0 = 1_800_000_000.0
+HOST = {"user": 4026531837, "pid": 4026531836, "mnt": 4026531841, "net": 4026531840,
+        "uts": 4026531838, "ipc": 4026531839, "cgroup": 4026531835}
+HOST_IDS = {t: namespace_id(t, DEV, i, 0) for t, i in HOST.items()}
+OWN_TYPES = ("mnt", "uts", "ipc", "pid", "net", "cgroup")     # what a docker run container gets
+
+
+def ns(ns_type, inode, gen=0, created=None, ended=None, container=None, creator=None, pids=()):
+    return {"id": namespace_id(ns_type, DEV, inode, gen), "type": ns_type, "inode": inode, "dev": DEV,
+            "generation": gen, "ns_id": None, "alive": ended is None, "created": created, "ended": ended,
+            "creator": creator, "pids": list(pids), "container": container,
+            "container_id": ("c0ffee" * 10 + container[:4].ljust(4, "0")) if container else None,
+            "owner": HOST["user"], "owner_id": HOST_IDS["user"], "parent": None, "parent_id": None,
+            "owner_uid": None, "uid_map": None, "gid_map": None, "pinned": [], "holders": [],
+            "pending_end": False, "repaired": False}
+
+
+def runc(pid, ts):
+    return {"pid": pid, "tid": pid, "comm": "runc:[1:CHILD]", "syscall": "clone3",
+            "flags": ["CLONE_NEWNS", "CLONE_NEWUTS"], "ts": ts}
+
+
+def proc(pid, ns_ids, container=None):
+    return {"pid": pid, "ppid": 1, "comm": "sh", "cmdline": "sh", "uid": 0, "ns": dict(ns_ids),
+            "container": container, "container_id": None, "repaired": False}
+
+
+def join(ident, pid, exec_pid, start, target, container=None):
+    return {"id": ident, "pid": pid, "tid": pid, "comm": "runc:[1:CHILD]", "tool": "runc",
+            "container": container, "container_id": None, "types": list(target),
+            "target": dict(target), "command": "ps aux", "command_source": "exec", "exec_pid": exec_pid,
+            "start": start, "end": start + 0.01, "open": False, "summary": "joined"}
+
+
+def graph(namespaces=(), processes=(), joins=()):
+    host = [ns(t, i) for t, i in HOST.items()]
+    data = {"version": 7, "time": T0 + 100, "node": "host", "host_ns": dict(HOST_IDS),
+            "namespaces": host + list(namespaces), "processes": [proc(1, HOST_IDS)] + list(processes),
+            "containers": [], "joins": list(joins), "counters": {}}
+    assert check_shape(data, GraphJSON) == []
+    return data
+
+
+def container_spaces(name, base_inode, created, creator_pid=None):
+    """The namespaces a `docker run` container got, named by the catalog (or not: name None)."""
+    return [ns(t, base_inode + k, created=created + 0.01 * k, container=name,
+               creator=runc(creator_pid, created) if creator_pid else None)
+            for k, t in enumerate(OWN_TYPES)]
+
+
+def ids(spaces):
+    return [n["id"] for n in spaces]
+
+
+def run(scenario, started, ended, **fields):
+    return Run(id="r-" + scenario, scenario=scenario, command="", status="succeeded",
+               started=started, ended=ended, created=started, **fields)
+
+
+def ls_output(spaces, user=HOST["user"]):
+    """`ls -la /proc/self/ns/` as busybox prints it."""
+    lines = ["lrwxrwxrwx 1 root root 0 Jan 1 00:00 %s -> %s:[%d]" % (n["type"], n["type"], n["inode"])
+             for n in spaces]
+    lines.append("lrwxrwxrwx 1 root root 0 Jan 1 00:00 user -> user:[%d]" % user)
+    lines.append("lrwxrwxrwx 1 root root 0 Jan 1 00:00 pid_for_children -> pid:[%d]" % spaces[3]["inode"])
+    return "\n".join(lines) + "\n"
+
+
+# -- created: a run's own container -------------------------------------------------------------
+
+def test_a_named_container_run_created_its_namespaces_and_joined_the_hosts():
+    mine = container_spaces("nsgraph-demo-ls-ns-a", 4026532200, T0 + 1)
+    data = graph(mine, [proc(900, {**HOST_IDS, **{n["type"]: n["id"] for n in mine}}, "nsgraph-demo-ls-ns-a")])
+    out = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="nsgraph-demo-ls-ns-a"), data)
+    assert out["namespaces"]["created"] == ids(mine)
+    assert out["namespaces"]["joined"] == [HOST_IDS["user"]]        # no user namespace of its own
+    assert out["joins"] == []
+
+
+def test_two_runs_at_once_each_get_their_own_container():
+    a = container_spaces("nsgraph-demo-ls-ns-a", 4026532200, T0 + 1.0, creator_pid=501)
+    b = container_spaces("nsgraph-demo-ls-ns-b", 4026532300, T0 + 1.2, creator_pid=502)
+    data = graph(a + b)
+    out_a = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="nsgraph-demo-ls-ns-a"), data)
+    out_b = namespaces_for_run(run("ls-ns", T0 + 0.5, T0 + 2.5, container="nsgraph-demo-ls-ns-b"), data)
+    assert out_a["namespaces"] == {"created": ids(a), "joined": []}
+    assert out_b["namespaces"] == {"created": ids(b), "joined": []}
+
+
+def test_an_unnamed_container_is_found_by_the_inodes_it_printed():
+    """`docker run --rm` is often gone before the catalog names it: its own output says which."""
+    a = container_spaces(None, 4026532200, T0 + 1.0, creator_pid=501)
+    b = container_spaces(None, 4026532300, T0 + 1.1, creator_pid=502)     # another demo, same moment
+    data = graph(a + b)
+    out = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="gone", output=ls_output(a)), data)
+    assert out["namespaces"]["created"] == ids(a)
+    assert out["namespaces"]["joined"] == [HOST_IDS["user"]]
+    assert not set(ids(b)) & set(out["namespaces"]["created"] + out["namespaces"]["joined"])
+
+
+def test_observed_inodes_resolve_to_the_generation_alive_during_the_run():
+    """Inodes are recycled at once: the run's net namespace is the one alive while it ran."""
+    old = ns("net", 4026532400, gen=0, created=T0 - 50, ended=T0 - 10)
+    new = ns("net", 4026532400, gen=1, created=T0 + 1)
+    later = ns("net", 4026532400, gen=2, created=T0 + 30)
+    data = graph([old, new, later])
+    out = namespaces_for_run(run("ls-ns", T0, T0 + 2, observed_ns={"net": 4026532400}), data)
+    assert out["namespaces"] == {"created": [new["id"]], "joined": []}
+
+
+def test_a_namespace_made_before_the_run_was_joined_not_created():
+    myapp_net = ns("net", 4026532500, created=T0 - 100, container="myapp")
+    mine = [n for n in container_spaces("nsgraph-demo-shared-net-a", 4026532600, T0 + 1) if n["type"] != "net"]
+    data = graph([myapp_net] + mine)
+    out = namespaces_for_run(run("shared-net", T0, T0 + 2, container="nsgraph-demo-shared-net-a",
+                                 output=ls_output(mine[:3] + [myapp_net] + mine[3:])), data)
+    assert out["namespaces"]["created"] == ids(mine)
+    assert myapp_net["id"] in out["namespaces"]["joined"]
+
+
+def test_the_hosts_namespaces_are_never_created_by_a_run():
+    data = graph()
+    out = namespaces_for_run(run("host-pid", T0, T0 + 2, observed_ns={"pid": HOST["pid"]}), data)
+    assert out["namespaces"] == {"created": [], "joined": [HOST_IDS["pid"]]}
+
+
+# -- joined: join sessions of the run's own processes ----------------------------------------------
+
+MYAPP = [ns(t, 4026532700 + k, created=T0 - 100, container="myapp") for k, t in
+         enumerate(("ipc", "uts", "net", "pid", "mnt"))]
+MYAPP_TARGET = {n["type"]: n["id"] for n in MYAPP}
+
+
+def test_docker_exec_runs_get_the_join_of_their_own_command():
+    """Two `docker exec myapp ps` at once: each run has the exec'd command's pid (exec_inspect)."""
+    data = graph(MYAPP, joins=[join(1, 700, 701, T0 + 0.5, MYAPP_TARGET, "myapp"),
+                               join(2, 710, 711, T0 + 0.6, MYAPP_TARGET, "myapp")])
+    first = namespaces_for_run(run("exec-myapp", T0, T0 + 1, container="myapp", pids=[701],
+                                   observed_ns={t: n["inode"] for t, n in zip(MYAPP_TARGET, MYAPP)}), data)
+    second = namespaces_for_run(run("exec-myapp", T0, T0 + 1, container="myapp", pids=[711]), data)
+    assert first["joins"] == [1] and second["joins"] == [2]
+    assert first["namespaces"] == {"created": [], "joined": ids(MYAPP)}
+    assert second["namespaces"] == {"created": [], "joined": list(MYAPP_TARGET.values())}
+
+
+def test_a_join_run_creates_nothing_even_when_its_target_is_new():
+    """exec-myapp may have started myapp itself: its namespaces are still joined, not created."""
+    fresh = [dict(n, created=T0 + 0.2) for n in MYAPP]
+    data = graph(fresh, joins=[join(1, 700, 701, T0 + 0.5, MYAPP_TARGET, "myapp")])
+    out = namespaces_for_run(run("exec-myapp", T0, T0 + 1, container="myapp", pids=[701]), data)
+    assert out["namespaces"]["created"] == [] and out["namespaces"]["joined"] == ids(MYAPP)
+
+
+def test_nsenter_runs_are_matched_by_the_nsenter_pid():
+    target = {t: namespace_id(t, DEV, 4026532800 + k, 0) for k, t in enumerate(("uts", "net", "pid"))}
+    spaces = [ns(t, 4026532800 + k, created=T0 - 5) for k, t in enumerate(("uts", "net", "pid"))]
+    mine = join(3, 800, 801, T0 + 0.3, target)
+    other = join(4, 810, 811, T0 + 0.4, target)            # a second nsenter demo, same target
+    data = graph(spaces, joins=[mine, other])
+    out = namespaces_for_run(run("nsenter-join", T0, T0 + 1, pids=[800],
+                                 observed_ns={t: 4026532800 + k for k, t in enumerate(("uts", "net", "pid"))}),
+                             data)
+    assert out["joins"] == [3]
+    assert out["namespaces"] == {"created": [], "joined": list(target.values())}
+
+
+def test_a_reused_pid_outside_the_run_does_not_match():
+    data = graph(MYAPP, joins=[join(1, 700, 701, T0 - 300, MYAPP_TARGET, "myapp")])
+    out = namespaces_for_run(run("exec-myapp", T0, T0 + 1, container="myapp", pids=[701]), data)
+    assert out["joins"] == [] and out["namespaces"] == {"created": [], "joined": []}
+
+
+# -- the last resort: one runc, nothing else known ------------------------------------------------
+
+def test_runc_creator_is_the_last_resort_only_when_unambiguous():
+    a = container_spaces(None, 4026532200, T0 + 1.0, creator_pid=501)
+    lone = graph(a)
+    out = namespaces_for_run(run("hostname-ip-ps", T0, T0 + 2, container="gone"), lone)
+    assert out["namespaces"]["created"] == ids(a)
+    b = container_spaces(None, 4026532300, T0 + 1.1, creator_pid=502)
+    both = graph(a + b)
+    out = namespaces_for_run(run("hostname-ip-ps", T0, T0 + 2, container="gone"), both)
+    assert out["namespaces"] == {"created": [], "joined": []}      # two runc: claim nothing
+
+
+def test_the_last_resort_skips_namespaces_another_container_owns():
+    mine = container_spaces(None, 4026532200, T0 + 1.0, creator_pid=501)
+    theirs = container_spaces("nsgraph-demo-ls-ns-b", 4026532300, T0 + 1.1, creator_pid=502)
+    data = graph(mine + theirs)
+    out = namespaces_for_run(run("hostname-ip-ps", T0, T0 + 2, container="gone"), data)
+    assert out["namespaces"]["created"] == ids(mine)
+
+
+def test_no_graph_no_namespaces():
+    empty = {"namespaces": {"created": [], "joined": []}, "joins": []}
+    assert namespaces_for_run(run("ls-ns", T0, T0 + 1), None) == empty
+
+
+def test_a_running_run_uses_now_for_its_end():
+    late = container_spaces(None, 4026532200, T0 + 50)
+    data = graph(late)
+    active = Run(id="r", scenario="ls-ns", command="", status="running", started=T0, created=T0,
+                 observed_ns={"net": late[4]["inode"]})
+    assert namespaces_for_run(active, data, now=T0 + 10)["namespaces"]["created"] == []
+    assert namespaces_for_run(active, data, now=T0 + 60)["namespaces"]["created"] == [late[4]["id"]]
+
+
+# -- parsing the demo's own report ----------------------------------------------------------------
+
+@pytest.mark.parametrize("output,expected", [
+    ("lrwxrwxrwx 1 root root 0 Jan 1 00:00 net -> net:[4026532177]\n", {"net": 4026532177}),
+    ("lrwxrwxrwx    1 root     root    0 Jan  1 00:00 pid_for_children -> pid:[4026532180]\n", {}),
+    ("uts:[4026532171]\nnet:[4026532177]\npid:[4026532173]\n",
+     {"uts": 4026532171, "net": 4026532177, "pid": 4026532173}),
+    ("hostname\nnet:[notanumber]\nfoo:[12]\n  net:[5]\n", {}),
+    ("", {}),
+])
+def test_links_in_output(output, expected):
+    assert links_in_output(output) == expected
