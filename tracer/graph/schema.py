@@ -45,6 +45,7 @@ class NamespaceJSON(TypedDict):
     ended: Optional[float]
     creator: Optional[Creator]
     pids: List[int]         # host pids of the member processes
+    tids: List[int]         # threads that are members on their own (unshare/setns in one thread)
     container: Optional[str]      # owning container's display name (the container whose runtime made it)
     container_id: Optional[str]   # owning container's engine id
     sharers: List[str]            # other member containers' display names, sorted

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import List, Optional, Tuple
 
+from .entities import MEMBER_SLOTS
 from .schema import (ContainerDetail, Counters, GraphDiff, GraphJSON, NamespaceDetail, NamespaceJSON,
                      ProcessJSON)
 
@@ -81,7 +82,22 @@ def namespace_container(g, ns, hosts: set) -> Optional[str]:
     return namespace_owner(g, ns, hosts)[0]
 
 
-def ns_json(g, ns, hosts: set) -> NamespaceJSON:
+def thread_members(g) -> dict:
+    """namespace id -> sorted tids of threads that are in it on their own (a thread that
+    called unshare or setns: its process is not a member, the thread is)."""
+    out = {}
+    for proc in list(g.processes.procs.values()):
+        if proc.threads:
+            for tid, tmap in proc.threads.items():
+                for slot, ns in tmap.items():
+                    if slot in MEMBER_SLOTS and proc.ns.get(slot) is not ns:
+                        out.setdefault(ns.id, set()).add(tid)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def ns_json(g, ns, hosts: set, tids: Optional[dict] = None) -> NamespaceJSON:
+    if tids is None:
+        tids = thread_members(g)
     cid, sharers = namespace_owner(g, ns, hosts)
     owner, parent = ns.owner, ns.parent
     cname = container_name(g, cid)
@@ -90,7 +106,7 @@ def ns_json(g, ns, hosts: set) -> NamespaceJSON:
     return {
         "id": ns.id, "type": ns.type, "inode": ns.inode, "dev": ns.dev, "generation": ns.gen,
         "ns_id": ns.ns_id, "alive": ns.ended is None, "created": ns.created, "ended": ns.ended,
-        "creator": ns.creator, "pids": sorted(ns.members), "container": cname,
+        "creator": ns.creator, "pids": sorted(ns.members), "tids": tids.get(ns.id, []), "container": cname,
         "container_id": cid,
         "sharers": [container_name(g, s) for s in sharers], "sharer_ids": sharers,
         "owner": owner.inode if owner is not None else ns.owner_inode,
@@ -130,7 +146,8 @@ def graph_json(g, include_ended: bool = True, include_processes: bool = True) ->
     spaces = list(table.alive.values())
     if include_ended:
         spaces += [ns for ns in table.ended if ns.ended is not None]
-    namespaces = [ns_json(g, ns, hosts) for ns in spaces]
+    tids = thread_members(g)
+    namespaces = [ns_json(g, ns, hosts, tids) for ns in spaces]
     processes = [proc_json(g, p) for p in list(g.processes.procs.values())] if include_processes else []
     return {
         "version": g.version, "time": time.time(), "node": g.node,
@@ -151,11 +168,12 @@ def diff_since(g, version: int) -> Optional[GraphDiff]:
     # to the next diff, so this one ends at the version seen now.
     current = g.version
     hosts = host_ids(g)
+    tids = thread_members(g)
     changes = []
     for entity, ident, op in net:
         data = None
         if op != "remove":
-            data = entity_json(g, entity, ident, hosts)
+            data = entity_json(g, entity, ident, hosts, tids)
             if data is None:
                 op = "remove"
         changes.append({"op": op, "entity": entity, "id": ident, "data": data})
@@ -163,10 +181,10 @@ def diff_since(g, version: int) -> Optional[GraphDiff]:
     return {"version": current, "since": version, "changes": changes}
 
 
-def entity_json(g, entity: str, ident, hosts: set):
+def entity_json(g, entity: str, ident, hosts: set, tids: Optional[dict] = None):
     if entity == "namespace":
         ns = g.namespaces.by_id.get(ident)
-        return ns_json(g, ns, hosts) if ns is not None else None
+        return ns_json(g, ns, hosts, tids) if ns is not None else None
     if entity == "process":
         proc = g.processes.get(ident)
         return proc_json(g, proc) if proc is not None else None
@@ -216,6 +234,7 @@ def container_detail(g, name_or_id: str) -> Optional[ContainerDetail]:
     hosts = host_ids(g)
     procs = [p for p in g.processes.procs.values() if p.container == cid]
     owned, shared = [], []
+    tids = thread_members(g)
     for ns in list(g.namespaces.alive.values()):
         owner, sharers = namespace_owner(g, ns, hosts)
         if owner == cid:
@@ -224,11 +243,12 @@ def container_detail(g, name_or_id: str) -> Optional[ContainerDetail]:
             shared.append(ns)
     return {"container": dict(g.containers[cid]),
             "processes": [proc_json(g, p) for p in procs],
-            "namespaces": [ns_json(g, ns, hosts) for ns in owned],
-            "shared": [ns_json(g, ns, hosts) for ns in shared]}
+            "namespaces": [ns_json(g, ns, hosts, tids) for ns in owned],
+            "shared": [ns_json(g, ns, hosts, tids) for ns in shared]}
 
 
 def history(g, ns_type: Optional[str] = None) -> List[NamespaceJSON]:
     hosts = host_ids(g)
-    return [ns_json(g, ns, hosts) for ns in list(g.namespaces.by_id.values())
+    tids = thread_members(g)
+    return [ns_json(g, ns, hosts, tids) for ns in list(g.namespaces.by_id.values())
             if ns_type is None or ns.type == ns_type]
