@@ -120,3 +120,27 @@ def test_shared_namespaces_belong_to_the_donor_everywhere(service, shared_pair):
         assert (n["container"], n["container_id"], n["sharers"]) == (a, id_a, [b]), n
     for t, inode in own_b.items():
         assert (spaces[(t, inode)]["container"], spaces[(t, inode)]["sharers"]) == (b, [])
+
+
+def test_nsenter_all_says_which_types_changed(service):
+    name = PREFIX + "-all"
+    docker("run", "-d", "--name", name, service.test_image, "sleep", "300")
+    try:
+        init = json.loads(docker("inspect", name))[0]["State"]["Pid"]
+        types = ("mnt", "uts", "ipc", "net", "pid", "cgroup", "user", "time")
+        # Ground truth: the types where the container's namespace is not this shell's.
+        differ = {t for t in types if ns_inode(init, t) != ns_inode(os.getpid(), t)}
+        assert "user" not in differ and {"net", "mnt"} <= differ
+        t0 = time.time()
+        out = subprocess.run(["nsenter", "-a", "-t", str(init), "--", "/bin/true"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+
+        def found():
+            return [j for j in service.graph.to_json()["joins"]
+                    if j["start"] >= t0 - 0.5 and j["tool"] == "nsenter" and not j["open"]]
+        (join,) = wait_until(found)
+        assert set(join["changed"]) == differ, join
+        assert set(join["types"]) > differ
+        assert "(changed: %s)" % ", ".join(t for t in join["types"] if t in differ) in join["summary"], join
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)

@@ -69,3 +69,17 @@ def test_host_namespaces_have_no_owner_or_sharers():
     g.apply_ops([proc_op(8, HOST, container(B, "side", 8))])
     net = g.namespace("net:102")
     assert (net["container"], net["sharers"]) == (None, [])
+
+
+def test_a_join_of_every_type_says_which_ones_changed():
+    # `nsenter -a`: one setns per type; only net differs from where the caller was.
+    g = NamespaceGraph(dev=DEV, join_gap=0.5)
+    g.load_snapshot(host_snapshot(pids=(1, 20)))
+    g.apply_ops([{"op": "ns", "type": "net", "inode": 300, "ts": 1.0}])
+    g.apply(ev("setns", 20, ns=HOST, before=HOST, raw_flags=nstypes.CLONE_NEWUTS, comm="nsenter", ts=10.0))
+    g.apply(ev("setns", 20, ns=with_(HOST, net=300), before=HOST, raw_flags=nstypes.CLONE_NEWNET,
+               comm="nsenter", ts=10.001))
+    g.apply(ev("exec", 20, ns=with_(HOST, net=300), comm="true", filename="/bin/true", ts=10.002))
+    (join,) = g.to_json()["joins"]
+    assert join["types"] == ["uts", "net"] and join["changed"] == ["net"]
+    assert "(changed: net)" in join["summary"], join["summary"]

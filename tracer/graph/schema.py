@@ -104,6 +104,7 @@ class JoinJSON(TypedDict):
     container: Optional[str]
     container_id: Optional[str]
     types: List[str]
+    changed: List[str]            # the types whose namespace actually changed (nsenter -a joins all)
     target: Dict[str, str]        # type -> namespace id joined
     command: Optional[str]
     command_source: Optional[str]
