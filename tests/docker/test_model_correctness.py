@@ -144,3 +144,42 @@ def test_nsenter_all_says_which_types_changed(service):
         assert "(changed: %s)" % ", ".join(t for t in join["types"] if t in differ) in join["summary"], join
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_trace_container_shows_docker_exec_and_names_nothing_found(service):
+    name = PREFIX + "-trace"
+    docker("run", "-d", "--name", name, service.test_image, "sleep", "300")
+    missing = PREFIX + "-nosuch"
+    try:
+        init = json.loads(docker("inspect", name))[0]["State"]["Pid"]
+        net = ns_inode(init, "net")
+        trace = subprocess.Popen([NSGRAPH, "trace", "--json", "--container", name, "--container", missing,
+                                  "--duration", "25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Once tracing (the banner), exec into the container.
+            deadline = time.monotonic() + 60
+            errors = []
+            while time.monotonic() < deadline:
+                line = trace.stderr.readline()
+                errors.append(line)
+                if not line or "Tracing" in line:
+                    break
+            time.sleep(1.0)
+            subprocess.run(["docker", "exec", name, "true"], check=True)
+            out, rest = trace.communicate(timeout=90)
+        finally:
+            if trace.poll() is None:
+                trace.kill()
+        stderr = "".join(errors) + rest
+        assert "no container matches --container %s" % missing in stderr, stderr
+        assert name not in stderr.split("Tracing")[0], stderr
+        events = [json.loads(line) for line in out.splitlines()]
+        setns = [e for e in events if e["kind"] == "setns" and e["ret"] == 0]
+        into_net = [e for e in setns if e["ns"].get("net") == net]
+        assert into_net, "no setns into %s's net namespace shown: %s" % (name, events[:20])
+        for e in setns:
+            assert e.get("target_container") == name or e["container"] == name, e
+        # runc's calls happen before it joins the cgroup: its own container stays null.
+        assert any(e["container"] is None and e["target_container"] == name for e in into_net), into_net
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)

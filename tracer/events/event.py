@@ -49,6 +49,7 @@ class Event:
     args: Optional[list] = None    # exec: argv as captured (the last item ends in "..." if cut)
     container_id: Optional[str] = None     # the engine id behind `container`, when known (last:
                                            # the decoder builds events positionally)
+    target_container: Optional[str] = None  # setns: the container whose namespaces it entered
 
     @property
     def errno(self) -> Optional[int]:
@@ -125,6 +126,8 @@ class Event:
         }
         if self.container_id is not None:
             out["container_id"] = self.container_id
+        if self.target_container is not None:
+            out["target_container"] = self.target_container
         if self.kind == "clone":
             out["child_pid"] = self.child_pid
             out["child_vpid"] = self.child_vpid
@@ -158,6 +161,7 @@ class Event:
             ns_id_before=({k: int(v) for k, v in obj["ns_id_before"].items()} if obj.get("ns_id_before") is not None else None),
             node=str(obj.get("node", "")), container=obj.get("container"),
             container_id=obj.get("container_id"),
+            target_container=obj.get("target_container"),
             cgroup_id=int(obj.get("cgroup_id") or 0),
             args=list(obj["args"]) if obj.get("args") is not None else None,
         )
