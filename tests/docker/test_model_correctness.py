@@ -14,21 +14,11 @@ import uuid
 
 import pytest
 
-from conftest import require
+from conftest import require, wait_until
 
 PREFIX = "nsgtest-correct-%s" % uuid.uuid4().hex[:8]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NSGRAPH = os.path.join(REPO, ".venv", "bin", "nsgraph")
-
-
-def wait_until(predicate, timeout=15.0, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def ns_inode(pid, t):

@@ -8,11 +8,10 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
-from conftest import require
+from conftest import require, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NSGRAPH = os.path.join(REPO, ".venv", "bin", "nsgraph")
@@ -86,16 +85,6 @@ def thread_truth(pid, tids):
             if inode != os.stat("/proc/%d/ns/%s" % (pid, t)).st_ino:
                 out[(t, inode)] = tid
     return out
-
-
-def wait_until(predicate, timeout=15.0, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def test_thread_held_namespaces_live_reconciled_and_snapshotted(service, helper):
