@@ -47,7 +47,7 @@ def proc(pid, ns_ids, container=None):
 
 def join(ident, pid, exec_pid, start, target, container=None):
     return {"id": ident, "pid": pid, "tid": pid, "comm": "runc:[1:CHILD]", "tool": "runc",
-            "container": container, "container_id": None, "types": list(target),
+            "container": container, "container_id": None, "types": list(target), "changed": list(target),
             "target": dict(target), "command": "ps aux", "command_source": "exec", "exec_pid": exec_pid,
             "start": start, "end": start + 0.01, "open": False, "summary": "joined"}
 
