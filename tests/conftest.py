@@ -72,6 +72,18 @@ def pytest_collection_modifyitems(items):
                                 "tests/kernel, tests/docker or tests/browser): %s" % ", ".join(misplaced))
 
 
+def wait_until(predicate, timeout=15.0, step=0.2):
+    """predicate()'s first true value within timeout seconds, else its last value."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip outside CI, fail in CI, when a prerequisite is missing."""
     if condition:

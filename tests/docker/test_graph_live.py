@@ -23,7 +23,7 @@ import pytest
 from tracer.history.recording import JsonlRecorder, replay_file
 from tracer.host.snapshot import take_snapshot
 
-from conftest import require
+from conftest import require, wait_until
 from workloads.storm import Storm
 
 PREFIX = "nsgtest-graph-%s" % uuid.uuid4().hex[:8]
@@ -33,16 +33,6 @@ def _strip(data):
     data = dict(data)
     data.pop("time")
     return data
-
-
-def wait_until(predicate, timeout=10.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def diff_against_proc(graph, settle) -> dict:

@@ -27,7 +27,9 @@ import uuid
 import pytest
 
 import workload
-from conftest import HOST_NODES, NODES, VM_NODE
+# The session fixture `fleet` lives beside the harness, not in a conftest.py: a second
+# conftest module would shadow tests/conftest.py for every lane collected after this one.
+from fleet_env import HOST_NODES, NODES, VM_NODE, fleet  # noqa: F401  (fleet: the fixture)
 from harness import NSGRAPH, REPO, Agent, Dashboard, wait_until
 
 pytestmark = pytest.mark.fleet

@@ -28,7 +28,7 @@ OWN_TYPES = ("mnt", "uts", "ipc", "pid", "net", "cgroup")     # what a docker ru
 def ns(ns_type, inode, gen=0, created=None, ended=None, container=None, creator=None, pids=()):
     return {"id": namespace_id(ns_type, DEV, inode, gen), "type": ns_type, "inode": inode, "dev": DEV,
             "generation": gen, "ns_id": None, "alive": ended is None, "created": created, "ended": ended,
-            "creator": creator, "pids": list(pids), "container": container,
+            "creator": creator, "pids": list(pids), "tids": [], "container": container, "sharers": [], "sharer_ids": [],
             "container_id": ("c0ffee" * 10 + container[:4].ljust(4, "0")) if container else None,
             "owner": HOST["user"], "owner_id": HOST_IDS["user"], "parent": None, "parent_id": None,
             "owner_uid": None, "uid_map": None, "gid_map": None, "pinned": [], "holders": [],
@@ -50,7 +50,7 @@ def proc(pid, ns_ids, container=None):
 
 def join(ident, pid, exec_pid, start, target, container=None):
     return {"id": ident, "pid": pid, "tid": pid, "comm": "runc:[1:CHILD]", "tool": "runc",
-            "container": container, "container_id": None, "types": list(target),
+            "container": container, "container_id": None, "types": list(target), "changed": list(target),
             "target": dict(target), "command": "ps aux", "command_source": "exec", "exec_pid": exec_pid,
             "start": start, "end": start + 0.01, "open": False, "summary": "joined"}
 

@@ -89,10 +89,15 @@ def run(fx, *names, graph=None, commands=None):
     """
     g = graph or make_graph(fx)
     evs = sorted((e for n in names for e in events(fx, n)), key=lambda e: e.seq)
-    for pid, argv in (commands or {}).items():
-        g.reader.stash({"op": "procread", "pid": pid, "cmdline": argv, "cgroup": None, "nested": True})
+    commands = dict(commands or {})
     for e in evs:
+        if e.kind == "exec" and e.pid in commands:
+            # Held for the exec (a read made earlier, of another member, is the pre-exec one).
+            g.reader.stash({"op": "procread", "pid": e.pid, "cmdline": commands.pop(e.pid), "cgroup": None,
+                            "nested": True})
         g.apply(e)
+    for pid, argv in commands.items():
+        g.reader.stash({"op": "procread", "pid": pid, "cmdline": argv, "cgroup": None, "nested": True})
     assert g.counters["rejected"] == 0
     assert g.check_invariants() == []
     return g, g.to_json()["joins"]

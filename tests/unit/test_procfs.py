@@ -189,7 +189,7 @@ def test_parse_ns_link():
 
 def test_parse_stat_of_real_process():
     data = open("/proc/self/stat", "rb").read()
-    comm, state, ppid, start = procfs.parse_stat(data)
+    comm, state, ppid, start, _threads = procfs.parse_stat(data)
     assert ppid == os.getppid()
     assert comm == open("/proc/self/comm").read().rstrip("\n")
     assert state == "R"

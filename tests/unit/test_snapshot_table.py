@@ -23,7 +23,7 @@ def ns(ns_type, inode, pids=(), parent=None, alive=True, container=None, pinned=
     return {
         "id": namespace_id(ns_type, DEV, inode, 0), "type": ns_type, "inode": inode, "dev": DEV,
         "generation": 0, "ns_id": None, "alive": alive, "created": None, "ended": None if alive else 5.0,
-        "creator": None, "pids": list(pids), "container": container, "container_id": None,
+        "creator": None, "pids": list(pids), "tids": [], "container": container, "container_id": None, "sharers": [], "sharer_ids": [],
         "owner": None, "owner_id": None,
         "parent": parent, "parent_id": namespace_id(ns_type, DEV, parent, 0) if parent else None,
         "owner_uid": None, "uid_map": None, "gid_map": None, "pinned": list(pinned), "holders": list(holders),

@@ -58,7 +58,9 @@ def build_graph(docker: bool = True):
     from ..host.snapshot import take_snapshot
     catalog = None
     if docker:
-        catalog = ContainerCatalog().start(wait=2.0)
+        # start() returns at the first connection attempt: a long wait costs nothing
+        # without Docker, and a busy engine still names every container.
+        catalog = ContainerCatalog().start(wait=15.0)
         resolve = catalog.resolve
     else:
         def resolve(pid, cgroup):

@@ -135,7 +135,8 @@ def details(event: Event) -> str:
 
 def format_columns(event: Event) -> str:
     when = datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")
-    return COLUMNS % (when, event.pid, printable(event.comm), _short(event.container or "-", 14), event.kind,
+    where = event.container or (">" + event.target_container if event.target_container else "-")
+    return COLUMNS % (when, event.pid, printable(event.comm), _short(where, 14), event.kind,
                       _fit_list(_ns_types(event), NS_WIDTH), printable(details(event)))
 
 
@@ -201,10 +202,22 @@ def run(args) -> int:
     from ..containers.attribution import CgroupIds, EventContainers
     from ..containers.catalog import ContainerCatalog
     # Names come from Docker when it answers; without it, cgroup paths still give ids.
-    catalog = ContainerCatalog().start(wait=0)
+    wanted = args.container
+    # With --container, wait for the engine's first answer: the names are checked below.
+    catalog = ContainerCatalog().start(wait=15.0 if wanted else 0)
     cgroup_ids = CgroupIds()
     tagger = EventContainers(catalog, cgroup_ids=cgroup_ids)
-    wanted = args.container
+    targets = None
+    if wanted:
+        from ..containers.attribution import TargetContainers
+        targets = TargetContainers(catalog, wanted)
+        if not catalog.connected:
+            print("nsgraph trace: cannot check --container %s: %s; matching by id prefix only" % (
+                ", ".join(wanted), catalog.status), file=sys.stderr)
+        else:
+            for name in targets.unmatched():
+                print("nsgraph trace: no container matches --container %s (see `docker ps -a`); "
+                      "its events show once it exists" % name, file=sys.stderr)
 
     out = sys.stdout
     shown = [0]
@@ -213,7 +226,12 @@ def run(args) -> int:
     def on_event(event: Event) -> None:
         container = tagger.tag(event)
         if wanted and not matches_container(container, wanted):
-            return
+            # A setns into a wanted container's namespaces (docker exec) belongs to it.
+            if event.kind != "setns" or event.failed:
+                return
+            event.target_container = targets.target_of(event)
+            if event.target_container is None:
+                return
         if not keep(event):
             return
         shown[0] += 1

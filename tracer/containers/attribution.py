@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 from .catalog import ContainerCatalog
 from .cgroups import ContainerRef, cgroup2_mount, parse_cgroup, read_cgroup
-from .records import Container, container_from_ref
+from .records import Container, container_from_ref, matches_container
 
 
 _UNRESOLVED = object()
@@ -118,4 +118,51 @@ class EventContainers:
         cgroup_id = getattr(event, "cgroup_id", 0)
         container = self.container_of_cgroup(cgroup_id) if cgroup_id else self.container_of_pid(event.pid)
         event.container = container.name if container is not None else None
+        event.container_id = container.id if container is not None else None
         return container
+
+
+class TargetContainers:
+    """Which of some wanted containers' namespaces a setns entered.
+
+    `docker exec NAME` joins NAME's namespaces from runc before runc joins NAME's
+    cgroup, so its setns calls carry no container of their own: they belong to
+    NAME by their target.  The namespaces of each running wanted container are read
+    from its init process (/proc/<State.Pid>/ns), at most every `refresh` seconds.
+    """
+
+    def __init__(self, catalog: ContainerCatalog, wanted, refresh: float = 1.0, proc_root: str = "/proc"):
+        self.catalog = catalog
+        self.wanted = list(wanted)
+        self.refresh = refresh
+        self.proc_root = proc_root
+        self._inodes: dict = {}        # inode -> container name
+        self._read_at = None
+
+    def _read(self) -> None:
+        import os
+        self._read_at = time.monotonic()
+        inodes = {}
+        for c in self.catalog.containers():
+            if c.pid and matches_container(c, self.wanted):
+                base = "%s/%d/ns/" % (self.proc_root, c.pid)
+                for slot in ("mnt", "uts", "ipc", "net", "pid", "cgroup", "time", "user"):
+                    try:
+                        inodes.setdefault(os.stat(base + slot).st_ino, c.name)
+                    except OSError:
+                        continue
+        self._inodes = inodes
+
+    def target_of(self, event) -> Optional[str]:
+        """The wanted container whose namespace the setns event entered, or None."""
+        inodes = [event.ns[s] for s in event.changed_types() if s in event.ns] or list(event.ns.values())
+        found = next((self._inodes[i] for i in inodes if i in self._inodes), None)
+        if found is None and (self._read_at is None or time.monotonic() - self._read_at >= self.refresh):
+            self._read()
+            found = next((self._inodes[i] for i in inodes if i in self._inodes), None)
+        return found
+
+    def unmatched(self) -> list:
+        """Wanted names that match no container the engine knows."""
+        known = self.catalog.containers()
+        return [w for w in self.wanted if not any(matches_container(c, [w]) for c in known)]

@@ -19,6 +19,9 @@ class Container:
     pid: Optional[int] = None    # the init process (State.Pid) while running
     pod_uid: Optional[str] = None
     source: str = "cgroup"       # "docker" when the engine supplied the details
+    # Namespace type -> id of the container whose namespace this one joined at
+    # creation (`--network/--pid/--ipc container:X`): X owns it, this one shares it.
+    shares: dict = field(default_factory=dict, hash=False)
 
     @property
     def short_id(self) -> str:
@@ -27,12 +30,27 @@ class Container:
     def to_json(self) -> dict:
         return {"id": self.id, "name": self.name, "image": self.image, "runtime": self.runtime,
                 "pid": self.pid, "labels": dict(self.labels), "state": self.state,
-                "pod_uid": self.pod_uid, "source": self.source}
+                "pod_uid": self.pod_uid, "source": self.source, "shares": dict(self.shares)}
 
 
 def container_from_ref(ref: ContainerRef) -> Container:
     return Container(id=ref.id, name=ref.name_hint or ref.short_id, image=None,
                      runtime=ref.runtime, pod_uid=ref.pod_uid)
+
+
+# HostConfig keys that name another container's namespace to join, by namespace type.
+_SHARE_MODES = (("NetworkMode", "net"), ("PidMode", "pid"), ("IpcMode", "ipc"))
+
+
+def shared_namespaces(host_config: dict) -> dict:
+    """{type: container id} from `docker inspect`'s HostConfig modes of the form
+    "container:X" (Docker stores X as the full id; podman likewise)."""
+    shares = {}
+    for key, ns_type in _SHARE_MODES:
+        mode = host_config.get(key) or ""
+        if mode.startswith("container:") and len(mode) > len("container:"):
+            shares[ns_type] = mode[len("container:"):]
+    return shares
 
 
 def container_from_inspect(attrs: dict, listed: Optional[dict] = None, runtime: str = DOCKER,
@@ -46,7 +64,7 @@ def container_from_inspect(attrs: dict, listed: Optional[dict] = None, runtime: 
         id=attrs["Id"], name=(attrs.get("Name") or "").lstrip("/") or attrs["Id"][:12],
         image=image, runtime=runtime, labels=dict(config.get("Labels") or {}),
         state=state.get("Status") or "unknown", pid=pid if state.get("Running") else None,
-        pod_uid=pod_uid, source="docker")
+        pod_uid=pod_uid, source="docker", shares=shared_namespaces(attrs.get("HostConfig") or {}))
 
 
 # The one rule for naming a container (`nsgraph trace --container`, the catalog's

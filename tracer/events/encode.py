@@ -95,6 +95,10 @@ class EventEncoder:
             ',"container":', self._str(event.container), ',"cgroup_id":', str(cgroup_id),
             ',"brief":', "true" if brief else "false",
         ]
+        if event.container_id is not None:
+            parts += [',"container_id":', self._str(event.container_id)]
+        if event.target_container is not None:
+            parts += [',"target_container":', self._str(event.target_container)]
         if kind == "clone":
             parts += [',"child_pid":', _num(child_pid), ',"child_vpid":', _num(child_vpid)]
         elif kind == "setns":

@@ -58,8 +58,11 @@ class Event(tuple):
     """
 
     container = None    # the container name or id, set per event by the container tagger
+    container_id = None         # the engine id behind `container`, when known (the tagger)
+    target_container = None     # setns: the container whose namespaces it entered (trace)
 
-    def __new__(cls, kind, seq, ts, pid, tid, ppid, uid, vpid, comm, container=None, **optional):
+    def __new__(cls, kind, seq, ts, pid, tid, ppid, uid, vpid, comm, container=None,
+                container_id=None, target_container=None, **optional):
         unknown = set(optional) - _OPTIONAL_NAMES
         if unknown:
             raise TypeError("Event() got unexpected fields %s" % ", ".join(sorted(unknown)))
@@ -68,6 +71,10 @@ class Event(tuple):
         event = _tuple_new(cls, values)
         if container is not None:
             event.container = container
+        if container_id is not None:
+            event.container_id = container_id
+        if target_container is not None:
+            event.target_container = target_container
         return event
 
     def __repr__(self) -> str:
@@ -147,6 +154,10 @@ class Event(tuple):
             "cgroup_id": self.cgroup_id,
             "brief": self.brief,
         }
+        if self.container_id is not None:
+            out["container_id"] = self.container_id
+        if self.target_container is not None:
+            out["target_container"] = self.target_container
         if self.kind == "clone":
             out["child_pid"] = self.child_pid
             out["child_vpid"] = self.child_vpid
@@ -184,6 +195,8 @@ class Event(tuple):
             ns_id={k: int(v) for k, v in (obj.get("ns_id") or {}).items()},
             ns_id_before=({k: int(v) for k, v in obj["ns_id_before"].items()} if obj.get("ns_id_before") is not None else None),
             node=str(obj.get("node", "")), container=obj.get("container"),
+            container_id=obj.get("container_id"),
+            target_container=obj.get("target_container"),
             cgroup_id=int(obj.get("cgroup_id") or 0),
             args=list(obj["args"]) if obj.get("args") is not None else None, brief=brief,
         )

@@ -256,6 +256,9 @@ def creation_of(ev, before, after) -> Optional[Creation]:
     if ev.kind == EventKind.CLONE:
         creator["child_pid"] = ev.child_pid
     if ev.container:
-        # Known from the cgroup the kernel saw: kept when the container is long gone.
+        # From the cgroup the kernel saw (the service tags namespace-making events): the
+        # container whose runtime made these namespaces owns them, for good.
         creator["container"] = ev.container
+        if ev.container_id:
+            creator["container_id"] = ev.container_id
     return Creation(created, creator, before)

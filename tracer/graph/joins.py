@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Optional, Protocol
+from typing import List, Optional, Protocol, Tuple
 
 from ..events.kinds import EventKind
 from ..nstypes import CHILDREN_SLOT, RUNC_JOIN_ORDER, SLOT_TYPE
@@ -42,8 +42,9 @@ class JoinPort(Protocol):
     def live_namespace_id(self, ns_type: str, inode: int) -> Optional[str]:
         """The id of the live namespace of that type and inode, or None."""
 
-    def namespace_container(self, ns_id: str) -> Optional[str]:
-        """The id of the container that owns the namespace (None for the host's)."""
+    def namespace_containers(self, ns_id: str) -> Tuple[Optional[str], List[str]]:
+        """(owner, sharers): the id of the container that owns the namespace (None for
+        the host's) and the ids of the other containers that are members of it."""
 
     def container_name(self, container_id: Optional[str]) -> Optional[str]: ...
 
@@ -61,7 +62,7 @@ def _tool(comm: str) -> str:
 
 class JoinSession:
     __slots__ = ("id", "pid", "tid", "comm", "tool", "types", "target", "start", "end", "last",
-                 "procs", "exec_pid", "command", "command_source", "container", "closed", "reason")
+                 "procs", "exec_pid", "command", "command_source", "container", "closed", "reason", "changed")
 
     def __init__(self, ident, ev):
         self.id = ident
@@ -70,6 +71,7 @@ class JoinSession:
         self.comm = ev.comm
         self.tool = _tool(ev.comm)
         self.types = []
+        self.changed = []        # the types whose namespace the calls actually changed
         self.target = {}
         self.start = ev.ts
         self.end = None
@@ -159,6 +161,8 @@ class JoinTracker:
             t = SLOT_TYPE[slot]
             if t not in types:
                 types.append(t)
+            if t not in session.changed:
+                session.changed.append(t)
         for t in types:
             if t not in session.types:
                 session.types.append(t)
@@ -194,12 +198,22 @@ class JoinTracker:
                 self.changes.record("remove", "join", old.id)
 
     def _container_of(self, session):
+        """The container whose namespaces the session joined: the one that owns or shares
+        every joined namespace that belongs to a container (`docker exec B` where B shares
+        A's net is B's; `nsenter -n` into that net is A's, its owner), else the first owner."""
+        common, first_owner = None, None
         for t in RUNC_JOIN_ORDER:
             ident = session.target.get(t)
-            cid = self.port.namespace_container(ident) if ident else None
-            if cid is not None:
-                return cid
-        return None
+            owner, sharers = self.port.namespace_containers(ident) if ident else (None, [])
+            if owner is None:
+                continue
+            if first_owner is None:
+                first_owner = owner
+            present = {owner, *sharers}
+            common = present if common is None else common & present
+        if common and first_owner not in common:
+            return min(common)
+        return first_owner
 
     def set_command(self, ident, command, source) -> None:
         session = self.sessions.get(int(ident))
@@ -219,9 +233,10 @@ class JoinTracker:
         types = list(s.types)
         return {"id": s.id, "pid": s.pid, "tid": s.tid, "comm": s.comm, "tool": s.tool,
                 "container": name, "container_id": s.container, "types": types,
+                "changed": [t for t in types if t in s.changed],
                 "target": dict(s.target), "command": s.command, "command_source": s.command_source,
                 "exec_pid": s.exec_pid, "start": s.start, "end": s.end, "open": not s.closed,
-                "summary": summary(name, types, s.command, s.target)}
+                "summary": summary(name, types, s.command, s.target, s.changed)}
 
     def to_json(self) -> list:
         return [self._json(s) for s in self.sessions.values()]
@@ -243,13 +258,18 @@ class JoinTracker:
                 setattr(s, a, d.get(a))
             s.procs = set(s.procs or ())
             s.types = list(s.types or [])
+            s.changed = list(s.types if s.changed is None else s.changed)   # older states: all
             s.target = dict(s.target or {})
             self.sessions[s.id] = s
             (self._closed.append(s) if s.closed else self._open.__setitem__(s.id, s))
         self.active = bool(self._open)
 
 
-def summary(container: Optional[str], types: list, command: Optional[str], target: dict) -> str:
+def summary(container: Optional[str], types: list, command: Optional[str], target: dict,
+            changed: Optional[list] = None) -> str:
+    """One line for a join session.  `changed`: the types whose namespace actually
+    changed; when some joined types did not (`nsenter -a` joins every type), it says
+    which did."""
     listed = ", ".join(types) if types else "no"
     noun = "namespace" if len(types) == 1 else "namespaces"
     if container:
@@ -257,6 +277,9 @@ def summary(container: Optional[str], types: list, command: Optional[str], targe
     else:
         where = ", ".join(target[t] for t in types if t in target)
         text = "joined %s %s%s" % (listed, noun, (" (%s)" % where) if where else "")
+    if changed is not None and len(changed) < len(types):
+        moved = [t for t in types if t in changed]
+        text += " (changed: %s)" % (", ".join(moved) if moved else "none")
     if command:
         text += " and ran `%s`" % command
     return text

@@ -311,9 +311,9 @@ class NamespaceGraph:
         ns = self.namespaces.live(ns_type, inode)
         return ns.id if ns is not None else None
 
-    def namespace_container(self, ns_id: str) -> Optional[str]:
+    def namespace_containers(self, ns_id: str) -> tuple:
         ns = self.namespaces.by_id.get(ns_id)
-        return views.namespace_container(self, ns, views.host_ids(self)) if ns is not None else None
+        return views.namespace_owner(self, ns, views.host_ids(self)) if ns is not None else (None, [])
 
     def container_name(self, container_id: Optional[str]) -> Optional[str]:
         return views.container_name(self, container_id)

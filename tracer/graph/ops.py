@@ -157,12 +157,24 @@ def op_proc(g, op, ts) -> None:
     if "container" in op:
         proc.container = note_container(g, container)
     processes.set_exact(proc, ns_map, ids, ts)
+    if "threads" in op:
+        processes.set_threads(proc, _thread_maps(op), ts)
     if op.get("repair"):
         proc.repaired = True
         g.counters["repaired"] += 1
     changes = g.changes
     proc.version = changes.version if changes.bumped else changes.version + 1
     changes.record("add" if new else "update", "process", pid)
+
+
+def _thread_maps(op: dict) -> dict:
+    raw = op["threads"]
+    try:
+        maps = {int(tid): {slot: int(v) for slot, v in m.items()} for tid, m in raw.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise BadEvent("op 'proc': threads %r" % (raw,)) from None
+    check_maps(*maps.values())
+    return maps
 
 
 def op_proc_gone(g, op, ts) -> None:

@@ -100,6 +100,18 @@ class Processes:
         proc.threads = threads
         return tmap
 
+    def set_threads(self, proc: Process, maps: dict, ts) -> None:
+        """A /proc reading of proc's threads (tid -> slot -> inode, only threads whose
+        namespaces differ from the process's): the whole truth, others let go."""
+        for tid in [t for t in (proc.threads or {}) if t not in maps]:
+            self.drop_thread(proc, tid, ts)
+        for tid, ns_map in maps.items():
+            tmap = self.thread_map(proc, tid)
+            self.set_ns(proc, ns_map, {}, ts, thread=tmap)
+            detach = self.namespaces.detach
+            for slot in [s for s in tmap if s not in ns_map]:
+                detach(tmap.pop(slot), ts)
+
     def drop_thread(self, proc: Process, tid, ts) -> None:
         tmap = proc.threads.pop(tid, None) if proc.threads else None
         if tmap:

@@ -83,7 +83,11 @@ def ns_op(info, ts, repair: bool = False) -> dict:
 def proc_op(p, container_of: Optional[Callable] = None, repair: bool = False, ts=None) -> dict:
     op = {"op": "proc", "ts": ts, "pid": p.pid, "ppid": p.ppid, "uid": p.uid, "comm": p.comm,
           "cmdline": list(p.cmdline), "cgroup": p.cgroup, "start_ticks": p.start_ticks,
-          "ns": {slot: inode for slot, (dev, inode) in p.ns.items()}, "repair": repair}
+          "ns": {slot: inode for slot, (dev, inode) in p.ns.items()}, "repair": repair,
+          # Threads with namespaces of their own (/proc/<pid>/task/<tid>/ns): all of them,
+          # so that the model lets go of the ones that have rejoined their process.
+          "threads": {str(tid): {slot: inode for slot, (dev, inode) in tns.items()}
+                      for tid, tns in getattr(p, "threads", {}).items()}}
     if container_of is not None:
         op["container"] = container_json(container_of(p.pid, p.cgroup))
     return op
@@ -151,10 +155,21 @@ def changed_processes(snap, view: ModelView, v0: int, container_of) -> List[dict
 
 
 def same_namespaces(proc: Process, sp) -> bool:
-    if len(proc.ns) != len(sp.ns):
+    """The model's process (and its threads) holds what /proc shows."""
+    if not _same_slots(proc.ns, sp.ns):
         return False
-    for slot, (dev, inode) in sp.ns.items():
-        ns = proc.ns.get(slot)
+    threads = getattr(sp, "threads", {})
+    have = proc.threads or {}
+    if len(have) != len(threads):
+        return False
+    return all(tid in have and _same_slots(have[tid], tns) for tid, tns in threads.items())
+
+
+def _same_slots(model: dict, seen: dict) -> bool:
+    if len(model) != len(seen):
+        return False
+    for slot, (dev, inode) in seen.items():
+        ns = model.get(slot)
         if ns is None or ns.inode != inode:
             return False
     return True

@@ -30,6 +30,7 @@ class Creator(TypedDict, total=False):
     ts: float
     child_pid: int          # clone only
     container: str          # the creating task's container (name, else short id), when it was in one
+    container_id: str       # that container's engine id: the namespace's owner
 
 
 class NamespaceJSON(TypedDict):
@@ -44,8 +45,11 @@ class NamespaceJSON(TypedDict):
     ended: Optional[float]
     creator: Optional[Creator]
     pids: List[int]         # host pids of the member processes
-    container: Optional[str]      # owning container's display name
+    tids: List[int]         # threads that are members on their own (unshare/setns in one thread)
+    container: Optional[str]      # owning container's display name (the container whose runtime made it)
     container_id: Optional[str]   # owning container's engine id
+    sharers: List[str]            # other member containers' display names, sorted
+    sharer_ids: List[str]         # their engine ids, in the same order
     owner: Optional[int]          # inode of the owning user namespace
     owner_id: Optional[str]
     parent: Optional[int]         # pid and user namespaces
@@ -75,7 +79,7 @@ class ProcessJSON(_ProcessBase, total=False):
     threads: Dict[str, Dict[str, str]]   # tid -> slot -> namespace id, for threads with namespaces of their own
 
 
-class ContainerJSON(TypedDict):
+class _ContainerBase(TypedDict):
     id: str
     name: Optional[str]
     image: Optional[str]
@@ -87,6 +91,10 @@ class ContainerJSON(TypedDict):
     source: Optional[str]
 
 
+class ContainerJSON(_ContainerBase, total=False):
+    shares: Dict[str, str]        # type -> id of the container whose namespace it joined (container:X modes)
+
+
 class JoinJSON(TypedDict):
     id: int
     pid: int
@@ -96,6 +104,7 @@ class JoinJSON(TypedDict):
     container: Optional[str]
     container_id: Optional[str]
     types: List[str]
+    changed: List[str]            # the types whose namespace actually changed (nsenter -a joins all)
     target: Dict[str, str]        # type -> namespace id joined
     command: Optional[str]
     command_source: Optional[str]
@@ -157,7 +166,8 @@ class NamespaceDetail(NamespaceJSON):
 class ContainerDetail(TypedDict):
     container: ContainerJSON
     processes: List[ProcessJSON]
-    namespaces: List[NamespaceJSON]
+    namespaces: List[NamespaceJSON]       # the ones it owns
+    shared: List[NamespaceJSON]           # other containers' namespaces it is a member of
 
 
 def namespace_id(ns_type: str, dev: int, inode: int, generation: int) -> str:

@@ -8,8 +8,9 @@ same name.  Building a process's JSON may read its command line first
 from __future__ import annotations
 
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
+from .entities import MEMBER_SLOTS
 from .schema import (ContainerDetail, Counters, GraphDiff, GraphJSON, NamespaceDetail, NamespaceJSON,
                      ProcessJSON)
 
@@ -29,33 +30,85 @@ def container_name(g, cid) -> Optional[str]:
     return c.get("name") if c else cid[:12]
 
 
-def namespace_container(g, ns, hosts: set) -> Optional[str]:
-    """The container id of the lowest member pid that has one (None for the host's namespaces).
-
-    In pid order, not set order: a set's order depends on its history, which a
-    replay (members rebuilt from a checkpoint) does not share, and the members read
-    here, and so the answer, must be the same live and replayed."""
-    if ns.id in hosts:
-        return None
+def member_containers(g, ns) -> List[str]:
+    """The container ids of a namespace's member processes, once each, in the order of
+    their lowest member pid (pid order, not set order: the same live and replayed)."""
     procs = g.processes.procs
-    members = ns.members
-    for pid in (members if len(members) < 2 else sorted(members)):
+    found = {}
+    for pid in sorted(ns.members):
         proc = procs.get(pid)
         if proc is not None:
             g.ensure_read(proc)
             if proc.container is not None:
-                return proc.container
-    return None
+                found.setdefault(proc.container, pid)
+    return list(found)
 
 
-def ns_json(g, ns, hosts: set) -> NamespaceJSON:
-    cid = namespace_container(g, ns, hosts)
+def owner_by_rule(g, ns_type: str, candidates: List[str], members) -> Optional[str]:
+    """The owner among member containers when no creating event named it (a namespace
+    found by a /proc read): a container that joined another's namespace of this type
+    at creation (docker inspect's `container:X` modes) names X; else the one whose
+    init process is a member (ties: the lowest init pid); else, with no engine data
+    (cgroup paths only), the container of the lowest member pid."""
+    if not candidates:
+        return None
+    containers = g.containers
+    for cid in sorted(candidates):
+        joined = ((containers.get(cid) or {}).get("shares") or {}).get(ns_type)
+        if joined:
+            return joined
+    inits = sorted(((containers.get(cid) or {}).get("pid"), cid) for cid in candidates
+                   if (containers.get(cid) or {}).get("pid") in members)
+    return inits[0][1] if inits else candidates[0]
+
+
+def namespace_owner(g, ns, hosts: set) -> Tuple[Optional[str], List[str]]:
+    """(owner container id, sharer container ids sorted) of a namespace; (None, []) for
+    the host's.
+
+    The owner is the container whose runtime created the namespace (the creating
+    event's container, kept in its creator); else owner_by_rule.  Every other member
+    container shares it.  Deterministic: nothing here depends on set order, so the
+    answer is the same live, replayed and from a fresh snapshot."""
+    if ns.id in hosts:
+        return None, []
+    candidates = member_containers(g, ns)
+    owner = (ns.creator or {}).get("container_id") or owner_by_rule(g, ns.type, candidates, ns.members)
+    return owner, sorted(cid for cid in candidates if cid != owner)
+
+
+def namespace_container(g, ns, hosts: set) -> Optional[str]:
+    """The owning container's id (namespace_owner), None for the host's namespaces."""
+    return namespace_owner(g, ns, hosts)[0]
+
+
+def thread_members(g) -> dict:
+    """namespace id -> sorted tids of threads that are in it on their own (a thread that
+    called unshare or setns: its process is not a member, the thread is)."""
+    out = {}
+    for proc in list(g.processes.procs.values()):
+        if proc.threads:
+            for tid, tmap in proc.threads.items():
+                for slot, ns in tmap.items():
+                    if slot in MEMBER_SLOTS and proc.ns.get(slot) is not ns:
+                        out.setdefault(ns.id, set()).add(tid)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def ns_json(g, ns, hosts: set, tids: Optional[dict] = None) -> NamespaceJSON:
+    if tids is None:
+        tids = thread_members(g)
+    cid, sharers = namespace_owner(g, ns, hosts)
     owner, parent = ns.owner, ns.parent
+    cname = container_name(g, cid)
+    if cid is not None and cid not in g.containers and (ns.creator or {}).get("container_id") == cid:
+        cname = ns.creator.get("container") or cname    # gone since: the name it had then
     return {
         "id": ns.id, "type": ns.type, "inode": ns.inode, "dev": ns.dev, "generation": ns.gen,
         "ns_id": ns.ns_id, "alive": ns.ended is None, "created": ns.created, "ended": ns.ended,
-        "creator": ns.creator, "pids": sorted(ns.members), "container": container_name(g, cid),
+        "creator": ns.creator, "pids": sorted(ns.members), "tids": tids.get(ns.id, []), "container": cname,
         "container_id": cid,
+        "sharers": [container_name(g, s) for s in sharers], "sharer_ids": sharers,
         "owner": owner.inode if owner is not None else ns.owner_inode,
         "owner_id": owner.id if owner is not None else None,
         "parent": parent.inode if parent is not None else ns.parent_inode,
@@ -93,7 +146,8 @@ def graph_json(g, include_ended: bool = True, include_processes: bool = True) ->
     spaces = list(table.alive.values())
     if include_ended:
         spaces += [ns for ns in table.ended if ns.ended is not None]
-    namespaces = [ns_json(g, ns, hosts) for ns in spaces]
+    tids = thread_members(g)
+    namespaces = [ns_json(g, ns, hosts, tids) for ns in spaces]
     processes = [proc_json(g, p) for p in list(g.processes.procs.values())] if include_processes else []
     return {
         "version": g.version, "time": time.time(), "node": g.node,
@@ -114,11 +168,12 @@ def diff_since(g, version: int) -> Optional[GraphDiff]:
     # to the next diff, so this one ends at the version seen now.
     current = g.version
     hosts = host_ids(g)
+    tids = thread_members(g)
     changes = []
     for entity, ident, op in net:
         data = None
         if op != "remove":
-            data = entity_json(g, entity, ident, hosts)
+            data = entity_json(g, entity, ident, hosts, tids)
             if data is None:
                 op = "remove"
         changes.append({"op": op, "entity": entity, "id": ident, "data": data})
@@ -126,10 +181,10 @@ def diff_since(g, version: int) -> Optional[GraphDiff]:
     return {"version": current, "since": version, "changes": changes}
 
 
-def entity_json(g, entity: str, ident, hosts: set):
+def entity_json(g, entity: str, ident, hosts: set, tids: Optional[dict] = None):
     if entity == "namespace":
         ns = g.namespaces.by_id.get(ident)
-        return ns_json(g, ns, hosts) if ns is not None else None
+        return ns_json(g, ns, hosts, tids) if ns is not None else None
     if entity == "process":
         proc = g.processes.get(ident)
         return proc_json(g, proc) if proc is not None else None
@@ -178,13 +233,22 @@ def container_detail(g, name_or_id: str) -> Optional[ContainerDetail]:
         return None
     hosts = host_ids(g)
     procs = [p for p in g.processes.procs.values() if p.container == cid]
-    spaces = [ns for ns in list(g.namespaces.alive.values()) if namespace_container(g, ns, hosts) == cid]
+    owned, shared = [], []
+    tids = thread_members(g)
+    for ns in list(g.namespaces.alive.values()):
+        owner, sharers = namespace_owner(g, ns, hosts)
+        if owner == cid:
+            owned.append(ns)
+        elif cid in sharers:
+            shared.append(ns)
     return {"container": dict(g.containers[cid]),
             "processes": [proc_json(g, p) for p in procs],
-            "namespaces": [ns_json(g, ns, hosts) for ns in spaces]}
+            "namespaces": [ns_json(g, ns, hosts, tids) for ns in owned],
+            "shared": [ns_json(g, ns, hosts, tids) for ns in shared]}
 
 
 def history(g, ns_type: Optional[str] = None) -> List[NamespaceJSON]:
     hosts = host_ids(g)
-    return [ns_json(g, ns, hosts) for ns in list(g.namespaces.by_id.values())
+    tids = thread_members(g)
+    return [ns_json(g, ns, hosts, tids) for ns in list(g.namespaces.by_id.values())
             if ns_type is None or ns.type == ns_type]

@@ -45,6 +45,9 @@ class ProcInfo:
                                       # all hierarchy lines on hybrid v1/v2 hosts
     ns: dict = field(default_factory=dict)   # slot -> (dev, inode), slots present only
     state: str = ""                   # /proc/<pid>/stat field 3 ("Z" for zombies)
+    # tid -> slot -> (dev, inode), for threads whose namespaces differ from the
+    # process's (a thread that called unshare or setns on its own)
+    threads: dict = field(default_factory=dict)
 
 
 def parse_ns_link(target: str) -> Optional[tuple]:
@@ -59,7 +62,7 @@ def parse_ns_link(target: str) -> Optional[tuple]:
 
 
 def parse_stat(data: bytes) -> Optional[tuple]:
-    """/proc/<pid>/stat -> (comm, state, ppid, start_ticks), None when malformed.
+    """/proc/<pid>/stat -> (comm, state, ppid, start_ticks, num_threads), None when malformed.
 
     comm sits in parentheses and may itself contain ") " and spaces, so the
     fields are counted from the last ")".
@@ -74,9 +77,11 @@ def parse_stat(data: bytes) -> Optional[tuple]:
     try:
         ppid = int(rest[1])
         start = int(rest[19])
+        num_threads = int(rest[17])
     except ValueError:
         return None
-    return data[lpar + 1:rpar].decode("utf-8", "replace"), rest[0].decode("ascii", "replace"), ppid, start
+    return (data[lpar + 1:rpar].decode("utf-8", "replace"), rest[0].decode("ascii", "replace"), ppid, start,
+            num_threads)
 
 
 def available_slots(proc_root: str = "/proc") -> tuple:
@@ -190,7 +195,7 @@ def scan_processes(pid_list: Iterable[int], proc_root: str = "/proc", *, dev: Op
         if parsed is None:
             errors["malformed"] += 1
             continue
-        comm, state, ppid, start = parsed
+        comm, state, ppid, start, num_threads = parsed
 
         links = []
         failure = None
@@ -238,7 +243,33 @@ def scan_processes(pid_list: Iterable[int], proc_root: str = "/proc", *, dev: Op
                 args.pop()
         else:
             args = []
-        out.append(ProcInfo(pid, ppid, uid, comm, args, start, cgroup, dict(ns), state))
+        threads = thread_namespaces(base, pid, suffixes, slots, dev, ns, link_cache) if num_threads > 1 else {}
+        out.append(ProcInfo(pid, ppid, uid, comm, args, start, cgroup, dict(ns), state, threads))
+    return out
+
+
+def thread_namespaces(base: str, pid: int, suffixes, slots, dev, proc_ns: dict, link_cache: dict) -> dict:
+    """tid -> slot -> (dev, inode) for the threads of a multithreaded process whose
+    namespaces differ from proc_ns (/proc/<pid>/task/<tid>/ns: a thread that called
+    unshare or setns on its own holds namespaces /proc/<pid>/ns does not show).
+    Threads that vanish meanwhile are skipped: they hold nothing any more."""
+    out = {}
+    try:
+        tids = [int(t) for t in os.listdir(base + "/task") if t.isdigit() and int(t) != pid]
+    except OSError:
+        return out
+    readlink = os.readlink
+    for tid in tids:
+        tbase = "%s/task/%d" % (base, tid)
+        try:
+            key = tuple(readlink(tbase + suffix) for suffix in suffixes)
+        except OSError:
+            continue
+        ns = link_cache.get(key)
+        if ns is None:
+            ns = link_cache[key] = _parse_links(key, slots, dev)
+        if ns and ns != proc_ns:
+            out[tid] = dict(ns)
     return out
 
 

@@ -183,6 +183,17 @@ def _member_sources(proc_root: str, slot_pids):
             yield "%s/%d/ns/%s" % (proc_root, pid, slot), (pid if slot == "user" else None)
 
 
+def thread_sources(processes: dict, proc_root: str) -> dict:
+    """NsRef -> [(/proc/<pid>/task/<tid>/ns/<slot>, pid)] for namespaces threads hold."""
+    out = {}
+    for proc in processes.values():
+        for tid, tns in proc.threads.items():
+            for slot, (ns_dev, inode) in tns.items():
+                out.setdefault((SLOT_TYPE[slot], ns_dev, inode), []).append(
+                    ("%s/%d/task/%d/ns/%s" % (proc_root, proc.pid, tid, slot), None))
+    return out
+
+
 def _scan(pid_list, proc_root, dev, slots, scan_fds, errors):
     """Steps 1 and 4 for some pids: (ProcInfo list, Holder list)."""
     procs = scan_processes(pid_list, proc_root, dev=dev, slots=slots, errors=errors)
@@ -222,7 +233,7 @@ def _scan_split(pid_list, proc_root, dev, slots, scan_fds, errors, workers):
                 child_errors = Counter()
                 procs, holders = _scan(chunk, proc_root, dev, slots, scan_fds, child_errors)
                 data = marshal.dumps((
-                    [(p.pid, p.ppid, p.uid, p.comm, p.cmdline, p.start_ticks, p.cgroup, p.ns, p.state)
+                    [(p.pid, p.ppid, p.uid, p.comm, p.cmdline, p.start_ticks, p.cgroup, p.ns, p.state, p.threads)
                      for p in procs],
                     [(h.type, h.inode, h.pid, h.fd) for h in holders],
                     dict(child_errors)))
@@ -332,6 +343,10 @@ def take_snapshot(proc_root: str = "/proc", *, scan_fds: bool = True,
 
     for ref, entries in sources.items():
         if describer.from_sources(ref, _member_sources(proc_root, entries)) is None:
+            errors["ns_unreadable"] += 1
+            describer.namespaces[ref] = NsInfo(ref[0], ref[2], ref[1])
+    for ref, paths in thread_sources(processes, proc_root).items():
+        if ref not in describer.namespaces and describer.from_sources(ref, paths) is None:
             errors["ns_unreadable"] += 1
             describer.namespaces[ref] = NsInfo(ref[0], ref[2], ref[1])
     for ref, found in pin_sources.items():
