@@ -78,7 +78,7 @@ def test_docker_exec_joins_through_runc_setns(container, live_events):
     from tracer.host.snapshot import take_snapshot
 
     # The model the events are applied to starts from /proc, as `nsgraph serve`'s does.
-    graph = NamespaceGraph(live=False)
+    graph = NamespaceGraph()       # offline: its default ReplayProcReader never reads /proc
     graph.load_snapshot(take_snapshot())
     mark = live_events.mark()
     result = container["container"].exec_run(["ps", "aux"])
