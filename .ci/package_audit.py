@@ -51,6 +51,8 @@ USED_WHEN_PRESENT = {
                           "fonts-dejavu-core, which set-up names, serves when it is absent",
     "libnss-systemd": "nsswitch.conf names the systemd NSS module; glibc skips it when absent",
     "lsb-release": "pip's vendored distro module runs lsb_release when it exists (for its user agent)",
+    "libpam-cap": "pam-auth-update adds pam_cap to /etc/pam.d/common-auth only when it is installed; "
+                  "runuser (the unit lane as nobody) works without it",
 }
 
 # Files read because a program lists everything of a kind that is installed (every

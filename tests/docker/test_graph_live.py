@@ -312,7 +312,16 @@ def test_forced_loss_is_reported_and_repaired(root):
         wait_until(lambda: not svc.graph.needs_repair, timeout=10)
         svc.settle()
         assert svc.graph.counters["repaired"] > 0
-        assert persistent_problems(svc.graph, lambda: barrier(svc.collector)) == []
+        # The 1-page ring keeps losing under the storm: a comparison during which the kernel
+        # lost more events judges those losses, not the repair.  Repair again and compare
+        # until a round went by without a loss (bounded).
+        for _ in range(5):
+            lost_before = svc.collector.stats()["lost"]
+            problems = persistent_problems(svc.graph, lambda: barrier(svc.collector))
+            if svc.collector.stats()["lost"] == lost_before:
+                break
+            svc.reconcile()
+        assert problems == []
         assert svc.graph.check_invariants() == []
     finally:
         svc.stop()

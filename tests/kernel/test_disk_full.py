@@ -19,6 +19,8 @@ from tracer.exitcodes import EXIT_FAILURE
 from tracer.history.store import HistoryStore
 from web_fixtures import World, authed, serving
 
+pytestmark = pytest.mark.host_only     # the VM image has no Flask (the history half serves /api/status)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -89,12 +89,20 @@ def namespaces_for_run(run: Run, graph: Optional[dict], now: Optional[float] = N
 
     for ns_id in _unique(ids):
         ns = by_id.get(ns_id)
-        if ns is not None and not joins_only and start <= (ns["created"] or 0.0) <= end:
+        if ns is not None and not joins_only and start <= (ns["created"] or 0.0) <= end \
+                and not _made_elsewhere(ns, run):
             created.append(ns_id)
         else:
             joined.append(ns_id)
     result["joins"] = _unique(joins)
     return result
+
+
+def _made_elsewhere(ns: dict, run: Run) -> bool:
+    """Made by a task of another container (`--network container:myapp` while myapp was
+    starting): the run joined it, even when it was made during the run."""
+    made_in = (ns["creator"] or {}).get("container")
+    return bool(made_in) and not names_container(made_in, run.container or "", run.container_id)
 
 
 def _made_in_container(spaces: list, run: Run, start: float, end: float) -> set:
