@@ -194,11 +194,20 @@ stop_detached() {
   if alive "$pid" && grep -q 'serve' "/proc/$pid/cmdline" 2>/dev/null; then
     log "stopping the previous dashboard (pid $pid)"
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 20); do
+    # A serve stopped while it still starts finishes compiling its probes first: give
+    # it 30 s, then SIGKILL, and wait until it is gone (it holds the port till then).
+    for _ in $(seq 1 60); do
       alive "$pid" || break
       sleep 0.5
     done
-    if alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
+    if alive "$pid"; then
+      log "the previous dashboard did not stop within 30 s: killing it"
+      kill -9 "$pid" 2>/dev/null || true
+      for _ in $(seq 1 20); do
+        alive "$pid" || break
+        sleep 0.25
+      done
+    fi
   fi
   rm -f "$PID_FILE"
 }

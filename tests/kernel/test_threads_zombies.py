@@ -87,6 +87,7 @@ def thread_truth(pid, tids):
     return out
 
 
+@pytest.mark.host_only     # the VM image has no C compiler for the thread helper
 def test_thread_held_namespaces_live_reconciled_and_snapshotted(service, helper):
     proc = subprocess.Popen([helper], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
