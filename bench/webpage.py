@@ -15,6 +15,7 @@ import http.server
 import json
 import os
 import threading
+import types
 import time
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -168,7 +169,10 @@ def serve(tree: str, graph: dict, legacy: bool = False):
         catalog = assets.AssetCatalog(static=os.path.join(web, "static"), generated={vocab.ASSET: vocab.render()})
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(web, "templates")), autoescape=True)
         attrs["catalog"] = catalog
-        attrs["index"] = env.get_template("index.html").render(assets=catalog, read_only=True).encode()
+        attrs["index"] = env.get_template("index.html").render(
+            assets=catalog, read_only=True,
+            # the page is served at the root here, as `nsgraph serve` serves it without a prefix
+            request=types.SimpleNamespace(script_root="")).encode()
     handler_class = type("TreeHandler", (Handler,), attrs)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                              functools.partial(handler_class, directory=os.path.join(web, "static")))
