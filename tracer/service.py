@@ -31,7 +31,7 @@ class ServiceConfig:
     reconcile_s: float = 30.0           # full /proc reconcile, counted in counters["reconciles"]
     settle_s: float = 1.0               # confirm ended namespaces at most this often (adapts to snapshot cost)
     ended_retention: int = DEFAULT_ENDED_RETENTION
-    docker: bool = True                 # names/images/labels and exec commands from the Docker engine
+    docker: bool = True                 # names/images/labels from Docker (and podman), exec commands from Docker
     probe_options: object = None        # tracer.kernel.probes.ProbeOptions
     node: Optional[str] = None
     join_gap: float = 1.0
@@ -131,8 +131,8 @@ class NsgraphService:
         return True
 
     def _start(self, on_graph) -> None:
-        from .containers.catalog import ContainerCatalog
         from .containers.cgroups import parse_cgroup
+        from .containers.engines import open_catalogs
         from .containers.records import container_from_ref
         from .host.snapshot import take_snapshot
         cfg = self.config
@@ -140,7 +140,7 @@ class NsgraphService:
         if cfg.docker:
             self._progress("connecting to the Docker engine (optional)")
             # Not connected: /api/status says so while it lasts (tracer/health.py), not forever.
-            self.catalog = ContainerCatalog().start(wait=2.0)
+            self.catalog = open_catalogs().start(wait=2.0)
             from .containers.exec_hints import DockerExecHints
             self.hints = DockerExecHints().start()
             resolve = self.catalog.resolve

@@ -50,8 +50,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def build_graph(docker: bool = True):
-    from ..containers.catalog import ContainerCatalog
     from ..containers.cgroups import parse_cgroup
+    from ..containers.engines import open_catalogs
     from ..containers.records import container_from_ref
     from ..graph.model import NamespaceGraph
     from ..graph.procreader import LiveProcReader
@@ -60,7 +60,7 @@ def build_graph(docker: bool = True):
     if docker:
         # start() returns at the first connection attempt: a long wait costs nothing
         # without Docker, and a busy engine still names every container.
-        catalog = ContainerCatalog().start(wait=15.0)
+        catalog = open_catalogs().start(wait=15.0)
         resolve = catalog.resolve
     else:
         def resolve(pid, cgroup):

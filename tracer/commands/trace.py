@@ -200,23 +200,23 @@ def run(args) -> int:
         options.perf_pages = args.buffer_pages
     keep = make_filter(types, args.pid, args.comm, args.procs, args.failed)
     from ..containers.attribution import CgroupIds, EventContainers
-    from ..containers.catalog import ContainerCatalog
-    # Names come from Docker when it answers; without it, cgroup paths still give ids.
+    from ..containers.engines import open_catalogs
+    # Names come from Docker (and podman) when they answer; without, cgroup paths still give ids.
     wanted = args.container
     # With --container, wait for the engine's first answer: the names are checked below.
-    catalog = ContainerCatalog().start(wait=15.0 if wanted else 0)
+    catalog = open_catalogs().start(wait=15.0 if wanted else 0)
     cgroup_ids = CgroupIds()
     tagger = EventContainers(catalog, cgroup_ids=cgroup_ids)
     targets = None
     if wanted:
         from ..containers.attribution import TargetContainers
         targets = TargetContainers(catalog, wanted)
-        if not catalog.connected:
+        if not catalog.any_connected():
             print("nsgraph trace: cannot check --container %s: %s; matching by id prefix only" % (
                 ", ".join(wanted), catalog.status), file=sys.stderr)
         else:
             for name in targets.unmatched():
-                print("nsgraph trace: no container matches --container %s (see `docker ps -a`); "
+                print("nsgraph trace: no container matches --container %s (see `docker ps -a`, `podman ps -a`); "
                       "its events show once it exists" % name, file=sys.stderr)
 
     out = sys.stdout

@@ -104,8 +104,8 @@ class EventContainers:
             if len(self._by_cgroup) >= self.max_cached:
                 self._by_cgroup.clear()
             self._by_cgroup[cgroup_id] = found
-        elif found is not None and self.catalog is not None and found.source != "docker":
-            # Docker may have learnt the name since: ask the catalog again (cheap, cached there).
+        elif found is not None and self.catalog is not None and found.source == "cgroup":
+            # The engine may have learnt the name since: ask the catalog again (cheap, cached there).
             found = self._from_ref(parse_cgroup("0::" + (self.cgroup_ids.path(cgroup_id) or "")))
         return found
 

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Callable, Optional
 
-from .cgroups import BARE_ID, CRI, DOCKER, UNKNOWN, ContainerRef, parse_cgroup, read_cgroup
-from .docker_client import docker_client
+from .cgroups import BARE_ID, CRI, DOCKER, PODMAN, UNKNOWN, ContainerRef, parse_cgroup, read_cgroup
+from .docker_client import docker_client, podman_client, podman_socket
 from .records import Container, container_from_inspect, container_from_ref, find_container
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,18 @@ log = logging.getLogger(__name__)
 # Runtimes whose containers the Docker engine may know (Kubernetes on dockershim/cri-dockerd
 # runs them through Docker; custom --cgroup-parent paths give UNKNOWN).
 _DOCKER_LOOKUP_RUNTIMES = frozenset({DOCKER, CRI, UNKNOWN})
+# Which runtimes each engine's catalog looks up (podman's containers: libpod-<id> cgroups).
+_LOOKUP_RUNTIMES = {DOCKER: _DOCKER_LOOKUP_RUNTIMES, PODMAN: frozenset({PODMAN})}
+# Podman's event names where they differ from Docker's (podman 4 sends its own through the
+# Docker API: "died" for "die", "remove" for "destroy"); "init" fills in the details early.
+_ACTION_ALIASES = {"died": "die", "remove": "destroy", "init": "update"}
 
-def _docker_unavailable_hint(exc: BaseException) -> str:
+def _unavailable_hint(engine: str, exc: BaseException) -> str:
+    if engine == PODMAN:
+        return ("podman's API socket %s does not answer (%s); podman containers are named by id "
+                "only; start it: `podman system service --time=0 unix://%s &` (or `systemctl enable "
+                "--now podman.socket`), or set NSGRAPH_PODMAN_SOCKET" % (
+                    podman_socket(), _short_error(exc), podman_socket()))
     return ("Docker engine not reachable (%s); container names, images and labels are "
             "unavailable and attribution uses cgroup paths only; start dockerd: "
             "(`dockerd >/var/log/dockerd.log 2>&1 &`) or set DOCKER_HOST" % _short_error(exc))
@@ -38,7 +48,8 @@ Callback = Callable[[str, Container], None]
 
 
 class ContainerCatalog:
-    """Containers known to the Docker engine, kept current by its event stream.
+    """Containers known to one engine (Docker, or podman through its Docker-API socket),
+    kept current by its event stream.
 
     resolve() never blocks on Docker for a container already seen; an unknown id
     is looked up at most once per `lookup_interval` seconds.  Without a reachable
@@ -51,11 +62,16 @@ class ContainerCatalog:
     _INSPECT_ACTIONS = frozenset({"create", "start", "restart", "rename", "pause", "unpause", "update"})
 
     def __init__(self, client=None, *, client_factory: Optional[Callable[[], object]] = None,
-                 lookup_interval: float = 5.0, backoff: tuple = (0.5, 30.0)):
+                 lookup_interval: float = 5.0, backoff: tuple = (0.5, 30.0), engine: str = DOCKER):
         if client is not None and client_factory is not None:
             raise ValueError("pass client or client_factory, not both")
+        if engine not in _LOOKUP_RUNTIMES:
+            raise ValueError("engine %r: one of %s" % (engine, ", ".join(sorted(_LOOKUP_RUNTIMES))))
+        self.engine = engine
+        self._runtimes = _LOOKUP_RUNTIMES[engine]
         self._own_client = client is None
-        self._factory = client_factory or ((lambda: client) if client is not None else docker_client)
+        default_factory = podman_client if engine == PODMAN else docker_client
+        self._factory = client_factory or ((lambda: client) if client is not None else default_factory)
         self.lookup_interval = lookup_interval
         self._backoff = backoff
         self._lock = threading.RLock()
@@ -159,7 +175,7 @@ class ContainerCatalog:
     def _lookup(self, ref: ContainerRef) -> Optional[Container]:
         with self._lock:
             found = self._by_id.get(ref.id)
-            if found is not None or ref.runtime not in _DOCKER_LOOKUP_RUNTIMES:
+            if found is not None or ref.runtime not in self._runtimes:
                 return found
             client = self._client if self.connected else None
             now = time.monotonic()
@@ -170,7 +186,7 @@ class ContainerCatalog:
             if len(self._looked_up) > 10000:  # ids of long-gone processes
                 cutoff = now - self.lookup_interval
                 self._looked_up = {k: v for k, v in self._looked_up.items() if v >= cutoff}
-        container = self._fetch(client, ref.id, runtime=ref.runtime if ref.runtime != UNKNOWN else DOCKER,
+        container = self._fetch(client, ref.id, runtime=ref.runtime if ref.runtime != UNKNOWN else self.engine,
                                 pod_uid=ref.pod_uid)
         if container is None:
             return None
@@ -181,7 +197,7 @@ class ContainerCatalog:
         self._store("update", container)
         return container
 
-    def _fetch(self, client, cid: str, runtime: str = DOCKER, pod_uid=None) -> Optional[Container]:
+    def _fetch(self, client, cid: str, runtime: Optional[str] = None, pod_uid=None) -> Optional[Container]:
         import docker.errors
         self.counters["lookups"] += 1
         try:
@@ -198,7 +214,8 @@ class ContainerCatalog:
             known = self._by_id.get(attrs["Id"])
         if known is not None:
             runtime, pod_uid = known.runtime, known.pod_uid or pod_uid
-        return container_from_inspect(attrs, row, runtime=runtime, pod_uid=pod_uid)
+        return container_from_inspect(attrs, row, runtime=runtime or self.engine, pod_uid=pod_uid,
+                                      source=self.engine)
 
     def _store(self, action: str, container: Container) -> None:
         with self._lock:
@@ -245,13 +262,13 @@ class ContainerCatalog:
                 if self._stop.is_set():
                     break
                 self.connected = False
-                self._status = ("reconnecting: the Docker event stream ended (dockerd restarted?); "
-                                "serving cached containers")
+                self._status = ("reconnecting: the %s event stream ended (engine restarted?); "
+                                "serving cached containers" % self.engine)
                 self._drop_client()
                 wait, delay = self._backoff[0], self._backoff[0]
             except Exception as exc:
                 self.connected = False
-                self._status = _docker_unavailable_hint(exc)
+                self._status = _unavailable_hint(self.engine, exc)
                 log.debug("docker watcher: %s", exc)
                 self._drop_client()
                 # Exponential backoff while dockerd stays away, so a stopped engine costs nothing.
@@ -295,7 +312,8 @@ class ContainerCatalog:
             pass
         # Connected from here on (subscribers notified by the resync may look at the status).
         self.connected = True
-        self._status = "connected to Docker %s" % version if version else "connected to Docker"
+        engine = "podman" if self.engine == PODMAN else "Docker"
+        self._status = "connected to %s %s" % (engine, version) if version else "connected to " + engine
         self._resync(client)
         self._first_attempt.set()
         for event in stream:
@@ -317,12 +335,12 @@ class ContainerCatalog:
             except docker.errors.NotFound:
                 continue
             known = self._by_id.get(cid)
-            c = container_from_inspect(attrs, row, runtime=known.runtime if known else DOCKER,
-                                       pod_uid=known.pod_uid if known else None)
+            c = container_from_inspect(attrs, row, runtime=known.runtime if known else self.engine,
+                                       pod_uid=known.pod_uid if known else None, source=self.engine)
             if known != c:
                 self._store("start" if known is None and c.state == "running" else "update", c)
         with self._lock:
-            gone = [cid for cid, c in self._by_id.items() if c.source == "docker" and cid not in seen]
+            gone = [cid for cid, c in self._by_id.items() if c.source == self.engine and cid not in seen]
         for cid in gone:
             self._remove(cid)
 
@@ -331,6 +349,7 @@ class ContainerCatalog:
             return
         self.counters["events"] += 1
         action = str(event.get("Action") or event.get("status") or "")
+        action = _ACTION_ALIASES.get(action, action)
         actor = event.get("Actor") or {}
         cid = actor.get("ID") or event.get("id")
         if not isinstance(cid, str) or not BARE_ID.fullmatch(cid):

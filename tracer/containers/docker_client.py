@@ -24,3 +24,23 @@ def docker_client(timeout: float = QUERY_TIMEOUT, *, ping: bool = False):
     if ping:
         client.ping()
     return client
+
+
+# Podman serves the Docker API on its own socket (`podman system service`, or systemd's
+# podman.socket); the rootful default path, or NSGRAPH_PODMAN_SOCKET (a path or unix://...).
+PODMAN_SOCKET = "/run/podman/podman.sock"
+
+
+def podman_socket() -> str:
+    import os
+    path = os.environ.get("NSGRAPH_PODMAN_SOCKET") or PODMAN_SOCKET
+    return path[len("unix://"):] if path.startswith("unix://") else path
+
+
+def podman_client(timeout: float = QUERY_TIMEOUT, *, ping: bool = False):
+    """A Docker SDK client on podman's API socket (the same timeout policy)."""
+    import docker
+    client = docker.DockerClient(base_url="unix://" + podman_socket(), timeout=timeout)
+    if ping:
+        client.ping()
+    return client

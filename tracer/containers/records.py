@@ -18,7 +18,7 @@ class Container:
     state: str = "unknown"       # Docker's State.Status, or "unknown" from a cgroup path alone
     pid: Optional[int] = None    # the init process (State.Pid) while running
     pod_uid: Optional[str] = None
-    source: str = "cgroup"       # "docker" when the engine supplied the details
+    source: str = "cgroup"       # the engine that supplied the details ("docker", "podman")
     # Namespace type -> id of the container whose namespace this one joined at
     # creation (`--network/--pid/--ipc container:X`): X owns it, this one shares it.
     shares: dict = field(default_factory=dict, hash=False)
@@ -54,8 +54,9 @@ def shared_namespaces(host_config: dict) -> dict:
 
 
 def container_from_inspect(attrs: dict, listed: Optional[dict] = None, runtime: str = DOCKER,
-                           pod_uid: Optional[str] = None) -> Container:
-    """A Container from `docker inspect` data (and the `docker ps` row for its image column)."""
+                           pod_uid: Optional[str] = None, source: str = DOCKER) -> Container:
+    """A Container from `docker inspect` data (and the `docker ps` row for its image column);
+    podman's Docker-API answers have the same shape."""
     config = attrs.get("Config") or {}
     state = attrs.get("State") or {}
     image = (listed or {}).get("Image") or config.get("Image") or attrs.get("Image")
@@ -64,7 +65,7 @@ def container_from_inspect(attrs: dict, listed: Optional[dict] = None, runtime: 
         id=attrs["Id"], name=(attrs.get("Name") or "").lstrip("/") or attrs["Id"][:12],
         image=image, runtime=runtime, labels=dict(config.get("Labels") or {}),
         state=state.get("Status") or "unknown", pid=pid if state.get("Running") else None,
-        pod_uid=pod_uid, source="docker", shares=shared_namespaces(attrs.get("HostConfig") or {}))
+        pod_uid=pod_uid, source=source, shares=shared_namespaces(attrs.get("HostConfig") or {}))
 
 
 # The one rule for naming a container (`nsgraph trace --container`, the catalog's
