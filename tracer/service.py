@@ -35,6 +35,7 @@ class ServiceConfig:
     probe_options: object = None        # tracer.kernel.probes.ProbeOptions
     node: Optional[str] = None
     join_gap: float = 1.0
+    refresh: bool = True                # pins and new user namespaces re-read within a tick (host/nsrefresh.py)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class NsgraphService:
         self.collector = None
         self.catalog = None
         self.hints = None
+        self.refresh = None
         self._listeners = []
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -153,6 +155,11 @@ class NsgraphService:
         self._progress("reading every process's namespaces from /proc")
         graph = NamespaceGraph(node=cfg.node or _hostname(), ended_retention=cfg.ended_retention,
                                reader=LiveProcReader(resolve), join_gap=cfg.join_gap)
+        if cfg.refresh:
+            from .host.nsrefresh import MountTableWatch, TargetedRefresh
+            # Watching from before the snapshot: a pin made in between is not missed.
+            self.refresh = TargetedRefresh(lambda ns_type, inode: graph.live_namespace_id(ns_type, inode)
+                                           is not None, watch=MountTableWatch())
         snap = take_snapshot()
         graph.load_snapshot(snap, resolve)
         self.graph = graph
@@ -221,6 +228,8 @@ class NsgraphService:
             self.hints.close()
         if self.catalog is not None:
             self.catalog.close()
+        if self.refresh is not None:
+            self.refresh.close()
         if self.status.state != "error":
             self.status.state = "stopped"
 
@@ -233,6 +242,8 @@ class NsgraphService:
     def _tag_creator(self, event) -> None:
         if event.kind == EventKind.UNSHARE or (event.kind == EventKind.CLONE and event.is_namespace_event):
             self._tagger.tag(event)
+            if self.refresh is not None:
+                self.refresh.note_event(event)
 
     def _on_container(self, action, container) -> None:
         if action == "destroy":
@@ -298,7 +309,7 @@ class NsgraphService:
             due = graph.joins.flush_due(wall)
             pending = [(s.id, s.container, s.start, s.end) for s in graph.joins.pending_hints(wall)] \
                 if self.hints is not None else []
-        ops = []
+        ops = self.refresh.ops() if self.refresh is not None else []
         if due:
             ops.append({"op": "joins_flush", "now": wall})
         for ident, container, start, end in pending:
@@ -318,6 +329,8 @@ class NsgraphService:
             out["collector"] = self.collector.stats()
         if self.store is not None:
             out["store"] = self.store.stats()
+        if self.refresh is not None:
+            out["refresh"] = self.refresh.stats()
         return out
 
 

@@ -6,6 +6,7 @@ so that a journal of (events, ops) replays to the very same graph offline.
 
   {"op": "ns", "type", "inode", ["ns_id", "owner_inode", "parent_inode", "owner_uid",
                 "uid_map", "gid_map", "pinned", "holders", "created", "repair", "ts"]}
+  {"op": "pins", "type", "inode", "local": [paths]} (pins in the reader's own mount namespace)
   {"op": "proc", "pid", "ns": {slot: inode}, ["ns_id", "ppid", "uid", "comm", "cmdline",
                 "cgroup", "start_ticks", "container", "repair", "ts"]}
   {"op": "proc_gone", "pid", ["repair", "ts"]}      {"op": "ns_gone", "type", "inode", ["ended", "repair"]}
@@ -122,6 +123,32 @@ def op_ns(g, op, ts) -> None:
     if changed:
         g.changes.record("update", "namespace", ns.id)
     table.check_orphan(ns, ts)
+
+
+def op_pins(g, op, ts) -> None:
+    """The pins of a namespace in the reader's own mount namespace are now `local` (the mount
+    table watch, tracer/host/nsrefresh.py); pins seen from other mount namespaces
+    ("mnt:[N]/path") stay.  A namespace nothing holds any more once unpinned has ended
+    (`ip netns del`): nothing else would tell."""
+    ns_type, inode = _field(op, "type", _STR), _field(op, "inode", _INT)
+    if ns_type not in _NS_TYPES:
+        raise BadEvent("op 'pins': type %r" % ns_type)
+    local = tuple(_list_of(op, "local", str))
+    table = g.namespaces
+    ns = table.live(ns_type, inode)
+    if ns is None:
+        if not local:
+            return
+        ns = table.add(ns_type, inode, None, None, None)
+    pinned = tuple(p for p in ns.pinned if p.startswith("mnt:[")) + local
+    if pinned != tuple(ns.pinned):
+        ns.pinned = pinned
+        g.changes.record("update", "namespace", ns.id)
+    if ns.orphaned_at is not None and ns.referenced():
+        table.unorphan(ns)
+    table.check_orphan(ns, ts)
+    if not local and ns.orphaned_at is not None:
+        table.end(ns, ts)
 
 
 def op_proc(g, op, ts) -> None:
@@ -263,7 +290,7 @@ def op_joins_flush(g, op, ts) -> None:
 
 
 OP_HANDLERS: Dict[str, Callable] = {
-    "ns": op_ns, "proc": op_proc, "proc_gone": op_proc_gone, "ns_gone": op_ns_gone,
+    "ns": op_ns, "pins": op_pins, "proc": op_proc, "proc_gone": op_proc_gone, "ns_gone": op_ns_gone,
     "procread": op_procread, "container": op_container, "container_gone": op_container_gone,
     "link": op_link, "host": op_host, "recount": op_recount, "lost": op_lost, "counted": op_counted,
     "join_command": op_join_command, "joins_flush": op_joins_flush,
