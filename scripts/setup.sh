@@ -225,7 +225,7 @@ link_command() {
 BASE_PACKAGES=(python3-bpfcc python3-venv python3-pip util-linux iproute2 procps docker.io busybox-static
                ca-certificates graphviz jq curl)
 TEST_PACKAGES=(chromium shellcheck debootstrap qemu-system-x86 qemu-utils e2fsprogs fonts-dejavu-core gcc
-               libc6-dev systemd ruby nats-server openssl)
+               libc6-dev systemd ruby nats-server openssl podman)
 
 log "nsgraph set-up ($MODE) in $REPO"
 apt_install "${BASE_PACKAGES[@]}"
