@@ -54,12 +54,18 @@ def test_ip_netns_add_then_del_pins_then_ends_the_namespace():
 def test_unpinning_keeps_a_namespace_with_members_and_other_mount_namespaces_pins():
     g = fresh_graph(pids=(1, 60))
     g.apply(ev("unshare", 60, ns={"net": 402}, before={"net": HOST["net"]}, raw_flags=0x40000000))
-    g.apply_ops([{"op": "ns", "type": "net", "inode": 402, "pinned": ["mnt:[9]/run/netns/y"]},
+    g.apply_ops([{"op": "ns", "type": "net", "inode": 402, "pinned": ["mnt:[9]/var/run/elsewhere"]},
                  {"op": "pins", "type": "net", "inode": 402, "local": ["/run/netns/y"]}])
-    assert ns_of(g, "net", 402)["pinned"] == ["mnt:[9]/run/netns/y", "/run/netns/y"]
+    assert ns_of(g, "net", 402)["pinned"] == ["mnt:[9]/var/run/elsewhere", "/run/netns/y"]
     g.apply_ops([{"op": "pins", "type": "net", "inode": 402, "local": []}])
     n = ns_of(g, "net", 402)
-    assert n["pinned"] == ["mnt:[9]/run/netns/y"] and n["pids"] == [60]
+    assert n["pinned"] == ["mnt:[9]/var/run/elsewhere"] and n["pids"] == [60]
+    # A copy of a removed mount point in another mount namespace went with it (propagation).
+    g.apply_ops([{"op": "pins", "type": "net", "inode": 402, "local": ["/run/netns/w"]},
+                 {"op": "ns", "type": "net", "inode": 402,
+                  "pinned": ["mnt:[9]/var/run/elsewhere", "mnt:[9]/run/netns/w", "/run/netns/w"]},
+                 {"op": "pins", "type": "net", "inode": 402, "local": []}])
+    assert ns_of(g, "net", 402)["pinned"] == ["mnt:[9]/var/run/elsewhere"]
     # Unpinning a namespace the model does not have adds nothing; a bad op changes nothing.
     before = g.version
     g.apply_ops([{"op": "pins", "type": "net", "inode": 999, "local": []},

@@ -140,7 +140,12 @@ def op_pins(g, op, ts) -> None:
         if not local:
             return
         ns = table.add(ns_type, inode, None, None, None)
-    pinned = tuple(p for p in ns.pinned if p.startswith("mnt:[")) + local
+    # A mount point removed here is removed from the mount namespaces it propagated to as
+    # well ("mnt:[N]" + the same path): `ip netns` makes /run/netns shared.  Where it was
+    # not shared, the next reconcile puts the other copy back (a repair, counted).
+    removed = {p for p in ns.pinned if not p.startswith("mnt:[")} - set(local)
+    elsewhere = tuple(p for p in ns.pinned if p.startswith("mnt:[") and p[p.find("]") + 1:] not in removed)
+    pinned = elsewhere + local
     if pinned != tuple(ns.pinned):
         ns.pinned = pinned
         g.changes.record("update", "namespace", ns.id)
