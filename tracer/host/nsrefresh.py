@@ -183,6 +183,8 @@ class TargetedRefresh:
         with self._users_lock:
             batch = list(self._users.items())[: self.max_users]
         for inode, (pid, deadline) in batch:
+            if not self.is_live("user", inode) and now < deadline:
+                continue        # its event has not reached the model yet (an op now would make it twice)
             info = read_user_ns(pid, inode, self.proc_root)
             self.counters["user_reads"] += 1
             if info is not None and info["uid_map"]:
