@@ -149,7 +149,9 @@ def compare(want, graph, alive, mix_ids, prefix, running_names=None):
             problems[key] = "missing (truth %s)" % w
             continue
         got = {"pids": sorted(n["pids"]), "tids": sorted(n.get("tids") or ()), "owner": n.get("container_id"),
-               "pinned": sorted(p for p in n.get("pinned") or () if p in w["pinned"] or "/netns/" + prefix in p)}
+               # Pins as this mount namespace shows them (copies seen in others are "mnt:[N]/...").
+               "pinned": sorted(p for p in n.get("pinned") or () if not p.startswith("mnt:[") and
+                                (p in w["pinned"] or "/netns/" + prefix in p))}
         for field in ("owner_uid", "uid_map"):
             if field in w:
                 got[field] = n.get(field)
@@ -160,7 +162,7 @@ def compare(want, graph, alive, mix_ids, prefix, running_names=None):
                 {k: v for k, v in got.items() if v != w.get(k)}, {k: v for k, v in w.items() if v != got.get(k)})
     for key, n in spaces.items():
         stale = (n.get("container_id") in mix_ids and key not in alive) or \
-            (any("/netns/" + prefix in p for p in n.get("pinned") or ()) and key not in want)
+            (any(p.startswith("/run/netns/" + prefix) for p in n.get("pinned") or ()) and key not in alive)
         if stale:
             problems[key] = "stale: alive in the view, gone from the system (%s, pinned %s)" % (
                 n.get("container"), n.get("pinned"))
