@@ -23,6 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
 
 CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
 MS_BIND, MNT_DETACH = 4096, 2
@@ -39,13 +40,12 @@ def storm(deadline: float, budget: int, tag: str) -> int:
         open(path, "w").close()
         pid = os.fork()
         if pid == 0:
-            code = 1
+            pinned = False
             try:
-                if libc.unshare(CLONE_NEWNET) == 0 and \
-                        libc.mount(b"/proc/self/ns/net", path.encode(), None, MS_BIND, None) == 0:
-                    code = 0
+                pinned = libc.unshare(CLONE_NEWNET) == 0 and \
+                    libc.mount(b"/proc/self/ns/net", path.encode(), None, MS_BIND, None) == 0
             finally:
-                os._exit(code)
+                os._exit(EXIT_OK if pinned else EXIT_FAILURE)
         os.waitpid(pid, 0)
         libc.umount2(path.encode(), MNT_DETACH)
         os.unlink(path)
@@ -56,7 +56,7 @@ def storm(deadline: float, budget: int, tag: str) -> int:
                     with open("/proc/self/uid_map", "w") as f:
                         f.write("0 65534 1\n")
             finally:
-                os._exit(0)
+                os._exit(EXIT_OK)
         os.waitpid(pid, 0)
         made += 3          # a pin, an unpin, a user namespace
     return made
@@ -85,16 +85,16 @@ def main(argv=None) -> int:
     if args.storm_child:
         seconds, budget, tag = args.storm_child
         print(storm(time.monotonic() + min(float(seconds), 600.0), int(budget), tag))
-        return 0
+        return EXIT_OK
     if os.geteuid() != 0:
         print("bench_refresh: needs root (eBPF, mounts)", file=sys.stderr)
-        return 2
+        return EXIT_NO_PRIVILEGES
     from tracer.service import NsgraphService, ServiceConfig
     print("note_event: %.3f us per event that makes no user namespace" % per_event_cost())
     svc = NsgraphService(ServiceConfig(db="none", docker=False))
     if not svc.start():
         print("bench_refresh: %s" % svc.status.error, file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     refresh = svc.refresh
     results = {"on": [], "off": []}
     try:
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
               stats.get("busy_us", 0) / max(1, stats.get("rounds", 1)), stats.get("user_reads", 0),
               stats.get("user_dropped", 0), stats.get("user_overflow", 0)))
     print("(shared machine: numbers vary with the other helpers' load)")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

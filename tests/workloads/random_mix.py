@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:0] = [os.path.dirname(here), os.path.dirname(os.path.dirname(here))]
     from workloads.mix_check import run_checked_mix
-    return 0 if run_checked_mix(args.seed, args.duration, log=print) else 1
+    return 1 if run_checked_mix(args.seed, args.duration, log=print) else 0
 
 
 if __name__ == "__main__":

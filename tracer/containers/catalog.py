@@ -257,6 +257,7 @@ class ContainerCatalog:
     def _run(self) -> None:
         delay = self._backoff[0]
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self._connect_and_watch()
                 if self._stop.is_set():
@@ -265,7 +266,11 @@ class ContainerCatalog:
                 self._status = ("reconnecting: the %s event stream ended (engine restarted?); "
                                 "serving cached containers" % self.engine)
                 self._drop_client()
-                wait, delay = self._backoff[0], self._backoff[0]
+                # A stream that ends at once (`podman events` without an events backend)
+                # backs off like an absent engine: each attempt re-lists every container.
+                brief = time.monotonic() - started < 5.0
+                wait, delay = (delay, min(delay * 2, self._backoff[1])) if brief else \
+                    (self._backoff[0], self._backoff[0])
             except Exception as exc:
                 self.connected = False
                 self._status = _unavailable_hint(self.engine, exc)

@@ -38,9 +38,16 @@ def podman_socket() -> str:
 
 
 def podman_client(timeout: float = QUERY_TIMEOUT, *, ping: bool = False):
-    """A Docker SDK client on podman's API socket (the same timeout policy)."""
-    import docker
-    client = docker.DockerClient(base_url="unix://" + podman_socket(), timeout=timeout)
+    """A Docker SDK client on podman's API socket (the same timeout policy); when the default
+    socket is absent (podman's service is off by default), the `podman` command standing in
+    for the calls the catalog makes (podman_cli.py)."""
+    import os
+    if not os.environ.get("NSGRAPH_PODMAN_SOCKET") and not os.path.exists(podman_socket()):
+        from .podman_cli import PodmanCli
+        client = PodmanCli()
+    else:
+        import docker
+        client = docker.DockerClient(base_url="unix://" + podman_socket(), timeout=timeout)
     if ping:
         client.ping()
     return client
