@@ -117,3 +117,22 @@ def test_trace_container_filters_podman_containers_by_name(podman_env, service):
             assert name in (e.get("container"), e.get("target_container")), e
     finally:
         podman("rm", "-f", name, check=False)
+
+
+def test_without_the_socket_the_podman_command_names_containers(podman_env):
+    """podman's service is off by default: the `podman` command answers instead."""
+    from tracer.containers.catalog import ContainerCatalog
+    from tracer.containers.podman_cli import PodmanCli
+    image, _socket = podman_env
+    name = PREFIX + "-cli"
+    with ContainerCatalog(engine="podman", client_factory=PodmanCli) as catalog:
+        assert catalog.connected and "podman command" in catalog.status, catalog.status
+        cid = podman_run("--name", name, "--label", "org.nsgraph.test=cli", "--network", "none", image,
+                         "sleep", "300")
+        truth = json.loads(podman("inspect", cid))[0]
+        c = wait_until(lambda: catalog.by_name(name), timeout=20)
+        assert c is not None and (c.id, c.pid, c.state, c.source) == (truth["Id"], truth["State"]["Pid"],
+                                                                      "running", "podman"), c
+        assert c.labels.get("org.nsgraph.test") == "cli"
+        podman("rm", "-f", "-t", "0", name)
+        assert wait_until(lambda: catalog.by_name(name) is None, timeout=20), catalog.by_name(name)
