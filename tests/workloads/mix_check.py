@@ -136,10 +136,10 @@ def truth(mix):
         out[key] = want
     all_alive = {(t, i) for _ppid, ns, threads in procs.values() for t, i in ns.items()}
     all_alive |= {(t, i) for _ppid, _ns, threads in procs.values() for d in threads.values() for t, i in d.items()}
-    return out, all_alive | set(pins), {name: info["Id"] for name, info in containers.items()}
+    return out, all_alive | set(pins), containers
 
 
-def compare(want, graph, alive, mix_ids, prefix, running_names=None):
+def compare(want, graph, alive, mix_ids, prefix, running_names=None, existing=()):
     """Problems of one view: {(type, inode) or "containers": text}."""
     spaces = {(n["type"], n["inode"]): n for n in graph["namespaces"] if n.get("alive", True)}
     problems = {}
@@ -169,8 +169,7 @@ def compare(want, graph, alive, mix_ids, prefix, running_names=None):
     if running_names is not None:
         listed = {c["name"]: c for c in graph.get("containers", ())}
         wrong = [name for name in running_names if (listed.get(name) or {}).get("state") != "running"]
-        pruned = [c["name"] for c in listed.values() if c["name"].startswith(prefix) and
-                  c["name"] not in running_names and c["id"] in mix_ids]
+        pruned = [c["name"] for c in listed.values() if c["id"] in mix_ids and c["id"] not in existing]
         if wrong or pruned:
             problems["containers"] = "not shown running: %s; not pruned: %s" % (wrong, pruned)
     return problems
@@ -190,13 +189,15 @@ def check_round(mix, server, snapshot_env):
                          capture_output=True, text=True, timeout=180)
     snap = json.loads(out.stdout) if out.returncode == 0 else {"namespaces": []}
     counts = lsns_view(a)
-    b, alive, ids = truth(mix)
+    b, alive, inspected = truth(mix)
     stable = {k: v for k, v in b.items() if a.get(k) == v}
-    mix_ids = set(mix.ever_ids) | set(ids.values())
+    mix_ids = set(mix.ever_ids) | {info["Id"] for info in inspected.values()}
     problems = {}
-    running = [n for n in mix.containers if n in ids]
+    # Not every container the mix ran is still running: `--pid container:X` ones die with X.
+    running = [n for n, info in inspected.items() if info["State"].get("Running")]
     for view, graph, names in (("live", live, running), ("snapshot", snap, None)):
-        for key, text in compare(stable, graph, alive, mix_ids, mix.prefix, names).items():
+        existing = {info["Id"] for info in inspected.values()}
+        for key, text in compare(stable, graph, alive, mix_ids, mix.prefix, names, existing).items():
             problems[(view, key)] = text
     live_spaces = {(n["type"], n["inode"]): n for n in live["namespaces"] if n.get("alive", True)}
     for key, w in stable.items():
