@@ -259,7 +259,9 @@ def run_checked_mix(seed=None, duration=45.0, log=print, rounds=3, use_podman=No
         seen = None
         for attempt in range(rounds):
             problems, judged = check_round(mix, server, env)
-            log("round %d: %d namespaces judged, %d differences" % (attempt + 1, judged, len(problems)))
+            log("round %d: %d namespaces judged, %d differences%s" % (
+                attempt + 1, judged, len(problems), "".join("\n    %s %s: %s" % (v, k, t[:160]) for (v, k), t in
+                                                           sorted(problems.items(), key=str)[:4])))
             seen = problems if seen is None else {k: v for k, v in problems.items() if k in seen}
             if not seen:
                 break

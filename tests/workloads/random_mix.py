@@ -49,6 +49,8 @@ class Mix:
         self.image, self.prefix, self.helper, self.podman_image = image, prefix, helper, podman_image
         self.log = log
         self.containers = {}          # name -> engine
+        self.donor = {}               # name -> the container whose pid namespace it joined
+        self.dead = set()             # containers that died with their donor (removed at cleanup)
         self.ever_ids = set()         # every container id the mix ran (removed ones too)
         self.sleepers = []            # Popen
         self.threads = []             # Popen of the helper
@@ -82,7 +84,7 @@ class Mix:
         return self.rng.choice(sorted(items)) if items else None
 
     def running(self, engine):
-        return [n for n, e in self.containers.items() if e == engine]
+        return [n for n, e in self.containers.items() if e == engine and n not in self.dead]
 
     # -- operations (each returns what it did, or None when it did not apply) ------------
 
@@ -99,6 +101,8 @@ class Mix:
             args += ["--network", "container:" + donor, "--pid", "container:" + donor]
         self.ever_ids.add(run(*args, self.image, "sleep", "600").strip())
         self.containers[name] = "docker"
+        if mode == "shared":
+            self.donor[name] = donor
         return " ".join(args[2:])
 
     def docker_exec(self):
@@ -117,7 +121,16 @@ class Mix:
             return None
         run("docker", "rm", "-f", name)
         del self.containers[name]
-        return "docker rm -f " + name
+        # The init of a shared pid namespace took everything in it along.
+        gone = {name}
+        while True:
+            more = {n for n, d in self.donor.items() if d in gone and n not in gone}
+            if not more:
+                break
+            gone |= more
+        self.dead |= gone - {name}
+        return "docker rm -f %s%s" % (name, " (its pid namespace took %s)" % sorted(gone - {name})
+                                      if len(gone) > 1 else "")
 
     def podman_run(self):
         if len(self.running("podman")) >= LIMITS["podman"]:
