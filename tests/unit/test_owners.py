@@ -63,6 +63,19 @@ def test_found_by_proc_the_inspect_modes_then_init_pids_decide():
     assert (uts["container"], uts["sharers"]) == ("side", ["web"])
 
 
+def test_a_chain_of_container_modes_leads_to_the_container_that_made_it():
+    # X made net 300 and is gone; Y joined X's (`--network container:X`), Z joined Y's.
+    # The random mix (tests/workloads/random_mix.py) found a snapshot crediting Y.
+    X, Y, Z = "9" * 64, "1" * 64, "0" * 64       # Z sorts first: no luck of the order
+    g = NamespaceGraph(dev=DEV)
+    g.load_snapshot(host_snapshot(pids=(1,)))
+    shared = with_(HOST, net=300)
+    g.apply_ops([proc_op(8, shared, container(Y, "y", 8, {"net": X})),
+                 proc_op(9, shared, container(Z, "z", 9, {"net": Y}))])
+    net = g.namespace("net:300")
+    assert (net["container_id"], net["sharer_ids"]) == (X, [Z, Y]), net
+
+
 def test_host_namespaces_have_no_owner_or_sharers():
     g = NamespaceGraph(dev=DEV)
     g.load_snapshot(host_snapshot(pids=(1,)))

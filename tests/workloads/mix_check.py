@@ -78,19 +78,28 @@ def truth(mix):
     host = {t: ns_inode(2, t) for t in TYPES}
     containers = inspect_all(mix)
     roots = {p.pid for p in mix.sleepers + mix.threads if p.poll() is None}
+    by_id = {info["Id"]: info for info in containers.values()}
+
+    def joined(info, t):
+        key = {"net": "NetworkMode", "pid": "PidMode", "ipc": "IpcMode"}.get(t)
+        mode = (info.get("HostConfig") or {}).get(key, "") if key else ""
+        return mode[len("container:"):] if mode.startswith("container:") else None
     owner = {}
     for name, info in containers.items():
         init = info["State"]["Pid"]
         if not init or init not in procs:
             continue
         roots.add(init)
-        hc = info.get("HostConfig") or {}
-        shares = {t: hc.get(k, "") for k, t in (("NetworkMode", "net"), ("PidMode", "pid"), ("IpcMode", "ipc"))}
         for t, inode in procs[init][1].items():
             if inode == host.get(t):
                 continue
-            mode = shares.get(t, "")
-            owner.setdefault((t, inode), mode[len("container:"):] if mode.startswith("container:") else info["Id"])
+            # The container that made it: follow container:X modes to one that joined none
+            # (X may be gone: then X it is).
+            maker, seen = info["Id"], set()
+            while maker in by_id and joined(by_id[maker], t) and maker not in seen:
+                seen.add(maker)
+                maker = joined(by_id[maker], t)
+            owner[(t, inode)] = maker
     for key in mix.host_made:
         owner.setdefault(key, None)
     children = {}

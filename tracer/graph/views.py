@@ -53,10 +53,20 @@ def owner_by_rule(g, ns_type: str, candidates: List[str], members) -> Optional[s
     if not candidates:
         return None
     containers = g.containers
+
+    def joined(cid):
+        return ((containers.get(cid) or {}).get("shares") or {}).get(ns_type)
     for cid in sorted(candidates):
-        joined = ((containers.get(cid) or {}).get("shares") or {}).get(ns_type)
-        if joined:
-            return joined
+        target = joined(cid)
+        if target:
+            # `--network container:B` where B itself joined A's: A made it.  Follow the
+            # chain (bounded: a damaged record must not loop) to a container that did not join.
+            for _ in range(len(containers)):
+                further = joined(target)
+                if not further or further == target:
+                    break
+                target = further
+            return target
     inits = sorted(((containers.get(cid) or {}).get("pid"), cid) for cid in candidates
                    if (containers.get(cid) or {}).get("pid") in members)
     return inits[0][1] if inits else candidates[0]
