@@ -287,6 +287,12 @@ def run_checked_mix(seed=None, duration=45.0, log=print, rounds=3, use_podman=No
             time.sleep(1.0)
         for (view, key), text in sorted((seen or {}).items(), key=str):
             log("  seed %d %s %s: %s" % (seed, view, key, text))
+        if seen:
+            for name, info in sorted(inspect_all(mix).items()):
+                hc = info.get("HostConfig") or {}
+                log("  container %s %s running=%s init=%s net=%s pid=%s" % (
+                    name, info["Id"][:12], info["State"].get("Running"), info["State"].get("Pid"),
+                    hc.get("NetworkMode"), hc.get("PidMode")))
         return seen or {}
     finally:
         mix.cleanup()
