@@ -60,6 +60,27 @@ def read_proc():
     return out
 
 
+def nsfs_mounts(procs):
+    """(type, inode) of every namespace bind-mounted in any mount namespace: alive without
+    a process (Docker's /run/docker/netns pins copied into other mount namespaces too)."""
+    one_pid = {}
+    for pid, (_ppid, ns, _threads) in procs.items():
+        if "mnt" in ns:
+            one_pid.setdefault(ns["mnt"], pid)
+    found = set()
+    for pid in one_pid.values():
+        try:
+            with open("/proc/%d/mountinfo" % pid) as f:
+                for line in f:
+                    fields = line.split()
+                    if " - nsfs " in line and len(fields) > 3 and fields[3].endswith("]") and ":[" in fields[3]:
+                        t, _, rest = fields[3].partition(":[")
+                        found.add((t, int(rest[:-1])))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def inspect_all(mix):
     """name -> inspect record of the mix's containers, from their engines."""
     found = {}
@@ -143,7 +164,7 @@ def truth(mix):
             except OSError:
                 continue
         out[key] = want
-    all_alive = {(t, i) for _ppid, ns, threads in procs.values() for t, i in ns.items()}
+    all_alive = {(t, i) for _ppid, ns, threads in procs.values() for t, i in ns.items()} | nsfs_mounts(procs)
     all_alive |= {(t, i) for _ppid, _ns, threads in procs.values() for d in threads.values() for t, i in d.items()}
     return out, all_alive | set(pins), containers
 
