@@ -66,6 +66,7 @@ class NsgraphService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = None
+        self._refresh_thread = None
         self._progress_cb = None
         self._resolve = None
         self._last_reconcile = self._last_settle = time.monotonic()
@@ -214,12 +215,18 @@ class NsgraphService:
         self._last_settle = time.monotonic()
         self._thread = threading.Thread(target=self._maintain, name="nsgraph-maintenance", daemon=True)
         self._thread.start()
+        if self.refresh is not None:
+            # Its own thread: a full reconcile (seconds on a busy host) must not hold it up.
+            self._refresh_thread = threading.Thread(target=self._refresh_loop, name="nsgraph-refresh", daemon=True)
+            self._refresh_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(5)
+        if self._refresh_thread is not None:
+            self._refresh_thread.join(5)
         if self.collector is not None:
             self.collector.stop()
         if self.store is not None:
@@ -288,6 +295,23 @@ class NsgraphService:
             else:
                 self._health.maintenance_ok()
 
+    def _refresh_loop(self) -> None:
+        """Targeted refreshes (host/nsrefresh.py), a round every min_interval at most."""
+        failed, interval = False, self.refresh.min_interval
+        while not self._stop.wait(interval):
+            refresh = self.refresh
+            if refresh is None:         # switched off (bench/bench_refresh.py)
+                continue
+            try:
+                ops = refresh.ops()
+                if ops:
+                    self.graph.apply_ops(ops)
+                failed = False
+            except Exception:
+                if not failed:
+                    log.exception("targeted refresh failed")      # once per outage
+                failed = True
+
     def tick(self) -> None:
         """One round of maintenance (the timer thread runs it about 4 times a second):
         a reconcile when the graph needs repair or the interval passed, else settling
@@ -309,7 +333,7 @@ class NsgraphService:
             due = graph.joins.flush_due(wall)
             pending = [(s.id, s.container, s.start, s.end) for s in graph.joins.pending_hints(wall)] \
                 if self.hints is not None else []
-        ops = self.refresh.ops() if self.refresh is not None else []
+        ops = []
         if due:
             ops.append({"op": "joins_flush", "now": wall})
         for ident, container, start, end in pending:
