@@ -11,8 +11,8 @@ Two things change without a namespace event the model could act on:
   call, by the process itself or its parent, so the read is retried until it is
   there or `user_deadline` passed).
 
-Cost is bounded by construction: the service calls `ops()` from its maintenance
-tick, rounds are at least `min_interval` apart (a storm of events or mounts
+Cost is bounded by construction: the service calls `ops()` from a thread of its own
+every `min_interval`; rounds are at least `min_interval` apart (a storm of events or mounts
 coalesces into one round), a round reads the mount table at most once and at
 most `max_users` user namespaces; user namespaces beyond that wait for the next
 round, and those still pending after `user_deadline` are left to the full
