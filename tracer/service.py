@@ -294,6 +294,7 @@ class NsgraphService:
                 self.settle()
                 self._last_settle = time.monotonic()
         wall = time.time()
+        self._reap_zombies(wall)
         with graph.lock:
             due = graph.joins.flush_due(wall)
             pending = [(s.id, s.container, s.start, s.end) for s in graph.joins.pending_hints(wall)] \
@@ -307,6 +308,14 @@ class NsgraphService:
                 ops.append({"op": "join_command", "id": ident, "command": command, "source": "docker"})
         if ops:
             graph.apply_ops(ops)
+
+    def _reap_zombies(self, wall: float) -> None:
+        """Zombies the model holds that /proc no longer shows were reaped: no event says so,
+        so each tick looks at theirs alone (one stat read per zombie)."""
+        from .host.procfs import is_zombie
+        gone = [pid for pid, start in self.graph.zombies() if not is_zombie(pid, start)]
+        if gone:
+            self.graph.apply_ops([{"op": "proc_gone", "pid": pid, "zombie": True, "ts": wall} for pid in gone])
 
     # -- numbers ------------------------------------------------------------------------------
 

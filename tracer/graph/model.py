@@ -264,6 +264,13 @@ class NamespaceGraph:
         with self._lock:
             return self.namespaces.pinned_only()
 
+    def zombies(self) -> list:
+        """(pid, start_ticks) of the zombies the model holds: the service drops each once
+        /proc no longer shows it (reaped), so they need no full snapshot."""
+        with self._lock:
+            procs = self.processes.procs
+            return [(pid, procs[pid].start_ticks) for pid in sorted(self.processes.zombies)]
+
     def end_orphans(self) -> None:
         """Offline: accept every orphan as ended (no /proc to confirm with)."""
         while True:     # an ended namespace can orphan its owner or parent in turn

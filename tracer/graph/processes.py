@@ -33,6 +33,7 @@ class Processes:
         # (version, pid) of recent exits: a reconcile whose snapshot predates an exit
         # must not bring the process back.
         self.exits = deque(maxlen=65536)
+        self.zombies = set()                # pids of Process.zombie ones (the service watches them)
 
     def get(self, pid) -> Optional[Process]:
         return self.procs.get(pid)
@@ -40,6 +41,10 @@ class Processes:
     def add(self, proc: Process) -> Process:
         self.procs[proc.pid] = proc
         return proc
+
+    def set_zombie(self, proc: Process, zombie: bool) -> None:
+        proc.zombie = zombie
+        (self.zombies.add if zombie else self.zombies.discard)(proc.pid)
 
     def exited_after(self, version: int) -> set:
         return {pid for v, pid in self.exits if v > version}
@@ -60,6 +65,8 @@ class Processes:
         procs = self.procs
         if procs.get(pid) is proc:
             del procs[pid]
+            if proc.zombie:
+                self.zombies.discard(pid)
         if proc.threads:
             for tid in list(proc.threads):
                 self.drop_thread(proc, tid, ts)

@@ -77,6 +77,8 @@ class _ProcessBase(TypedDict):
 
 class ProcessJSON(_ProcessBase, total=False):
     threads: Dict[str, Dict[str, str]]   # tid -> slot -> namespace id, for threads with namespaces of their own
+    zombie: bool                  # present (true) for an exited, unreaped process: a member of its pid
+                                  # and user namespaces only, as /proc shows it and lsns counts it
 
 
 class _ContainerBase(TypedDict):

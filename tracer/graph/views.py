@@ -128,6 +128,8 @@ def proc_json(g, proc) -> ProcessJSON:
            "repaired": proc.repaired}
     if proc.threads:
         out["threads"] = {str(tid): {s: n.id for s, n in m.items()} for tid, m in proc.threads.items()}
+    if proc.zombie:
+        out["zombie"] = True
     return out
 
 

@@ -327,6 +327,16 @@ def read_cmdline_cgroup(pid: int, proc_root: str = "/proc", limit: int = 65536) 
     return cmdline, cgroup
 
 
+def is_zombie(pid: int, start_ticks: Optional[int], proc_root: str = "/proc") -> bool:
+    """pid is still the zombie that started at start_ticks (not reaped, pid not reused)."""
+    try:
+        with open("%s/%d/stat" % (proc_root, pid), "rb") as f:
+            parsed = parse_stat(f.read(512))
+    except OSError:
+        return False
+    return parsed is not None and parsed[1] == "Z" and start_ticks in (None, parsed[3])
+
+
 def is_running(pid: int, proc_root: str = "/proc") -> bool:
     """pid exists now and has not exited (a zombie has: its exit event came and went)."""
     try:
