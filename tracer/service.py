@@ -22,6 +22,8 @@ from .health import Health
 
 log = logging.getLogger(__name__)
 
+ZOMBIE_CHECKS = 256         # exited pids read per maintenance tick (4 a second) for zombies
+
 
 @dataclass
 class ServiceConfig:
@@ -67,6 +69,7 @@ class NsgraphService:
         self._progress_cb = None
         self._resolve = None
         self._last_reconcile = self._last_settle = time.monotonic()
+        self._exits_seen = 0        # graph version up to which exits were checked for zombies
         self.timings = {}
         self._health = Health(self)
 
@@ -294,7 +297,7 @@ class NsgraphService:
                 self.settle()
                 self._last_settle = time.monotonic()
         wall = time.time()
-        self._reap_zombies(wall)
+        self.watch_zombies(wall)
         with graph.lock:
             due = graph.joins.flush_due(wall)
             pending = [(s.id, s.container, s.start, s.end) for s in graph.joins.pending_hints(wall)] \
@@ -309,13 +312,28 @@ class NsgraphService:
         if ops:
             graph.apply_ops(ops)
 
-    def _reap_zombies(self, wall: float) -> None:
-        """Zombies the model holds that /proc no longer shows were reaped: no event says so,
-        so each tick looks at theirs alone (one stat read per zombie)."""
-        from .host.procfs import is_zombie
-        gone = [pid for pid, start in self.graph.zombies() if not is_zombie(pid, start)]
-        if gone:
-            self.graph.apply_ops([{"op": "proc_gone", "pid": pid, "zombie": True, "ts": wall} for pid in gone])
+    def watch_zombies(self, wall: float) -> None:
+        """Zombies: no event says that an exited process stays unreaped, nor when it is
+        reaped.  Each tick reads /proc/PID/stat of the processes that exited since the
+        last one (at most ZOMBIE_CHECKS: the newest; a storm's others wait for the next
+        full reconcile) and adds those that are zombies; and drops the model's zombies
+        /proc no longer shows.  One small read per pid, off the event path."""
+        from .graph.reconcile import proc_op
+        from .host.procfs import is_zombie, read_process
+        graph = self.graph
+        with graph.lock:
+            exited = graph.processes.recent_exits(self._exits_seen, ZOMBIE_CHECKS)
+            self._exits_seen = graph.version
+        ops = []
+        for pid in exited:
+            if is_zombie(pid, None):
+                info = read_process(pid)
+                if info is not None and info.state == "Z" and info.ns:
+                    ops.append(proc_op(info, self._resolve, False, wall))
+        ops += [{"op": "proc_gone", "pid": pid, "zombie": True, "ts": wall}
+                for pid, start in graph.zombies() if not is_zombie(pid, start)]
+        if ops:
+            graph.apply_ops(ops)
 
     # -- numbers ------------------------------------------------------------------------------
 

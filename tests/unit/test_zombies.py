@@ -91,3 +91,34 @@ def test_a_full_reconcile_turns_a_process_whose_exit_was_missed_into_a_zombie():
     assert proc["zombie"] and set(proc["ns"]) == {"pid", "user"} and proc["repaired"]
     assert 40 not in g.namespace("mnt:100")["pids"] and g.check_invariants() == []
     assert collections.Counter(g.zombies()) == {(40, 4000): 1}
+
+
+def test_the_service_finds_a_real_zombie_after_its_exit_and_drops_it_once_reaped():
+    # A real child of this test, exited and not yet waited for: /proc shows it as Z.
+    import os
+    import time
+
+    from tracer.service import NsgraphService
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open("/proc/%d/stat" % child) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        truth = {t: os.stat("/proc/%d/ns/%s" % (child, t)).st_ino for t in ("pid", "user")}
+        g = NamespaceGraph(dev=os.stat("/proc/self/ns/net").st_dev)
+        svc = NsgraphService().use_graph(g)
+        g.apply(ev("exit", child, exit_code=0))             # the model dropped it at its exit
+        svc.watch_zombies(time.time())
+        proc = g.process(child)
+        assert proc is not None and proc["zombie"] is True
+        assert {t: g.namespace(proc["ns"][t])["inode"] for t in proc["ns"]} == truth
+        assert g.namespace("pid:%d" % truth["pid"])["pids"] == [child]
+    finally:
+        os.waitpid(child, 0)
+    svc.watch_zombies(time.time())
+    assert g.process(child) is None and g.zombies() == []

@@ -49,6 +49,15 @@ class Processes:
     def exited_after(self, version: int) -> set:
         return {pid for v, pid in self.exits if v > version}
 
+    def recent_exits(self, version: int, limit: int) -> list:
+        """Up to `limit` pids whose exit the model applied after `version`, newest first."""
+        out = []
+        for v, pid in reversed(self.exits):
+            if v <= version or len(out) >= limit:
+                break
+            out.append(pid)
+        return out
+
     # -- birth and death ---------------------------------------------------------------
 
     def discover(self, pid, ppid, uid, comm, ns_map, id_map, ts) -> Process:
