@@ -23,6 +23,7 @@ from .health import Health
 log = logging.getLogger(__name__)
 
 ZOMBIE_CHECKS = 256         # exited pids read per maintenance tick (4 a second) for zombies
+JOIN_EXEC_WINDOW = 10.0     # execs this soon after a setns are tagged with their container
 
 
 @dataclass
@@ -70,6 +71,7 @@ class NsgraphService:
         self._resolve = None
         self._last_reconcile = self._last_settle = time.monotonic()
         self._exits_seen = 0        # graph version up to which exits were checked for zombies
+        self._last_setns = float("-inf")
         self.timings = {}
         self._health = Health(self)
 
@@ -234,7 +236,14 @@ class NsgraphService:
         self._wake.set()                # repair now, not at the next tick
 
     def _tag_creator(self, event) -> None:
-        if event.kind == EventKind.UNSHARE or (event.kind == EventKind.CLONE and event.is_namespace_event):
+        kind = event.kind
+        if kind == EventKind.UNSHARE or (kind == EventKind.CLONE and event.is_namespace_event):
+            self._tagger.tag(event)
+        elif kind == EventKind.SETNS:
+            self._last_setns = event.ts
+        elif kind == EventKind.EXEC and event.ts - self._last_setns < JOIN_EXEC_WINDOW:
+            # The command a join session runs: the container it runs in (the kernel's
+            # cgroup at the exec) names the session's container when several could.
             self._tagger.tag(event)
 
     def _on_container(self, action, container) -> None:

@@ -174,6 +174,9 @@ def test_thread_held_namespaces_live_reconciled_and_snapshotted(service, helper)
                     return False
             return True
         assert wait_until(modelled), [graph.namespace("%s:%d" % k) for k in truth]
+        # Their full ids (type:dev:inode:generation): once they end, the kernel hands the
+        # inode numbers out again at once, and "type:inode" then names the next namespace.
+        ids = {k: graph.namespace("%s:%d" % k)["id"] for k in truth}
 
         # A full reconcile (the periodic one) must not end them: they still exist.
         service.reconcile(full=True)
@@ -197,8 +200,8 @@ def test_thread_held_namespaces_live_reconciled_and_snapshotted(service, helper)
     assert not held_anywhere(truth), held_anywhere(truth)
 
     def ended():
-        return all(not (graph.namespace("%s:%d" % k) or {}).get("alive") for k in truth)
-    assert wait_until(ended, timeout=20), [graph.namespace("%s:%d" % k) for k in truth]
+        return all(graph.namespace(ident)["alive"] is False for ident in ids.values())
+    assert wait_until(ended, timeout=20), [graph.namespace(ident) for ident in ids.values()]
 
 
 @pytest.mark.host_only     # the VM image has no C compiler for the helper
@@ -218,6 +221,7 @@ def test_a_zombie_is_a_member_of_its_pid_namespace_until_reaped(service, zombie_
             return ns is not None and ns["alive"] and ns["pids"] == [child] and \
                 (graph.process(child) or {}).get("zombie") is True
         assert wait_until(member), (graph.namespace("pid:%d" % inode), graph.process(child))
+        ident = graph.namespace("pid:%d" % inode)["id"]
 
         out = subprocess.run([NSGRAPH, "snapshot", "--json", "--no-docker"], capture_output=True, text=True,
                              timeout=120)
@@ -231,9 +235,9 @@ def test_a_zombie_is_a_member_of_its_pid_namespace_until_reaped(service, zombie_
         assert proc_state(child) is None and lsns_pid(inode) is None
         # Reaped: no member left; the helper's pid_for_children still holds the namespace.
         assert os.stat("/proc/%d/ns/pid_for_children" % parent).st_ino == inode
-        assert wait_until(lambda: graph.process(child) is None and
-                          (graph.namespace("pid:%d" % inode) or {}).get("pids") == []), \
-            (graph.namespace("pid:%d" % inode), graph.process(child))
+        assert wait_until(lambda: graph.process(child) is None and graph.namespace(ident)["pids"] == []), \
+            (graph.namespace(ident), graph.process(child))
+        assert graph.namespace(ident)["alive"]
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)

@@ -35,9 +35,11 @@ def shared_pair() -> NamespaceGraph:
     return g
 
 
-def join(g, pid, types, comm="runc:[1:CHILD]", args=("true",), exec_container=None, exec_pid=None):
+def join(g, pid, types, comm="runc:[1:CHILD]", args=("true",), exec_container=None, exec_pid=None,
+         tagged=None):
     """setns into SHARED's `types` by pid, then an exec by exec_pid (default pid) whose
-    /proc read shows it in exec_container; the closed session's JSON."""
+    /proc read shows it in exec_container (None: gone before the read) and that the
+    service tagged with container id `tagged`; the closed session's JSON."""
     before = dict(HOST)
     for t in types:
         after = with_(before, **{t: SHARED[t]})
@@ -46,9 +48,11 @@ def join(g, pid, types, comm="runc:[1:CHILD]", args=("true",), exec_container=No
     exec_pid = exec_pid or pid
     if exec_pid != pid:
         g.apply(ev("clone", pid, child_pid=exec_pid, comm=comm))
-    g.reader.stash({"op": "procread", "pid": exec_pid, "cmdline": list(args), "cgroup": "0::/",
-                    "container": exec_container, "nested": True})
-    g.apply(ev("exec", exec_pid, comm=args[0], filename="/bin/" + args[0], args=list(args)))
+    if exec_container is not None:
+        g.reader.stash({"op": "procread", "pid": exec_pid, "cmdline": list(args), "cgroup": "0::/",
+                        "container": exec_container, "nested": True})
+    g.apply(ev("exec", exec_pid, comm=args[0], filename="/bin/" + args[0], args=list(args),
+               container_id=tagged, container="side" if tagged else None))
     (session,) = [j for j in g.to_json(include_housekeeping=True)["joins"] if j["pid"] == pid]
     assert not session["open"]
     return session
@@ -62,6 +66,12 @@ def test_a_join_into_shared_namespaces_names_the_container_its_process_runs_in()
         g = shared_pair()
         s = join(g, 70, ("ipc", "net", "pid"), exec_container=container(B, "side", 60), exec_pid=71)
         assert (s["container"], s["container_id"]) == ("side", B), s
+    # `docker exec side true`: `true` is gone before /proc is read; the exec event's
+    # container (the kernel's cgroup id at the exec, tagged by the service) decides.
+    g = shared_pair()
+    s = join(g, 72, ("ipc", "net", "pid"), exec_pid=73, tagged=B)
+    assert (s["container"], s["container_id"]) == ("side", B), s
+    assert NamespaceGraph.from_state(g.export_state()).join(s["id"])["container_id"] == B
     # nsenter from the host into the same namespaces: the owner, A.
     g = shared_pair()
     s = join(g, 80, ("net", "pid"), comm="nsenter", args=("nsenter", "-n", "-p", "true"))

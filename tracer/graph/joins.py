@@ -74,7 +74,7 @@ def _tool(comm: str) -> str:
 class JoinSession:
     __slots__ = ("id", "pid", "tid", "comm", "tool", "types", "target", "start", "end", "last",
                  "procs", "exec_pid", "command", "command_source", "container", "closed", "reason", "changed",
-                 "housekeeping")
+                 "housekeeping", "exec_container")
 
     def __init__(self, ident, ev):
         self.id = ident
@@ -96,6 +96,7 @@ class JoinSession:
         self.closed = False
         self.reason = None
         self.housekeeping = housekeeping.of_session_start(ev.comm)   # a reason, or None
+        self.exec_container = None   # the container id the exec event was tagged with
 
 
 class JoinTracker:
@@ -161,6 +162,7 @@ class JoinTracker:
         session = self._session_of(ev.pid)
         if session is not None:
             session.exec_pid = ev.pid
+            session.exec_container = ev.container_id
             session.command, session.command_source = self._command(ev)
             self._close(session, ev.ts, "exec")
 
@@ -234,7 +236,8 @@ class JoinTracker:
         every joined namespace that belongs to a container (`docker exec B` where B shares
         A's net is B's; `nsenter -n` into that net is A's, its owner), else the first owner.
         When several do (B's own uts/mnt not yet credited to B), the container the
-        session's own process runs in breaks the tie; else the first owner, else the
+        session's own process runs in breaks the tie (the exec event's, tagged from the
+        kernel's cgroup id; else a journaled /proc read); else the first owner, else the
         lowest id: never set order."""
         common, first_owner = None, None
         for t in RUNC_JOIN_ORDER:
@@ -247,7 +250,7 @@ class JoinTracker:
             present = {owner, *sharers}
             common = present if common is None else common & present
         if common and len(common) > 1:
-            own = self.port.process_container(session.exec_pid or session.pid)
+            own = session.exec_container or self.port.process_container(session.exec_pid or session.pid)
             if own in common:
                 return own
         if common and first_owner not in common:
