@@ -260,8 +260,11 @@ class NsgraphService:
         graph = self.graph
         v0 = graph.version if since_version is None else since_version
         t = time.perf_counter()
-        snap = take_snapshot()
-        self.timings["last_snapshot"] = time.perf_counter() - t
+        # Settling confirms the end of namespaces nothing in the model holds: threads
+        # (most of a snapshot's cost on a host with busy daemons) cannot hold those
+        # unless events were missed, and that makes a full repair anyway.
+        snap = take_snapshot(scan_threads=full)
+        self.timings["last_snapshot" if full else "last_settle"] = time.perf_counter() - t
         if full and self.collector is not None and self.collector.running:
             # Settle, then compare: events the kernel recorded before or during the
             # snapshot but not yet applied would otherwise look like things the events
@@ -301,7 +304,7 @@ class NsgraphService:
             self._last_reconcile = self._last_settle = time.monotonic()
         else:
             # A snapshot costs ~0.04 s per 1 000 processes: never spend more than 10 % on settling.
-            interval = max(cfg.settle_s, 10 * self.timings.get("last_snapshot", 0.0))
+            interval = max(cfg.settle_s, 10 * self.timings.get("last_settle", self.timings.get("last_snapshot", 0.0)))
             if (graph.orphans or graph.pinned_only()) and now - self._last_settle >= interval:
                 self.settle()
                 self._last_settle = time.monotonic()
