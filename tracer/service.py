@@ -259,12 +259,13 @@ class NsgraphService:
         from .host.snapshot import take_snapshot
         graph = self.graph
         v0 = graph.version if since_version is None else since_version
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), _cpu_seconds()
         # Settling confirms the end of namespaces nothing in the model holds: threads
         # (most of a snapshot's cost on a host with busy daemons) cannot hold those
         # unless events were missed, and that makes a full repair anyway.
         snap = take_snapshot(scan_threads=full)
         self.timings["last_snapshot" if full else "last_settle"] = time.perf_counter() - t
+        self.timings["last_snapshot_cpu" if full else "last_settle_cpu"] = _cpu_seconds() - cpu
         if full and self.collector is not None and self.collector.running:
             # Settle, then compare: events the kernel recorded before or during the
             # snapshot but not yet applied would otherwise look like things the events
@@ -303,8 +304,10 @@ class NsgraphService:
             self.reconcile()
             self._last_reconcile = self._last_settle = time.monotonic()
         else:
-            # A snapshot costs ~0.04 s per 1 000 processes: never spend more than 10 % on settling.
-            interval = max(cfg.settle_s, 10 * self.timings.get("last_settle", self.timings.get("last_snapshot", 0.0)))
+            # Never spend more than 10 % of a CPU on settling: paced by the CPU its snapshot
+            # took (on a loaded host the wall time is mostly waiting for a CPU).
+            timings = self.timings
+            interval = max(cfg.settle_s, 10 * timings.get("last_settle_cpu", timings.get("last_snapshot_cpu", 0.0)))
             if (graph.orphans or graph.pinned_only()) and now - self._last_settle >= interval:
                 self.settle()
                 self._last_settle = time.monotonic()
@@ -358,6 +361,13 @@ class NsgraphService:
         if self.store is not None:
             out["store"] = self.store.stats()
         return out
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this thread and of reaped children (the snapshot's forked readers)."""
+    import resource
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.thread_time() + children.ru_utime + children.ru_stime
 
 
 def _hostname() -> str:

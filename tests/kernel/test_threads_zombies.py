@@ -201,7 +201,8 @@ def test_thread_held_namespaces_live_reconciled_and_snapshotted(service, helper)
 
     def ended():
         return all(graph.namespace(ident)["alive"] is False for ident in ids.values())
-    assert wait_until(ended, timeout=20), [graph.namespace(ident) for ident in ids.values()]
+    assert wait_until(ended, timeout=20), ([{k: graph.namespace(i)[k] for k in ("id", "alive", "pending_end", "tids")}
+                                            for i in ids.values()], service.timings)
 
 
 @pytest.mark.host_only     # the VM image has no C compiler for the helper
