@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -216,7 +217,7 @@ def test_dockerd_switching_into_a_new_container_is_housekeeping(service):
     """dockerd enters each new container's net namespace (to set up its interfaces) and
     returns: recorded, hidden from the join list and trace's default view, shown on demand."""
     name = PREFIX + "-hk"
-    traces = {flag: subprocess.Popen([NSGRAPH, "trace", "--json", "--type", "net", "--duration", "40"] + flag,
+    traces = {flag: subprocess.Popen([NSGRAPH, "trace", "--json", "--type", "net", "--duration", "120"] + list(flag),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for flag in ((), ("--housekeeping",))}
     try:
@@ -244,7 +245,10 @@ def test_dockerd_switching_into_a_new_container_is_housekeeping(service):
         assert graph.join(hk["id"])["housekeeping"] == "engine"
         assert graph.counters_snapshot()["housekeeping_joins"] >= 1
 
+        time.sleep(1.0)                 # the tracers' last poll
         outputs = {}
+        for trace in traces.values():
+            trace.send_signal(signal.SIGINT)        # ends like Ctrl-C: drain, then the summary line
         for flag, trace in traces.items():
             out, err = trace.communicate(timeout=120)
             into = [e for e in map(json.loads, out.splitlines())
