@@ -195,10 +195,11 @@ def test_join_commands_are_what_was_exec_not_a_later_program(service):
         exec_out = docker("exec", name, "sh", "-c", "echo $$; exec sleep 0.2")
         assert exec_out.isdigit()
         graph = service.graph
+        assert service.collector.sync(timeout=120)      # a busy host: every event so far applied
 
         def sessions():
             return {j["tool"]: j for j in graph.to_json()["joins"] if j["start"] >= t0 - 0.5 and not j["open"]}
-        found = wait_until(lambda: {"ip", "runc"} <= set(sessions()))
+        found = wait_until(lambda: {"ip", "runc"} <= set(sessions()), timeout=30)
         by_tool = sessions()
         assert by_tool.get("ip", {}).get("command") == "sh -c " + script, found
         assert by_tool["ip"]["exec_pid"] == pid and by_tool["ip"]["command_source"] == "argv"
@@ -231,12 +232,14 @@ def test_dockerd_switching_into_a_new_container_is_housekeeping(service):
         init = json.loads(docker("inspect", name))[0]["State"]["Pid"]
         net = ns_inode(init, "net")               # ground truth: the container's net namespace
         graph = service.graph
+        assert service.collector.sync(timeout=120)      # a busy host: every event so far applied
+        assert wait_until(lambda: graph.namespace("net:%d" % net), timeout=30)
         net_id = graph.namespace("net:%d" % net)["id"]
 
         def engine_sessions():
             return [j for j in graph.to_json(include_housekeeping=True)["joins"]
                     if j["start"] >= t0 - 0.5 and j["target"].get("net") == net_id and j["housekeeping"]]
-        found = wait_until(engine_sessions)
+        found = wait_until(engine_sessions, timeout=30)
         assert found, "no housekeeping session into %s: %s" % (net_id, graph.to_json(include_housekeeping=True)["joins"])
         hk = found[0]
         assert (hk["comm"], hk["housekeeping"], hk["container"]) == ("dockerd", "engine", name), hk
