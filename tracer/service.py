@@ -22,7 +22,7 @@ from .health import Health
 
 log = logging.getLogger(__name__)
 
-ZOMBIE_CHECKS = 256         # exited pids read per maintenance tick (4 a second) for zombies
+ZOMBIE_CHECKS = 64          # exited pids read per maintenance tick (4 a second) for zombies
 JOIN_EXEC_WINDOW = 10.0     # execs this soon after a setns are tagged with their container
 
 
@@ -71,6 +71,7 @@ class NsgraphService:
         self._resolve = None
         self._last_reconcile = self._last_settle = time.monotonic()
         self._exits_seen = 0        # graph version up to which exits were checked for zombies
+        self._exits_pending = []    # exits of the last tick: checked at the next (parents reap at once)
         self._last_setns = float("-inf")
         self.timings = {}
         self._health = Health(self)
@@ -329,20 +330,22 @@ class NsgraphService:
 
     def watch_zombies(self, wall: float) -> None:
         """Zombies: no event says that an exited process stays unreaped, nor when it is
-        reaped.  Each tick reads /proc/PID/stat of the processes that exited since the
-        last one (at most ZOMBIE_CHECKS: the newest; a storm's others wait for the next
-        full reconcile) and adds those that are zombies; and drops the model's zombies
-        /proc no longer shows.  One small read per pid, off the event path."""
+        reaped.  Each tick reads /proc/PID/stat of the processes that exited during the
+        tick before (at most ZOMBIE_CHECKS, the newest; a storm's others wait for the
+        next full reconcile; a tick's delay lets parents that reap at once do so) and
+        adds those still zombies (their pid and user links only); and drops the model's
+        zombies /proc no longer shows.  Small reads per pid, off the event path."""
         from .graph.reconcile import proc_op
         from .host.procfs import is_zombie, read_process
         graph = self.graph
         with graph.lock:
             exited = graph.processes.recent_exits(self._exits_seen, ZOMBIE_CHECKS)
             self._exits_seen = graph.version
+        exited, self._exits_pending = self._exits_pending, exited
         ops = []
         for pid in exited:
             if is_zombie(pid, None):
-                info = read_process(pid)
+                info = read_process(pid, slots=("pid", "user"))
                 if info is not None and info.state == "Z" and info.ns:
                     ops.append(proc_op(info, self._resolve, False, wall))
         ops += [{"op": "proc_gone", "pid": pid, "zombie": True, "ts": wall}

@@ -113,6 +113,8 @@ def test_the_service_finds_a_real_zombie_after_its_exit_and_drops_it_once_reaped
         g = NamespaceGraph(dev=os.stat("/proc/self/ns/net").st_dev)
         svc = NsgraphService().use_graph(g)
         g.apply(ev("exit", child, exit_code=0))             # the model dropped it at its exit
+        svc.watch_zombies(time.time())                      # noted; checked a tick later
+        assert g.process(child) is None
         svc.watch_zombies(time.time())
         proc = g.process(child)
         assert proc is not None and proc["zombie"] is True
