@@ -23,7 +23,7 @@ from .health import Health
 log = logging.getLogger(__name__)
 
 ZOMBIE_CHECKS = 64          # exited pids read per maintenance tick (4 a second) for zombies
-JOIN_EXEC_WINDOW = 10.0     # execs this soon after a setns are tagged with their container
+JOIN_EXEC_WINDOW = 10.0     # a setns caller's (or its child's) exec this soon is tagged with its container
 
 
 @dataclass
@@ -72,7 +72,7 @@ class NsgraphService:
         self._last_reconcile = self._last_settle = time.monotonic()
         self._exits_seen = 0        # graph version up to which exits were checked for zombies
         self._exits_pending = []    # exits of the last tick: checked at the next (parents reap at once)
-        self._last_setns = float("-inf")
+        self._joining = {}          # pid -> ts: setns callers and their children, until they exec
         self.timings = {}
         self._health = Health(self)
 
@@ -241,11 +241,19 @@ class NsgraphService:
         if kind == EventKind.UNSHARE or (kind == EventKind.CLONE and event.is_namespace_event):
             self._tagger.tag(event)
         elif kind == EventKind.SETNS:
-            self._last_setns = event.ts
-        elif kind == EventKind.EXEC and event.ts - self._last_setns < JOIN_EXEC_WINDOW:
-            # The command a join session runs: the container it runs in (the kernel's
-            # cgroup at the exec) names the session's container when several could.
-            self._tagger.tag(event)
+            self._joining[event.pid] = event.ts
+        elif self._joining:
+            # The command a join session runs (an exec by a setns caller or its child):
+            # the container it runs in (the kernel's cgroup at the exec) names the
+            # session's container when several could.  Only those execs are looked up.
+            joining = self._joining
+            if kind == EventKind.CLONE and event.pid in joining and event.child_pid:
+                joining[event.child_pid] = event.ts
+            elif kind == EventKind.EXEC and joining.pop(event.pid, None) is not None:
+                self._tagger.tag(event)
+            if len(joining) > 256:
+                for pid in [p for p, ts in joining.items() if event.ts - ts > JOIN_EXEC_WINDOW]:
+                    del joining[pid]
 
     def _on_container(self, action, container) -> None:
         if action == "destroy":
