@@ -14,13 +14,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from .events.kinds import EventKind
+from .event_tags import EventTagging
 from .graph.model import NamespaceGraph
 from .graph.nstable import DEFAULT_ENDED_RETENTION
 from .graph.procreader import LiveProcReader
 from .health import Health
+from .zombie_watch import ZombieWatch
 
 log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -70,6 +72,7 @@ class NsgraphService:
         self._progress_cb = None
         self._resolve = None
         self._last_reconcile = self._last_settle = time.monotonic()
+        self._zombies = ZombieWatch()
         self.timings = {}
         self._health = Health(self)
 
@@ -194,7 +197,7 @@ class NsgraphService:
         self._tagger = EventContainers(self.catalog, cgroup_ids=cgroup_ids)
         # Per event, before the batch reaches the graph: the container of each task
         # that makes namespaces, so that a container gone at once keeps them.
-        self.collector.subscribe(self._tag_creator)
+        self.collector.subscribe(EventTagging(self._tagger, lambda: self.refresh))
         # One lock and one change notification per poll, not per event.
         self.collector.subscribe_batch(graph.apply_batch)
         self.collector.subscribe_lost(self._on_lost)
@@ -246,12 +249,6 @@ class NsgraphService:
         self.graph.on_lost(n)
         self._wake.set()                # repair now, not at the next tick
 
-    def _tag_creator(self, event) -> None:
-        if event.kind == EventKind.UNSHARE or (event.kind == EventKind.CLONE and event.is_namespace_event):
-            self._tagger.tag(event)
-            if self.refresh is not None:
-                self.refresh.note_event(event)
-
     def _on_container(self, action, container) -> None:
         if action == "destroy":
             self.graph.apply_ops([{"op": "container_gone", "id": container.id}])
@@ -265,9 +262,13 @@ class NsgraphService:
         from .host.snapshot import take_snapshot
         graph = self.graph
         v0 = graph.version if since_version is None else since_version
-        t = time.perf_counter()
-        snap = take_snapshot()
-        self.timings["last_snapshot"] = time.perf_counter() - t
+        t, cpu = time.perf_counter(), _cpu_seconds()
+        # Settling confirms the end of namespaces nothing in the model holds: threads
+        # (most of a snapshot's cost on a host with busy daemons) cannot hold those
+        # unless events were missed, and that makes a full repair anyway.
+        snap = take_snapshot(scan_threads=full)
+        self.timings["last_snapshot" if full else "last_settle"] = time.perf_counter() - t
+        self.timings["last_snapshot_cpu" if full else "last_settle_cpu"] = _cpu_seconds() - cpu
         if full and self.collector is not None and self.collector.running:
             # Settle, then compare: events the kernel recorded before or during the
             # snapshot but not yet applied would otherwise look like things the events
@@ -323,12 +324,15 @@ class NsgraphService:
             self.reconcile()
             self._last_reconcile = self._last_settle = time.monotonic()
         else:
-            # A snapshot costs ~0.04 s per 1 000 processes: never spend more than 10 % on settling.
-            interval = max(cfg.settle_s, 10 * self.timings.get("last_snapshot", 0.0))
+            # Never spend more than 10 % of a CPU on settling: paced by the CPU its snapshot
+            # took (on a loaded host the wall time is mostly waiting for a CPU).
+            timings = self.timings
+            interval = max(cfg.settle_s, 10 * timings.get("last_settle_cpu", timings.get("last_snapshot_cpu", 0.0)))
             if (graph.orphans or graph.pinned_only()) and now - self._last_settle >= interval:
                 self.settle()
                 self._last_settle = time.monotonic()
         wall = time.time()
+        self.watch_zombies(wall)
         with graph.lock:
             due = graph.joins.flush_due(wall)
             pending = [(s.id, s.container, s.start, s.end) for s in graph.joins.pending_hints(wall)] \
@@ -343,6 +347,10 @@ class NsgraphService:
         if ops:
             graph.apply_ops(ops)
 
+    def watch_zombies(self, wall: float) -> None:
+        """Zombies as members: see zombie_watch.py (called by tick())."""
+        self._zombies.check(self.graph, self._resolve, wall)
+
     # -- numbers ------------------------------------------------------------------------------
 
     def stats(self) -> dict:
@@ -356,6 +364,13 @@ class NsgraphService:
         if self.refresh is not None:
             out["refresh"] = self.refresh.stats()
         return out
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this thread and of reaped children (the snapshot's forked readers)."""
+    import resource
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.thread_time() + children.ru_utime + children.ru_stime
 
 
 def _hostname() -> str:

@@ -72,7 +72,13 @@ def status():
 
 @bp.route("/graph")
 def graph():
-    data = _state().graph_json()
+    """?housekeeping=1: the join list includes the container engines' own switches."""
+    state = _state()
+    if request.args.get("housekeeping") in ("1", "true", "yes"):
+        reader = state.graph()
+        data = reader.to_json(include_housekeeping=True) if reader is not None else None
+    else:
+        data = state.graph_json()
     if data is None:
         return _not_ready()
     return jsonify(data)

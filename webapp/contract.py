@@ -26,7 +26,9 @@ class GraphReader(Protocol):
     @property
     def version(self) -> int: ...
 
-    def to_json(self) -> GraphJSON: ...
+    def to_json(self, include_housekeeping: bool = False) -> GraphJSON:
+        """The graph; its joins include the container engines' own namespace switches
+        (JoinJSON.housekeeping) only when asked."""
 
     def diff_since(self, version: int) -> Optional[GraphDiff]:
         """Changes after `version`; None when the change log no longer reaches back (resync)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -172,4 +173,97 @@ def test_trace_container_shows_docker_exec_and_names_nothing_found(service):
         # runc's calls happen before it joins the cgroup: its own container stays null.
         assert any(e["container"] is None and e["target_container"] == name for e in into_net), into_net
     finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_join_commands_are_what_was_exec_not_a_later_program(service):
+    # `ip netns exec X sh -c '...; exec sleep 25'` and `docker exec C sh -c '...'`:
+    # by the time anyone reads /proc the script has exec'd its last program.
+    netns, name = PREFIX + "-argv", PREFIX + "-argv"
+    script = "echo $$; exec sleep 25"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    docker("run", "-d", "--name", name, service.test_image, "sleep", "300")
+    ip = None
+    try:
+        t0 = time.time()
+        ip = subprocess.Popen(["ip", "netns", "exec", netns, "sh", "-c", script], stdout=subprocess.PIPE, text=True)
+        pid = int(ip.stdout.readline())
+        # Ground truth: the process runs `sleep 25` now; it ran `sh -c <script>` in the netns.
+        assert wait_until(lambda: open("/proc/%d/cmdline" % pid).read().split("\0")[:2] == ["sleep", "25"])
+        net = ns_inode(pid, "net")
+        assert net == os.stat("/run/netns/" + netns).st_ino
+        exec_out = docker("exec", name, "sh", "-c", "echo $$; exec sleep 0.2")
+        assert exec_out.isdigit()
+        graph = service.graph
+        assert service.collector.sync(timeout=120)      # a busy host: every event so far applied
+
+        def sessions():
+            return {j["tool"]: j for j in graph.to_json()["joins"] if j["start"] >= t0 - 0.5 and not j["open"]}
+        found = wait_until(lambda: {"ip", "runc"} <= set(sessions()), timeout=30)
+        by_tool = sessions()
+        assert by_tool.get("ip", {}).get("command") == "sh -c " + script, found
+        assert by_tool["ip"]["exec_pid"] == pid and by_tool["ip"]["command_source"] == "argv"
+        assert by_tool["ip"]["target"]["net"] == graph.namespace("net:%d" % net)["id"]
+        assert by_tool["runc"]["command"] == "sh -c echo $$; exec sleep 0.2", by_tool["runc"]
+        assert by_tool["runc"]["container"] == name
+    finally:
+        if ip is not None:
+            ip.kill()
+            ip.wait()
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_dockerd_switching_into_a_new_container_is_housekeeping(service):
+    """dockerd enters each new container's net namespace (to set up its interfaces) and
+    returns: recorded, hidden from the join list and trace's default view, shown on demand."""
+    name = PREFIX + "-hk"
+    traces = {flag: subprocess.Popen([NSGRAPH, "trace", "--json", "--type", "net", "--duration", "120"] + list(flag),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for flag in ((), ("--housekeeping",))}
+    try:
+        for trace in traces.values():       # both tracing (the banner) before the run
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and "Tracing" not in (trace.stderr.readline() or "Tracing"):
+                pass
+        time.sleep(1.0)
+        t0 = time.time()
+        docker("run", "-d", "--name", name, service.test_image, "sleep", "300")
+        init = json.loads(docker("inspect", name))[0]["State"]["Pid"]
+        net = ns_inode(init, "net")               # ground truth: the container's net namespace
+        graph = service.graph
+        assert service.collector.sync(timeout=120)      # a busy host: every event so far applied
+        assert wait_until(lambda: graph.namespace("net:%d" % net), timeout=30)
+        net_id = graph.namespace("net:%d" % net)["id"]
+
+        def engine_sessions():
+            return [j for j in graph.to_json(include_housekeeping=True)["joins"]
+                    if j["start"] >= t0 - 0.5 and j["target"].get("net") == net_id and j["housekeeping"]]
+        found = wait_until(engine_sessions, timeout=30)
+        assert found, "no housekeeping session into %s: %s" % (net_id, graph.to_json(include_housekeeping=True)["joins"])
+        hk = found[0]
+        assert (hk["comm"], hk["housekeeping"], hk["container"]) == ("dockerd", "engine", name), hk
+        assert hk["summary"].startswith("housekeeping (engine): "), hk
+        assert not [j for j in graph.to_json()["joins"] if j["id"] == hk["id"]]
+        assert graph.join(hk["id"])["housekeeping"] == "engine"
+        assert graph.counters_snapshot()["housekeeping_joins"] >= 1
+
+        time.sleep(1.0)                 # the tracers' last poll
+        outputs = {}
+        for trace in traces.values():
+            trace.send_signal(signal.SIGINT)        # ends like Ctrl-C: drain, then the summary line
+        for flag, trace in traces.items():
+            out, err = trace.communicate(timeout=120)
+            into = [e for e in map(json.loads, out.splitlines())
+                    if e["kind"] == "setns" and e["comm"] == "dockerd" and e["ns"].get("net") == net]
+            outputs[flag] = (into, err)
+        shown, _ = outputs[("--housekeeping",)]
+        hidden, summary = outputs[()]
+        assert shown and not hidden, outputs
+        assert "container-engine housekeeping calls hidden (--housekeeping shows them)" in summary, summary
+    finally:
+        for trace in traces.values():
+            if trace.poll() is None:
+                trace.kill()
+                trace.wait()
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)

@@ -533,6 +533,7 @@ COMMANDS = {
     "nsgraph trace --pid 1234": Run(ok, until=TRACING),
     "nsgraph trace --container myapp": Run(ok, until=TRACING),
     "nsgraph trace --procs": Run(lambda r: check_trace_columns(r, None), until=TRACING, then=trigger_events),
+    "nsgraph trace --housekeeping": Run(ok, until=TRACING),
     "nsgraph trace --duration 10 --json > events.jsonl": Run(ok),
     # nsgraph snapshot --help
     "nsgraph snapshot --type net": Run(check_snapshot({"net"})),

@@ -52,7 +52,7 @@ def join(ident, pid, exec_pid, start, target, container=None):
     return {"id": ident, "pid": pid, "tid": pid, "comm": "runc:[1:CHILD]", "tool": "runc",
             "container": container, "container_id": None, "types": list(target), "changed": list(target),
             "target": dict(target), "command": "ps aux", "command_source": "exec", "exec_pid": exec_pid,
-            "start": start, "end": start + 0.01, "open": False, "summary": "joined"}
+            "start": start, "end": start + 0.01, "open": False, "housekeeping": None, "summary": "joined"}
 
 
 def graph(namespaces=(), processes=(), joins=()):

@@ -78,17 +78,19 @@ def make_graph(fx) -> NamespaceGraph:
     return g
 
 
-def events(fx, name):
-    return [Event.from_json(e) for e in fx["scenarios"][name]["events"]]
+def events(fx, name, argv=True):
+    """The recorded events; argv=False drops exec's argv (recordings made before it was captured)."""
+    return [Event.from_json(e if argv or e["kind"] != "exec" else dict(e, args=None))
+            for e in fx["scenarios"][name]["events"]]
 
 
-def run(fx, *names, graph=None, commands=None):
+def run(fx, *names, graph=None, commands=None, argv=True):
     """Apply the recorded events of the scenarios (merged in kernel order) and return the sessions.
 
     commands: pid -> argv, the /proc/<pid>/cmdline read the live graph makes at an exec.
     """
     g = graph or make_graph(fx)
-    evs = sorted((e for n in names for e in events(fx, n)), key=lambda e: e.seq)
+    evs = sorted((e for n in names for e in events(fx, n, argv)), key=lambda e: e.seq)
     commands = dict(commands or {})
     for e in evs:
         if e.kind == "exec" and e.pid in commands:
@@ -157,6 +159,18 @@ def test_docker_exec_is_one_session_naming_the_container_types_and_command(fx):
     assert {t: ns_inode(i) for t, i in s["target"].items()} == {
         t: fx["container"]["ns"][t] for t in ("ipc", "uts", "net", "pid", "mnt")}
     assert s["exec_pid"] == exec_pid and exec_pid != root      # runc:[2:INIT], runc's clone
+    # The command is the argv the kernel captured at the exec.
+    assert (s["command"], s["command_source"], s["housekeeping"]) == ("ps aux", "argv", None)
+    assert s["summary"] == "joined container %s's ipc, uts, net, pid, mnt namespaces and ran `ps aux`" % name
+    assert g.joins.pending_hints(s["end"] + 1.0) == []
+
+
+def test_without_argv_the_file_name_stands_in_until_docker_names_the_command(fx):
+    root = fx["scenarios"]["docker_exec"]["roots"][0]
+    exec_pid, filename = exec_of(fx, "docker_exec", root)
+    g, sessions = run(fx, "docker_exec", argv=False)
+    (s,) = sessions
+    name = fx["container"]["name"]
     # Offline, with no /proc to read, the exec'd file stands in for the command ...
     assert (s["command"], s["command_source"]) == (filename, "exec") == ("/bin/ps", "exec")
     # ... until Docker's exec_start event names it, as the service does on its timer.
@@ -174,11 +188,40 @@ def test_docker_exec_is_one_session_naming_the_container_types_and_command(fx):
     assert g.joins.pending_hints(s["end"] + 1.0) == []
 
 
-def test_docker_exec_command_from_proc_when_the_live_graph_read_it(fx):
+def test_a_later_program_in_proc_does_not_replace_the_exec_argv(fx):
+    # `sh -c '...; exec sleep 25'`: by the time /proc is read, it shows the later program.
     root = fx["scenarios"]["docker_exec"]["roots"][0]
     exec_pid, _ = exec_of(fx, "docker_exec", root)
-    _, sessions = run(fx, "docker_exec", commands={exec_pid: ["ps", "aux"]})
+    _, sessions = run(fx, "docker_exec", commands={exec_pid: ["sleep", "25"]})
+    assert [(s["command"], s["command_source"]) for s in sessions] == [("ps aux", "argv")]
+
+
+def test_docker_exec_command_from_proc_when_the_event_has_no_argv(fx):
+    root = fx["scenarios"]["docker_exec"]["roots"][0]
+    exec_pid, _ = exec_of(fx, "docker_exec", root)
+    _, sessions = run(fx, "docker_exec", commands={exec_pid: ["ps", "aux"]}, argv=False)
     assert [(s["command"], s["command_source"]) for s in sessions] == [("ps aux", "proc")]
+
+
+def test_a_cut_argv_is_completed_from_proc_only_while_proc_shows_it(fx):
+    root = fx["scenarios"]["docker_exec"]["roots"][0]
+    exec_pid, _ = exec_of(fx, "docker_exec", root)
+    evs = fx["scenarios"]["docker_exec"]["events"]
+    cut = [dict(e, args=["sh", "-c", "echo a long scr..."]) if e["kind"] == "exec" and e["pid"] == exec_pid else e
+           for e in evs]
+    for proc_argv, expected in ((["sh", "-c", "echo a long script; exec sleep 25"],
+                                 ("sh -c echo a long script; exec sleep 25", "proc")),
+                                (["sleep", "25"], ("sh -c echo a long scr...", "argv"))):
+        g = make_graph(fx)
+        for e in cut:
+            if e["kind"] == "exec" and e["pid"] == exec_pid:
+                g.reader.stash({"op": "procread", "pid": exec_pid, "cmdline": proc_argv, "cgroup": None,
+                                "nested": True})
+            g.apply(Event.from_json(e))
+        (s,) = g.to_json()["joins"]
+        assert (s["command"], s["command_source"]) == expected
+        # A cut command in a container waits for Docker's exec_start to complete it.
+        assert [p.id for p in g.joins.pending_hints(s["end"] + 1.0)] == ([s["id"]] if expected[1] == "argv" else [])
 
 
 def test_nsenter_all_forks_and_the_child_runs_the_command(fx):
@@ -210,10 +253,11 @@ def test_nsenter_into_a_pinned_netns_without_a_fork(fx):
     assert (s["pid"], s["exec_pid"], s["types"], s["container"]) == (root, root, ["net"], None)
     assert ns_inode(s["target"]["net"]) == fx["netns"]["inode"]
     assert g.namespace(s["target"]["net"])["pinned"] == [fx["netns"]["path"]]
-    assert s["command"] == filename == "/usr/sbin/ip"
-    assert s["summary"] == "joined net namespace (%s) and ran `/usr/sbin/ip`" % s["target"]["net"]
-    _, sessions = run(fx, "nsenter_netns", commands={root: sc["command"].split()})
-    assert sessions[0]["summary"] == "joined net namespace (%s) and ran `ip -brief link`" % s["target"]["net"]
+    # nsenter execs ip in place: the argv the kernel captured, as the recording ran it.
+    assert (s["command"], s["command_source"]) == (sc["command"], "argv") == ("ip -brief link", "argv")
+    assert s["summary"] == "joined net namespace (%s) and ran `ip -brief link`" % s["target"]["net"]
+    _, sessions = run(fx, "nsenter_netns", argv=False)
+    assert sessions[0]["summary"] == "joined net namespace (%s) and ran `%s`" % (s["target"]["net"], filename)
 
 
 def test_failed_setns_calls_are_not_joins(fx):
@@ -227,7 +271,7 @@ def test_failed_setns_calls_are_not_joins(fx):
     assert s["types"] == ["ipc", "uts", "net"] == setns_types(fx, "failing_setns")
     assert {t: ns_inode(i) for t, i in s["target"].items()} == {
         t: fx["container"]["ns"][t] for t in ("ipc", "uts", "net")}
-    assert (s["exec_pid"], s["command"], s["container"]) == (root, "/usr/bin/hostname", fx["container"]["name"])
+    assert (s["exec_pid"], s["command"], s["container"]) == (root, "hostname", fx["container"]["name"])
 
     # The failing calls alone open nothing.
     g = make_graph(fx)

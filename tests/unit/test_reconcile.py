@@ -23,12 +23,13 @@ def frozen(g):
     return data
 
 
-def test_load_ops_state_every_namespace_and_live_process_then_link():
-    snap = host_snapshot(pids=(1, 50, 51))
-    snap.processes[51].state = "Z"                  # a zombie: its exit event came and went
+def test_load_ops_state_every_namespace_and_process_then_link():
+    snap = host_snapshot(pids=(1, 50, 51, 52))
+    snap.processes[51].state = "Z"                  # a zombie: a member where /proc still shows it
+    snap.processes[52].state = "X"                  # dead: nothing left to be a member of
     ops = load_ops(snap, container_of=lambda pid, cgroup: None)
-    assert [op["op"] for op in ops] == ["ns"] * 8 + ["proc", "proc", "link", "host"]
-    assert [op["pid"] for op in ops if op["op"] == "proc"] == [1, 50]
+    assert [op["op"] for op in ops] == ["ns"] * 8 + ["proc", "proc", "proc", "link", "host"]
+    assert [(op["pid"], op.get("zombie")) for op in ops if op["op"] == "proc"] == [(1, None), (50, None), (51, True)]
     assert all(op["ts"] == snap.taken_at for op in ops if op["op"] in ("ns", "proc"))
     assert all(op["container"] is None for op in ops if op["op"] == "proc")
 

@@ -14,12 +14,13 @@ import time
 
 import pytest
 
+from tracer import nstypes
 from tracer.graph.schema import (ContainerDetail, GraphDiff, GraphJSON, JoinJSON, NamespaceDetail,
                                  ProcessJSON, check_shape)
 from tracer.history.store import HistoryStore
 from tracer.service import NsgraphService
-from web_fixtures import (EXEC_CHILD, EXEC_PID, HOST_NS, MYAPP_ID, MYAPP_NS, MYAPP_PID, TOKEN, World, authed,
-                          serving)
+from web_fixtures import (EXEC_CHILD, EXEC_PID, HOST_NS, HOST_SLOTS as HOST_NS_SLOTS, MYAPP_ID, MYAPP_INODES,
+                          MYAPP_NS, MYAPP_PID, TOKEN, World, authed, serving)
 
 SAME = {"Sec-Fetch-Site": "same-origin"}
 
@@ -72,6 +73,24 @@ def test_graph_is_the_graph_json(client, world):
     assert without_time(body) == without_time(world.graph.to_json())
     assert body["host_ns"]["net"] == HOST_NS["net"]
     assert {n["id"] for n in body["namespaces"] if n["container"] == "myapp"} == set(MYAPP_NS.values())
+
+
+def test_housekeeping_joins_only_on_request(client, world):
+    # dockerd enters myapp's net namespace and returns (its own switch, not a join).
+    into = dict(HOST_NS_SLOTS, net=MYAPP_INODES["net"])
+    world.graph.apply_batch([world.event("setns", 700, comm="dockerd", tid=712, syscall="setns",
+                                         raw_flags=nstypes.CLONE_NEWNET, fd=9, ns=into, ns_before=HOST_NS_SLOTS),
+                             world.event("setns", 700, comm="dockerd", tid=712, syscall="setns",
+                                         raw_flags=nstypes.CLONE_NEWNET, fd=8, ns=HOST_NS_SLOTS, ns_before=into)])
+    world.graph.apply_ops([{"op": "joins_flush", "now": time.time() + 10}])     # the quiet gap closes it
+    default = client.get("/api/graph").get_json()
+    assert [j["comm"] for j in default["joins"]] == ["runc:[1:CHILD]"]
+    body = client.get("/api/graph?housekeeping=1").get_json()
+    assert check_shape(body, GraphJSON) == []
+    (hk,) = [j for j in body["joins"] if j["housekeeping"]]
+    assert (hk["comm"], hk["housekeeping"], hk["container"]) == ("dockerd", "engine", "myapp")
+    assert client.get("/api/join/%d" % hk["id"]).get_json()["housekeeping"] == "engine"
+    assert client.get("/api/status").get_json()["counters"]["housekeeping_joins"] == 1
 
 
 def test_graph_diff_and_409_when_too_old():

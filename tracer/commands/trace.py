@@ -16,6 +16,7 @@ from ..containers.records import MIN_ID_PREFIX, matches_container
 from ..events.encode import EventEncoder
 from ..events.event import Event
 from ..events.kinds import EventKind
+from ..containers.housekeeping import of_event as housekeeping_of
 from ..exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE
 from ..nstypes import MEMBER_TYPES, NS_SLOTS, SLOT_TYPE, parse_type_list
 from ..text import printable
@@ -29,6 +30,7 @@ examples:
   nsgraph trace --pid 1234           # events of process 1234 (or clones that created it)
   nsgraph trace --container myapp    # only what happens in container myapp (or an id prefix)
   nsgraph trace --procs              # also every fork, exec and exit
+  nsgraph trace --housekeeping       # also dockerd's/containerd's own setns (hidden by default)
   nsgraph trace --duration 10 --json > events.jsonl
 
 columns: TIME (local), PID (host view), COMM, CONTAINER (as `docker ps` names it;
@@ -62,6 +64,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "%d+ characters); repeatable" % MIN_ID_PREFIX)
     parser.add_argument("--procs", action="store_true",
                         help="also show every fork, exec and exit (hidden by default)")
+    parser.add_argument("--housekeeping", action="store_true",
+                        help="also show the container engines' own setns calls (dockerd entering each new "
+                             "container's net namespace and back; hidden by default)")
     parser.add_argument("--failed", action="store_true", help="only calls that failed")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     parser.add_argument("--buffer-pages", type=int, default=None, metavar="N",
@@ -112,7 +117,7 @@ def details(event: Event) -> str:
     if event.kind == EventKind.SETNS:
         changed = event.changed_types()
         if changed:
-            return "joined " + _ns_text(event, changed)
+            return "joined " + _ns_text(event, changed) + (" (housekeeping)" if housekeeping_of(event) else "")
         asked = event.flag_ns_types()
         return "already in " + _ns_text(event, asked) if asked else "no change"
     if event.kind == EventKind.CLONE:
@@ -220,7 +225,7 @@ def run(args) -> int:
                       "its events show once it exists" % name, file=sys.stderr)
 
     out = sys.stdout
-    shown = [0]
+    shown, hidden = [0], [0]
     encode = EventEncoder().encode
 
     def on_event(event: Event) -> None:
@@ -233,6 +238,9 @@ def run(args) -> int:
             if event.target_container is None:
                 return
         if not keep(event):
+            return
+        if not args.housekeeping and housekeeping_of(event):
+            hidden[0] += 1
             return
         shown[0] += 1
         if args.json:
@@ -287,6 +295,8 @@ def run(args) -> int:
     summary = "%d events seen, %d shown, %d lost" % (stats["events"], shown[0], lost)
     if stats["rejected"]:
         summary += ", %d malformed records skipped" % stats["rejected"]
+    if hidden[0]:
+        summary += ", %d container-engine housekeeping calls hidden (--housekeeping shows them)" % hidden[0]
     if lost:
         summary += " (ring buffer full %d, syscall entries not remembered %d, perf lost %d: "\
                    "try --buffer-pages %d)" % (

@@ -33,9 +33,9 @@ class ReplicaGraphView:
         graph, offset, _ = self._current()
         return graph.version + offset
 
-    def to_json(self):
+    def to_json(self, include_housekeeping: bool = False):
         graph, offset, _ = self._current()
-        data = graph.to_json()
+        data = graph.to_json(include_housekeeping)
         data["version"] += offset
         return data
 

@@ -63,6 +63,7 @@ def load_state(g, state: dict) -> None:
         if s.get("threads"):
             p.threads = {int(t): {slot: by_id[i] for slot, i in m.items()} for t, m in s["threads"].items()}
         g.processes.add(p)
+        g.processes.set_zombie(p, bool(s.get("zombie")))
     g.containers.update({c["id"]: dict(c) for c in state["containers"]})
     # Namespace ids (inodes in checkpoints written before ids were stored).
     host = {slot: table.by_id.get(ref) if isinstance(ref, str) else table.alive.get(ref)
@@ -86,7 +87,7 @@ def _ns_state(ns) -> dict:
 def _proc_state(p) -> dict:
     out = {"pid": p.pid, "ppid": p.ppid, "uid": p.uid, "comm": p.comm, "cmdline": p.cmdline,
            "cgroup": p.cgroup, "start_ticks": p.start_ticks, "container": p.container, "fresh": p.fresh,
-           "filename": p.filename, "repaired": p.repaired,
+           "filename": p.filename, "repaired": p.repaired, "zombie": p.zombie,
            "ns": {slot: ns.id for slot, ns in p.ns.items()}}
     if p.threads:
         out["threads"] = {str(t): {s: n.id for s, n in m.items()} for t, m in p.threads.items()}

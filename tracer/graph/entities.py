@@ -72,7 +72,7 @@ class Namespace:
 
 class Process:
     __slots__ = ("pid", "ppid", "uid", "comm", "cmdline", "cgroup", "start_ticks", "ns", "threads",
-                 "container", "fresh", "filename", "version", "repaired", "sig")
+                 "container", "fresh", "filename", "version", "repaired", "sig", "zombie")
 
     def __init__(self, pid, ppid, uid, comm):
         self.pid = pid
@@ -90,6 +90,10 @@ class Process:
         self.version = 0
         self.repaired = False
         self.sig = None          # the slot -> inode map ns was last set from (fast equality)
+        # Exited, not yet reaped: still a member of its pid and user namespaces (the
+        # links /proc keeps for a zombie; lsns counts it there).  Only /proc readings
+        # make one (reconcile.py); the service drops it once /proc no longer shows it.
+        self.zombie = False
 
 
 def container_json(container) -> Optional[dict]:

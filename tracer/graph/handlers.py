@@ -131,9 +131,11 @@ class EventHandlers:
             self.want_repair()
         old = procs.get(child_pid)
         if old is not None:
-            # The pid came back without an exit we saw: the old process is gone.
+            # The pid came back: the old process is gone (a zombie was reaped; else we
+            # missed its exit).
             self.processes.remove(old, ev.ts)
-            self.counters["repaired"] += 1
+            if not old.zombie:
+                self.counters["repaired"] += 1
         child = Process(child_pid, parent.ppid if flags & CLONE_PARENT else ev.pid,
                         parent.uid if ev.uid is None else ev.uid, ev.comm)
         child.cmdline = parent.cmdline
@@ -225,7 +227,7 @@ class EventHandlers:
         proc = self.procs.get(ev.pid)
         if proc is None:
             self.processes.note_unknown_exit(ev.pid)
-        else:
+        elif not proc.zombie:       # a zombie is past its exit: /proc showed it before the event came
             self.processes.remove(proc, ev.ts)
 
 

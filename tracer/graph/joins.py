@@ -8,16 +8,22 @@ in no open session, collects the setns calls of its processes and their clones,
 and closes at the first exec in it (the command) or after a quiet gap.
 
 JoinTracker runs under the graph lock (NamespaceGraph.apply calls feed) and
-sees the model only through a JoinPort: four questions (which live namespace
-has this inode, which container owns that namespace, what is this container
-called, what command does this pid run) plus the change log for its own
+sees the model only through a JoinPort (joinport.py): which live namespace has
+this inode, which container owns that namespace, what is this container called,
+what command and container does this pid have; plus the change log for its own
 records.  Time comes from events or from journaled ops only, so a replay closes
 the same sessions at the same moments.
 
-The exec'd command line is read from /proc at once; a command as short-lived as
-`ps aux` is often gone by then, so the exec event's filename stands in and
-containers.exec_hints.DockerExecHints (Docker's `exec_start: <cmd>` events) refines
-it afterwards.
+The command is the exec event's argv, captured in the kernel at the exec (a
+/proc read afterwards may already name a later program: `sh -c '...; exec sleep
+25'`).  The kernel keeps the first abi.ARGS_LEN bytes: a cut argv is completed
+from /proc only while /proc still shows that same command, else Docker's
+`exec_start: <cmd>` event (containers.exec_hints) completes it afterwards, as it
+does for recordings without argv (the exec'd file name stands in meanwhile).
+
+The container engines' own switches (dockerd entering a new container's net
+namespace, ...) are sessions too, marked `housekeeping` (housekeeping.py): kept,
+but left out of to_json() unless asked for.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import logging
 from collections import deque
 from typing import List, Optional, Protocol, Tuple
 
+from ..containers import housekeeping
 from ..events.kinds import EventKind
 from ..nstypes import CHILDREN_SLOT, RUNC_JOIN_ORDER, SLOT_TYPE
 from .changelog import ChangeLog
@@ -33,6 +40,7 @@ from .changelog import ChangeLog
 log = logging.getLogger(__name__)
 
 HINT_MAX_AGE = 30.0
+CUT = "..."         # the decoder ends a cut argv with it
 DEFAULT_JOIN_RETENTION = 500
 
 
@@ -51,6 +59,9 @@ class JoinPort(Protocol):
     def command_of(self, pid: int) -> Optional[str]:
         """pid's command line, read now if the model has not yet."""
 
+    def process_container(self, pid: int) -> Optional[str]:
+        """The id of the container pid runs in (its cgroup), read now if needed."""
+
 
 def _tool(comm: str) -> str:
     if comm.startswith("runc"):
@@ -62,7 +73,8 @@ def _tool(comm: str) -> str:
 
 class JoinSession:
     __slots__ = ("id", "pid", "tid", "comm", "tool", "types", "target", "start", "end", "last",
-                 "procs", "exec_pid", "command", "command_source", "container", "closed", "reason", "changed")
+                 "procs", "exec_pid", "command", "command_source", "container", "closed", "reason", "changed",
+                 "housekeeping", "exec_container")
 
     def __init__(self, ident, ev):
         self.id = ident
@@ -83,6 +95,8 @@ class JoinSession:
         self.container = None
         self.closed = False
         self.reason = None
+        self.housekeeping = housekeeping.of_session_start(ev.comm)   # a reason, or None
+        self.exec_container = None   # the container id the exec event was tagged with
 
 
 class JoinTracker:
@@ -129,23 +143,43 @@ class JoinTracker:
         if session is not None and ev.child_pid:
             session.procs.add(ev.child_pid)
             session.last = ev.ts
+            self._note_creation(session, ev)
 
     def _on_unshare(self, ev) -> None:
         session = self._session_of(ev.pid)
         if session is not None:
             session.last = ev.ts
+            self._note_creation(session, ev)
+
+    def _note_creation(self, session, ev) -> None:
+        """A runtime that makes namespaces in a session is starting a container."""
+        if session.housekeeping is None:
+            session.housekeeping = housekeeping.makes_namespaces(session.tool, ev)
+            if session.housekeeping is not None:
+                self.changes.record("update", "join", session.id)
 
     def _on_exec(self, ev) -> None:
         session = self._session_of(ev.pid)
         if session is not None:
             session.exec_pid = ev.pid
-            command = self.port.command_of(ev.pid)
-            if command:
-                session.command, session.command_source = command, "proc"
-            else:
-                session.command = ev.filename or ev.comm
-                session.command_source = "exec"
+            session.exec_container = ev.container_id
+            session.command, session.command_source = self._command(ev)
             self._close(session, ev.ts, "exec")
+
+    def _command(self, ev) -> Tuple[str, str]:
+        """(command, source) of an exec: its argv as the kernel captured it ("argv"); a
+        cut argv completed by /proc while /proc still shows it ("proc"); without argv
+        (older recordings) /proc, else the exec'd file ("exec")."""
+        if ev.args:
+            command = " ".join(ev.args)
+            if not command.endswith(CUT):
+                return command, "argv"
+            full = self.port.command_of(ev.pid)
+            if full and full.startswith(command[:-len(CUT)]):
+                return full, "proc"
+            return command, "argv"
+        full = self.port.command_of(ev.pid)
+        return (full, "proc") if full else (ev.filename or ev.comm, "exec")
 
     def _session_of(self, pid):
         for session in self._open.values():
@@ -200,7 +234,11 @@ class JoinTracker:
     def _container_of(self, session):
         """The container whose namespaces the session joined: the one that owns or shares
         every joined namespace that belongs to a container (`docker exec B` where B shares
-        A's net is B's; `nsenter -n` into that net is A's, its owner), else the first owner."""
+        A's net is B's; `nsenter -n` into that net is A's, its owner), else the first owner.
+        When several do (B's own uts/mnt not yet credited to B), the container the
+        session's own process runs in breaks the tie (the exec event's, tagged from the
+        kernel's cgroup id; else a journaled /proc read); else the first owner, else the
+        lowest id: never set order."""
         common, first_owner = None, None
         for t in RUNC_JOIN_ORDER:
             ident = session.target.get(t)
@@ -211,6 +249,10 @@ class JoinTracker:
                 first_owner = owner
             present = {owner, *sharers}
             common = present if common is None else common & present
+        if common and len(common) > 1:
+            own = session.exec_container or self.port.process_container(session.exec_pid or session.pid)
+            if own in common:
+                return own
         if common and first_owner not in common:
             return min(common)
         return first_owner
@@ -222,9 +264,10 @@ class JoinTracker:
             self.changes.record("update", "join", session.id)
 
     def pending_hints(self, now: float) -> list:
-        """Closed recent sessions whose command is only the exec'd file name."""
+        """Closed recent sessions whose command is only the exec'd file name, or a cut argv."""
         return [s for s in self._closed
-                if s.command_source == "exec" and s.container and now - (s.end or now) < HINT_MAX_AGE]
+                if s.container and now - (s.end or now) < HINT_MAX_AGE and (
+                    s.command_source == "exec" or (s.command_source == "argv" and s.command.endswith(CUT)))]
 
     # -- output -----------------------------------------------------------------
 
@@ -236,14 +279,21 @@ class JoinTracker:
                 "changed": [t for t in types if t in s.changed],
                 "target": dict(s.target), "command": s.command, "command_source": s.command_source,
                 "exec_pid": s.exec_pid, "start": s.start, "end": s.end, "open": not s.closed,
-                "summary": summary(name, types, s.command, s.target, s.changed)}
+                "housekeeping": s.housekeeping,
+                "summary": summary(name, types, s.command, s.target, s.changed, s.housekeeping)}
 
-    def to_json(self) -> list:
-        return [self._json(s) for s in self.sessions.values()]
+    def to_json(self, include_housekeeping: bool = False) -> list:
+        """The sessions; the engines' own switches only with include_housekeeping."""
+        return [self._json(s) for s in self.sessions.values() if include_housekeeping or not s.housekeeping]
 
-    def get_json(self, ident) -> Optional[dict]:
+    def housekeeping_count(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.housekeeping)
+
+    def get_json(self, ident, include_housekeeping: bool = True) -> Optional[dict]:
         s = self.sessions.get(ident)
-        return self._json(s) if s is not None else None
+        if s is None or (s.housekeeping and not include_housekeeping):
+            return None
+        return self._json(s)
 
     def export_state(self) -> dict:
         return {"next": self._next, "sessions": [
@@ -266,10 +316,12 @@ class JoinTracker:
 
 
 def summary(container: Optional[str], types: list, command: Optional[str], target: dict,
-            changed: Optional[list] = None) -> str:
+            changed: Optional[list] = None, housekeeping: Optional[str] = None) -> str:
     """One line for a join session.  `changed`: the types whose namespace actually
     changed; when some joined types did not (`nsenter -a` joins every type), it says
-    which did."""
+    which did.  `housekeeping`: the reason it is an engine's own switch."""
+    if housekeeping:
+        return "housekeeping (%s): %s" % (housekeeping, summary(container, types, command, target, changed))
     listed = ", ".join(types) if types else "no"
     noun = "namespace" if len(types) == 1 else "namespaces"
     if container:

@@ -19,6 +19,7 @@ from . import checkpoint, dot, invariants, views
 from .changelog import DEFAULT_CHANGELOG, ChangeLog
 from .entities import BadEvent
 from .handlers import SYSCALL_KINDS, EventHandlers
+from .joinport import ModelJoinPort
 from .joins import DEFAULT_JOIN_RETENTION, JoinTracker
 from .nstable import DEFAULT_ENDED_RETENTION, NamespaceTable
 from .ops import apply_op
@@ -53,7 +54,7 @@ class NamespaceGraph:
         self.processes = Processes(self.namespaces, self.changes, self.counters)
         self.containers = {}        # id -> container JSON
         self.host_ns = {}           # slot -> Namespace of pid 1
-        self.joins = JoinTracker(self, self.changes, gap=join_gap, retention=DEFAULT_JOIN_RETENTION)
+        self.joins = JoinTracker(ModelJoinPort(self), self.changes, gap=join_gap, retention=DEFAULT_JOIN_RETENTION)
         self.needs_repair = False      # reconcile with /proc soon (lost events, missed exits, a bug)
         self.damaged = False           # an internal error: recount before reconciling
         self.input_seq = 0
@@ -263,6 +264,13 @@ class NamespaceGraph:
         with self._lock:
             return self.namespaces.pinned_only()
 
+    def zombies(self) -> list:
+        """(pid, start_ticks) of the zombies the model holds: the service drops each once
+        /proc no longer shows it (reaped), so they need no full snapshot."""
+        with self._lock:
+            procs = self.processes.procs
+            return [(pid, procs[pid].start_ticks) for pid in sorted(self.processes.zombies)]
+
     def end_orphans(self) -> None:
         """Offline: accept every orphan as ended (no /proc to confirm with)."""
         while True:     # an ended namespace can orphan its owner or parent in turn
@@ -296,33 +304,14 @@ class NamespaceGraph:
             self._apply_op(op)
             self.changes.finish()
 
-    def command_of(self, pid: int) -> Optional[str]:
-        """The command line of pid, read now if needed (joins)."""
-        with self._lock:
-            proc = self.processes.get(pid)
-            if proc is None:
-                return None
-            self.ensure_read(proc)
-            return " ".join(proc.cmdline) if proc.cmdline else None
-
-    # -- the JoinPort (joins.py) ---------------------------------------------------------------
-
-    def live_namespace_id(self, ns_type: str, inode: int) -> Optional[str]:
-        ns = self.namespaces.live(ns_type, inode)
-        return ns.id if ns is not None else None
-
-    def namespace_containers(self, ns_id: str) -> tuple:
-        ns = self.namespaces.by_id.get(ns_id)
-        return views.namespace_owner(self, ns, views.host_ids(self)) if ns is not None else (None, [])
-
-    def container_name(self, container_id: Optional[str]) -> Optional[str]:
-        return views.container_name(self, container_id)
-
     # -- reading (webapp/contract.py GraphReader; shapes in schema.py) ------------------------
 
-    def to_json(self, include_ended: bool = True, include_processes: bool = True) -> dict:
+    def to_json(self, include_housekeeping: bool = False, include_ended: bool = True,
+                include_processes: bool = True) -> dict:
+        """The Graph JSON; its joins leave out the container engines' own namespace
+        switches (housekeeping.py) unless include_housekeeping."""
         with self._lock:
-            return views.graph_json(self, include_ended, include_processes)
+            return views.graph_json(self, include_ended, include_processes, include_housekeeping)
 
     def diff_since(self, version: int) -> Optional[dict]:
         """Changes after `version`, or None when the log no longer reaches back that far."""

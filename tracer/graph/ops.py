@@ -8,8 +8,8 @@ so that a journal of (events, ops) replays to the very same graph offline.
                 "uid_map", "gid_map", "pinned", "holders", "created", "repair", "ts"]}
   {"op": "pins", "type", "inode", "local": [paths]} (pins in the reader's own mount namespace)
   {"op": "proc", "pid", "ns": {slot: inode}, ["ns_id", "ppid", "uid", "comm", "cmdline",
-                "cgroup", "start_ticks", "container", "repair", "ts"]}
-  {"op": "proc_gone", "pid", ["repair", "ts"]}      {"op": "ns_gone", "type", "inode", ["ended", "repair"]}
+                "cgroup", "start_ticks", "container", "threads", "zombie", "repair", "ts"]}
+  {"op": "proc_gone", "pid", ["zombie", "repair", "ts"]} (zombie: only if it is still one)      {"op": "ns_gone", "type", "inode", ["ended", "repair"]}
   {"op": "procread", "pid", "cmdline", "cgroup", ["container", "nested"]}
   {"op": "container", "data"}    {"op": "container_gone", "id"}
   {"op": "link"} (owners/parents from inodes)     {"op": "host"} (host namespaces from pid 1)
@@ -189,8 +189,9 @@ def op_proc(g, op, ts) -> None:
     if "container" in op:
         proc.container = note_container(g, container)
     processes.set_exact(proc, ns_map, ids, ts)
-    if "threads" in op:
-        processes.set_threads(proc, _thread_maps(op), ts)
+    processes.set_zombie(proc, op.get("zombie") is True)
+    if "threads" in op or proc.zombie:      # a zombie's threads have exited
+        processes.set_threads(proc, _thread_maps(op) if "threads" in op else {}, ts)
     if op.get("repair"):
         proc.repaired = True
         g.counters["repaired"] += 1
@@ -211,7 +212,7 @@ def _thread_maps(op: dict) -> dict:
 
 def op_proc_gone(g, op, ts) -> None:
     proc = g.processes.get(_field(op, "pid", _INT))
-    if proc is not None:
+    if proc is not None and (proc.zombie or not op.get("zombie")):
         g.processes.remove(proc, ts)
         if op.get("repair"):
             g.counters["repaired"] += 1

@@ -33,6 +33,7 @@ class Processes:
         # (version, pid) of recent exits: a reconcile whose snapshot predates an exit
         # must not bring the process back.
         self.exits = deque(maxlen=65536)
+        self.zombies = set()                # pids of Process.zombie ones (the service watches them)
 
     def get(self, pid) -> Optional[Process]:
         return self.procs.get(pid)
@@ -41,8 +42,21 @@ class Processes:
         self.procs[proc.pid] = proc
         return proc
 
+    def set_zombie(self, proc: Process, zombie: bool) -> None:
+        proc.zombie = zombie
+        (self.zombies.add if zombie else self.zombies.discard)(proc.pid)
+
     def exited_after(self, version: int) -> set:
         return {pid for v, pid in self.exits if v > version}
+
+    def recent_exits(self, version: int, limit: int) -> list:
+        """Up to `limit` pids whose exit the model applied after `version`, newest first."""
+        out = []
+        for v, pid in reversed(self.exits):
+            if v <= version or len(out) >= limit:
+                break
+            out.append(pid)
+        return out
 
     # -- birth and death ---------------------------------------------------------------
 
@@ -60,6 +74,8 @@ class Processes:
         procs = self.procs
         if procs.get(pid) is proc:
             del procs[pid]
+            if proc.zombie:
+                self.zombies.discard(pid)
         if proc.threads:
             for tid in list(proc.threads):
                 self.drop_thread(proc, tid, ts)

@@ -14,7 +14,11 @@ raced with them):
 - always: a live namespace the snapshot does not show has ended, at the time
   it lost its last reference; full=False (settling, about once a second while
   orphans exist) ends only those no process holds, and updates pins and fd
-  holders of the others.
+  holders of the others;
+- always: zombies (exited, not reaped) are members of the pid and user
+  namespaces /proc still shows for them, as lsns counts them: the snapshot's
+  zombies the model lacks are added (an exit event drops a process; no event
+  says it stays unreaped), the model's zombies the snapshot lacks are gone.
 """
 
 from __future__ import annotations
@@ -83,11 +87,14 @@ def ns_op(info, ts, repair: bool = False) -> dict:
 def proc_op(p, container_of: Optional[Callable] = None, repair: bool = False, ts=None) -> dict:
     op = {"op": "proc", "ts": ts, "pid": p.pid, "ppid": p.ppid, "uid": p.uid, "comm": p.comm,
           "cmdline": list(p.cmdline), "cgroup": p.cgroup, "start_ticks": p.start_ticks,
-          "ns": {slot: inode for slot, (dev, inode) in p.ns.items()}, "repair": repair,
-          # Threads with namespaces of their own (/proc/<pid>/task/<tid>/ns): all of them,
-          # so that the model lets go of the ones that have rejoined their process.
-          "threads": {str(tid): {slot: inode for slot, (dev, inode) in tns.items()}
-                      for tid, tns in getattr(p, "threads", {}).items()}}
+          "ns": {slot: inode for slot, (dev, inode) in p.ns.items()}, "repair": repair}
+    if zombie(p):
+        op["zombie"] = True         # its threads are gone with it
+    else:
+        # Threads with namespaces of their own (/proc/<pid>/task/<tid>/ns): all of them,
+        # so that the model lets go of the ones that have rejoined their process.
+        op["threads"] = {str(tid): {slot: inode for slot, (dev, inode) in tns.items()}
+                         for tid, tns in getattr(p, "threads", {}).items()}
     if container_of is not None:
         op["container"] = container_json(container_of(p.pid, p.cgroup))
     return op
@@ -98,10 +105,16 @@ def exited(p) -> bool:
     return getattr(p, "state", "") in ("Z", "X") or "mnt" not in p.ns
 
 
+def zombie(p) -> bool:
+    """Exited and not reaped: /proc still shows its pid and user namespaces."""
+    return getattr(p, "state", "") == "Z" and bool(p.ns)
+
+
 def load_ops(snap, container_of: Optional[Callable] = None) -> List[dict]:
     """Everything a snapshot shows, for an empty model."""
     ops = [ns_op(info, snap.taken_at) for info in snap.namespaces.values()]
-    ops += [proc_op(p, container_of, False, snap.taken_at) for p in snap.processes.values() if not exited(p)]
+    ops += [proc_op(p, container_of, False, snap.taken_at) for p in snap.processes.values()
+            if not exited(p) or zombie(p)]
     ops.append({"op": "link"})
     ops.append({"op": "host"})
     return ops
@@ -120,17 +133,39 @@ def reconcile_ops(snap, view: ModelView, since_version: int, full: bool = True,
         ops += changed_processes(snap, view, since_version, container_of)
         ops += shown_namespaces(snap, by_inode, view, since_version)
         ops.append({"op": "link"})
+    ops += zombie_ops(snap, view, since_version, full, container_of)
     ops += unseen_namespaces(snap, by_inode, view, since_version, full)
     return ops
 
 
+def zombie_ops(snap, view: ModelView, v0: int, full: bool, container_of=None) -> List[dict]:
+    """The snapshot's zombies the model lacks, in (a live one of the model too, when
+    full: the sync before a full reconcile applied its exit, had the kernel sent one);
+    the model's zombies the snapshot no longer shows, out (reaped)."""
+    ops = []
+    for pid, sp in snap.processes.items():
+        if not zombie(sp):
+            continue
+        proc = view.process(pid)
+        if proc is None or (full and not proc.zombie and proc.version <= v0):
+            ops.append(proc_op(sp, container_of, proc is not None, snap.taken_at))
+    for proc in view.processes():
+        if proc.zombie and proc.version <= v0:
+            sp = snap.processes.get(proc.pid)
+            if sp is None or not zombie(sp) or sp.start_ticks != proc.start_ticks:
+                ops.append({"op": "proc_gone", "pid": proc.pid, "zombie": True, "ts": snap.taken_at})
+    return ops
+
+
 def vanished_processes(snap, view: ModelView, v0: int, running) -> List[dict]:
-    """Processes of the model the snapshot lacks (or shows exiting)."""
+    """Processes of the model the snapshot lacks (or shows exiting); zombies: zombie_ops."""
     ops = []
     for proc in view.processes():
         sp = snap.processes.get(proc.pid)
-        if (sp is not None and not exited(sp)) or proc.version > v0:
+        if (sp is not None and not exited(sp)) or proc.version > v0 or proc.zombie:
             continue
+        if sp is not None and zombie(sp):
+            continue        # a missed exit: zombie_ops makes it a zombie
         if running(proc.pid):
             continue        # the snapshot raced with this process's start
         ops.append({"op": "proc_gone", "pid": proc.pid, "repair": True, "ts": snap.taken_at})

@@ -77,6 +77,8 @@ class _ProcessBase(TypedDict):
 
 class ProcessJSON(_ProcessBase, total=False):
     threads: Dict[str, Dict[str, str]]   # tid -> slot -> namespace id, for threads with namespaces of their own
+    zombie: bool                  # present (true) for an exited, unreaped process: a member of its pid
+                                  # and user namespaces only, as /proc shows it and lsns counts it
 
 
 class _ContainerBase(TypedDict):
@@ -112,6 +114,10 @@ class JoinJSON(TypedDict):
     start: float
     end: Optional[float]
     open: bool
+    # None for a join; else why it is a container engine's own switch ("engine": dockerd,
+    # containerd, podman...; "container start": a runtime joining while it makes a
+    # container).  Left out of GraphJSON.joins and diffs unless asked (?housekeeping=1).
+    housekeeping: Optional[str]
     summary: str
 
 
@@ -130,7 +136,8 @@ class Counters(TypedDict, total=False):
     namespaces_ended_kept: int
     processes: int
     orphans: int
-    joins: int
+    joins: int                    # join sessions kept, housekeeping ones included
+    housekeeping_joins: int       # of them, the container engines' own switches
     replay_skipped_lines: int     # a replayed recording: lines that could not be read
 
 

@@ -138,6 +138,8 @@ def proc_json(g, proc) -> ProcessJSON:
            "repaired": proc.repaired}
     if proc.threads:
         out["threads"] = {str(tid): {s: n.id for s, n in m.items()} for tid, m in proc.threads.items()}
+    if proc.zombie:
+        out["zombie"] = True
     return out
 
 
@@ -146,11 +148,13 @@ def counters(g) -> Counters:
     out = dict(g.counters)
     out.update({"namespaces_alive": len(table.alive), "namespaces_by_type": table.counts_by_type(),
                 "namespaces_ended_kept": len(table.ended), "processes": len(g.processes.procs),
-                "orphans": len(table.orphans), "joins": len(g.joins.sessions)})
+                "orphans": len(table.orphans), "joins": len(g.joins.sessions),
+                "housekeeping_joins": g.joins.housekeeping_count()})
     return out
 
 
-def graph_json(g, include_ended: bool = True, include_processes: bool = True) -> GraphJSON:
+def graph_json(g, include_ended: bool = True, include_processes: bool = True,
+               include_housekeeping: bool = False) -> GraphJSON:
     hosts = host_ids(g)
     table = g.namespaces
     spaces = list(table.alive.values())
@@ -165,7 +169,7 @@ def graph_json(g, include_ended: bool = True, include_processes: bool = True) ->
         "namespaces": namespaces,
         "processes": processes,
         "containers": [dict(c) for c in g.containers.values()],
-        "joins": g.joins.to_json(),
+        "joins": g.joins.to_json(include_housekeeping),
         "counters": counters(g),
     }
 
@@ -201,8 +205,8 @@ def entity_json(g, entity: str, ident, hosts: set, tids: Optional[dict] = None):
     if entity == "container":
         c = g.containers.get(ident)
         return dict(c) if c is not None else None
-    if entity == "join":
-        return g.joins.get_json(ident)
+    if entity == "join":        # diffs leave the engines' own switches out, as graph_json does
+        return g.joins.get_json(ident, include_housekeeping=False)
     return None
 
 

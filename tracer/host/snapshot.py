@@ -194,14 +194,14 @@ def thread_sources(processes: dict, proc_root: str) -> dict:
     return out
 
 
-def _scan(pid_list, proc_root, dev, slots, scan_fds, errors):
+def _scan(pid_list, proc_root, dev, slots, scan_fds, errors, scan_threads=True):
     """Steps 1 and 4 for some pids: (ProcInfo list, Holder list)."""
-    procs = scan_processes(pid_list, proc_root, dev=dev, slots=slots, errors=errors)
+    procs = scan_processes(pid_list, proc_root, dev=dev, slots=slots, errors=errors, scan_threads=scan_threads)
     holders = pins.find_fd_holders([p.pid for p in procs], proc_root, errors) if scan_fds else []
     return procs, holders
 
 
-def _scan_split(pid_list, proc_root, dev, slots, scan_fds, errors, workers):
+def _scan_split(pid_list, proc_root, dev, slots, scan_fds, errors, workers, scan_threads=True):
     """_scan with the pids shared among `workers` processes (this one and forked helpers).
 
     The reading is nearly all system calls on /proc, which one Python thread
@@ -231,7 +231,7 @@ def _scan_split(pid_list, proc_root, dev, slots, scan_fds, errors, workers):
             status = 1
             try:
                 child_errors = Counter()
-                procs, holders = _scan(chunk, proc_root, dev, slots, scan_fds, child_errors)
+                procs, holders = _scan(chunk, proc_root, dev, slots, scan_fds, child_errors, scan_threads)
                 data = marshal.dumps((
                     [(p.pid, p.ppid, p.uid, p.comm, p.cmdline, p.start_ticks, p.cgroup, p.ns, p.state, p.threads)
                      for p in procs],
@@ -245,7 +245,7 @@ def _scan_split(pid_list, proc_root, dev, slots, scan_fds, errors, workers):
                 os._exit(status)
         helpers.append((child, out, chunk))
 
-    procs, holders = _scan(chunks[0], proc_root, dev, slots, scan_fds, errors)
+    procs, holders = _scan(chunks[0], proc_root, dev, slots, scan_fds, errors, scan_threads)
     for child, out, chunk in helpers:
         payload = None
         if child is not None:
@@ -259,7 +259,7 @@ def _scan_split(pid_list, proc_root, dev, slots, scan_fds, errors, workers):
         if payload is None:
             if child is not None:
                 errors["helper_failed"] += 1
-            more_procs, more_holders = _scan(chunk, proc_root, dev, slots, scan_fds, errors)
+            more_procs, more_holders = _scan(chunk, proc_root, dev, slots, scan_fds, errors, scan_threads)
         else:
             proc_rows, holder_rows, child_errors = payload
             more_procs = [ProcInfo(*row) for row in proc_rows]
@@ -277,12 +277,14 @@ def default_workers(n_pids: int) -> int:
     return max(1, min(2, len(os.sched_getaffinity(0))))
 
 
-def take_snapshot(proc_root: str = "/proc", *, scan_fds: bool = True,
-                  scan_pins: bool = True, workers: Optional[int] = None) -> Snapshot:
+def take_snapshot(proc_root: str = "/proc", *, scan_fds: bool = True, scan_pins: bool = True,
+                  workers: Optional[int] = None, scan_threads: bool = True) -> Snapshot:
     """Every process and namespace under proc_root, with nsfs metadata.
 
     scan_fds=False skips reading every process's fd table (about a third of
-    the time); namespaces held only by an fd are then missing.  workers is
+    the time); namespaces held only by an fd are then missing.  scan_threads=False
+    skips /proc/<pid>/task/<tid>/ns (namespaces only a thread holds are then
+    missing; the live graph's settling needs no more).  workers is
     the number of processes sharing the /proc reading (default: up to two on
     large hosts, see default_workers).
     """
@@ -298,9 +300,9 @@ def take_snapshot(proc_root: str = "/proc", *, scan_fds: bool = True,
     if workers is None:
         workers = default_workers(len(pid_list))
     if workers > 1:
-        found, holders = _scan_split(pid_list, proc_root, dev, slots, scan_fds, errors, workers)
+        found, holders = _scan_split(pid_list, proc_root, dev, slots, scan_fds, errors, workers, scan_threads)
     else:
-        found, holders = _scan(pid_list, proc_root, dev, slots, scan_fds, errors)
+        found, holders = _scan(pid_list, proc_root, dev, slots, scan_fds, errors, scan_threads)
     processes = {}
     combos = {}                  # tuple(ns.items()) -> [pid, ...]
     for proc in found:
