@@ -352,6 +352,21 @@ def test_demo_run_namespace_ids(unit_page):
     assert r == [["net:4:1:0"], ["pid:4:2:0", "uts:4:3:0"], [], []]
 
 
+def test_a_finished_run_is_polled_until_its_namespaces_are_known(unit_page):
+    """The server works its namespaces out of the graph when asked, and the graph may learn
+    them seconds after the run ended: polling goes on until they are known and stable (the
+    compare panel's button waited on this), and stops at a bound when they never come."""
+    r = js(unit_page, """
+      const known = {namespaces: {created: ['uts:4:1:0'], joined: []}, joins: []};
+      return [M.outcomeKey({namespaces: {created: [], joined: []}, joins: []}), M.outcomeKey(null),
+              M.outcomeKey(known) === M.outcomeKey(JSON.parse(JSON.stringify(known))),
+              M.outcomeKey(known) !== M.outcomeKey({namespaces: {created: ['uts:4:1:0', 'net:4:2:0'], joined: []}}),
+              M.nextPollAfterDone(5000, 0, false), M.nextPollAfterDone(30000, 0, false), M.nextPollAfterDone(60000, 0, false),
+              M.nextPollAfterDone(1000, 1, true), M.nextPollAfterDone(1000, 2, true)];
+    """)
+    assert r == ["", "", True, True, 1000, 3000, None, 1000, None]
+
+
 # --------------------------------------------------------------------------------------
 # The real dashboard: nsgraph serve + eBPF + Docker
 # --------------------------------------------------------------------------------------

@@ -57,6 +57,30 @@ def _last_run(server, scenario: str) -> dict:
     return runs[-1]
 
 
+# The seed's three answers come from these namespaces (webapp/static/js/inside.js SEED).
+SEED_TYPES = ("uts", "net", "pid")
+# Generous bounds for a shared 2-core machine: the graph attributing a new container's
+# namespaces, and the page's poll of a finished run (every 1 to 3 s) after that.
+RUN_NAMESPACES_S = 90.0
+PAGE_LEARNS_S = 30.0
+
+
+def _wait_run_created(server, run_id: str, types, timeout: float) -> dict:
+    """type -> namespace id the server says the run created, once it names all of `types`."""
+    deadline = time.monotonic() + timeout
+    created = []
+    while True:
+        created = server.api("/api/demos/runs/%s" % run_id)[1]["namespaces"]["created"]
+        by_type = {i.split(":")[0]: i for i in created}
+        if set(types) <= set(by_type):
+            return {t: by_type[t] for t in types}
+        if time.monotonic() > deadline:
+            raise AssertionError("after %.0f s the server still does not name the %s namespaces demo run %s created "
+                                 "(it names %r; graph counters %r)" % (timeout, "/".join(types), run_id, created,
+                                                                     server.api("/api/status")[1].get("counters")))
+        time.sleep(0.5)
+
+
 def _tables(page) -> dict:
     """type -> {row label: [cell text per column]} of the compare panel's tables."""
     return page.evaluate("""() => Object.fromEntries(Array.from(document.querySelectorAll(
@@ -77,9 +101,16 @@ def test_compare_view_answers_hostname_ip_addr_ps_for_host_and_the_demo_containe
     assert container.status == "running", "the demo container should stay for the compare view"
     pid = container.attrs["State"]["Pid"]
     printed = run["output"]
-    # The page offers host vs this demo run, once the run's namespaces are known.
+    # The page offers host vs this demo run once it knows the namespaces the run created:
+    # the server works them out of the graph, which on a busy host may learn them seconds
+    # after the run ended; the page polls a finished run until they are known.
+    seed = _wait_run_created(server, run["id"], SEED_TYPES, RUN_NAMESPACES_S)
     button = "#cmp-presets button.cmp-run[data-run='%s']" % run["id"]
-    wait_js(page, "!!document.querySelector(\"%s\")" % button, 20, "the compare button for the demo run")
+    try:
+        wait_js(page, "!!document.querySelector(\"%s\")" % button, PAGE_LEARNS_S, "the compare button for the demo run")
+    except AssertionError as exc:
+        listed = page.evaluate("Array.from(document.querySelectorAll('#demo-created a')).map(a => a.dataset.ns)")
+        raise AssertionError("%s: the server has the run's %s, the page lists as created %r" % (exc, seed, listed)) from None
     page.click(button)
     tables = _wait_compare(page, "the three tables")
     panel_shot(page, "inside-compare-host-vs-demo")

@@ -7,6 +7,28 @@ import { getJSON, postJSON } from "./api.js";
 
 // Run states (webapp/demos/run.py): queued, running, then succeeded or failed.
 const DONE = new Set(["succeeded", "failed"]);
+// The server works out a run's namespaces from the graph when asked
+// (webapp/demos/outcome.py), and the graph may learn them seconds after the run
+// ended (a busy host's event backlog, a repair after lost events); no `event:
+// demo` says when.  So a finished run is polled until its namespaces are known
+// and have stayed the same for STABLE_POLLS answers, at most AFTER_DONE_MS.
+const POLL_RUNNING_MS = 400;
+const AFTER_DONE_MS = 60000;
+const STABLE_POLLS = 2;
+
+// What a poll compares: the run's namespaces and join sessions ("" while there are none).
+export function outcomeKey(run) {
+  const created = namespaceIdsOf(run, "created"), joined = namespaceIdsOf(run, "joined");
+  const joins = (run && Array.isArray(run.joins)) ? run.joins : [];
+  return created.length || joined.length || joins.length ? JSON.stringify([created, joined, joins]) : "";
+}
+
+// The wait before the next poll of a finished run, or null to stop: polls come every
+// second, then every few seconds, until the outcome is known and stable or the time is up.
+export function nextPollAfterDone(doneForMs, stableAnswers, known) {
+  if ((known && stableAnswers >= STABLE_POLLS) || doneForMs >= AFTER_DONE_MS) return null;
+  return doneForMs < 10000 ? 1000 : 3000;
+}
 
 // The namespace ids a run created or joined ({"namespaces": {"created": [...], "joined": [...]}}).
 export function namespaceIdsOf(run, which) {
@@ -29,7 +51,13 @@ export class DemoPanel {
     this.runId = null;
     this.pollTimer = null;
     this.lastRun = null;
-    this.afterDone = 0;
+    this.resetPolling();
+  }
+
+  resetPolling() {
+    this.doneAt = null;          // when this page first saw the run finished
+    this.outcome = "";
+    this.stableAnswers = 0;
   }
 
   async load() {
@@ -68,7 +96,7 @@ export class DemoPanel {
       const resp = await postJSON("/api/demos/" + encodeURIComponent(id), {});
       this.runId = resp.run_id;
       this.message.textContent = "";
-      this.afterDone = 0;
+      this.resetPolling();
       this.renderRun({ scenario: id, ...resp });
       this.poll();
     } catch (err) {
@@ -77,8 +105,8 @@ export class DemoPanel {
     }
   }
 
-  // Live `event: demo` updates arrive over SSE; polling covers a stream that
-  // is reconnecting.
+  // Live `event: demo` updates arrive over SSE; polling covers a stream that is
+  // reconnecting, and a finished run's namespaces, which no event announces.
   poll() {
     clearTimeout(this.pollTimer);
     if (this.runId === null) return;
@@ -86,15 +114,24 @@ export class DemoPanel {
     getJSON("/api/demos/runs/" + encodeURIComponent(id)).then(({ body }) => {
       if (id !== this.runId) return;
       this.update(body);
+      this.noteOutcome(body);
     }).catch((err) => {
       this.message.textContent = err.message;
     }).finally(() => {
       if (id !== this.runId) return;
-      // Namespaces of a finished run are attributed a little later; keep
-      // polling a few times after it finished.
-      if (this.isDone(this.lastRun)) this.afterDone++;
-      if (this.afterDone <= 4) this.pollTimer = setTimeout(() => this.poll(), this.isDone(this.lastRun) ? 1000 : 400);
+      let wait = POLL_RUNNING_MS;
+      if (this.isDone(this.lastRun)) {
+        if (this.doneAt === null) this.doneAt = performance.now();
+        wait = nextPollAfterDone(performance.now() - this.doneAt, this.stableAnswers, this.outcome !== "");
+      }
+      if (wait !== null) this.pollTimer = setTimeout(() => this.poll(), wait);
     });
+  }
+
+  noteOutcome(run) {
+    const key = outcomeKey(run);
+    this.stableAnswers = key === this.outcome ? this.stableAnswers + 1 : 0;
+    this.outcome = key;
   }
 
   isDone(run) {

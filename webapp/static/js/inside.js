@@ -169,11 +169,15 @@ export class ComparePanel {
     const ns = {};
     for (const id of created) ns[String(id).split(":")[0]] = id;
     if (!SEED.some((s) => ns[s.type])) return;
+    // Each poll of the run offers it again: the same offer keeps its button (a button
+    // replaced every second could not be clicked).
+    const key = String(run.id) + "|" + JSON.stringify(ns);
+    if (this.runPreset && this.runPreset.key === key) return;
     const label = run.container ? "demo " + run.container : "demo run " + run.id;
     const button = el("button", { type: "button", class: "cmp-preset cmp-run", dataset: { run: String(run.id) },
       text: "host vs " + label + ": hostname · ip addr · ps aux",
       onclick: () => this.seed([{ label: "host", ns: this.getModel().hostNs }, { label, ns: Object.assign({}, model.hostNs, ns) }]) });
-    this.runPreset = { key: String(run.id), button };
+    this.runPreset = { key, button };
     this.presetKey = "";
     this.modelChanged();
   }

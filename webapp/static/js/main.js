@@ -8,7 +8,7 @@ import { $, fmtTime, toEpoch } from "./dom.js";
 import { getJSON } from "./api.js";
 import { isNamespaceEvent } from "./vocab.js";
 import { GraphModel } from "./model.js";
-import { GraphView, loadPlotly } from "./graphview.js";
+import { GraphView, loadPlotly, plotlyLoaded } from "./graphview.js";
 import { Filters } from "./filters.js";
 import { MatrixPanel } from "./matrix.js";
 import { Timeline, HistoryScrubber } from "./timeline.js";
@@ -68,7 +68,12 @@ view.filters = filters;
 window.nsgraph = { model: live, view, views, overview, matrix, metrics, filters, timeline, compare, ready: false, get shown() { return views.source || live; } };
 
 onShow.set("matrix-panel", () => { if (views.matrixDirty) views.scheduleMatrix(true); });
-onShow.set("timeline-panel", () => { if (window.nsgraph.ready && window.Plotly) timeline.maybeDraw(true); });
+// Work that can wait for an idle moment: a panel scrolled into view because the
+// graph above it changed size must not hold up that graph's own render.
+const whenIdle = (fn) => (window.requestIdleCallback ? requestIdleCallback(fn, { timeout: 1000 }) : setTimeout(fn, 100));
+// The timeline: redrawn when it comes into view (if it changed), never drawn twice for
+// nothing; its first draw happens once plotly.js is there (drawTimelineOnce).
+onShow.set("timeline-panel", () => { if (window.nsgraph.ready && window.Plotly) whenIdle(() => timeline.maybeDraw(!timeline.ready)); });
 
 function banner(message) {
   const b = $("banner");
@@ -313,12 +318,15 @@ async function boot() {
   window.nsgraph.ready = true;
   status.startPolling();
   demos.load();
-  getJSON("/api/events?limit=500").then(({ body }) => {
+  const events = getJSON("/api/events?limit=500").then(({ body }) => {
     for (const ev of body.events) timeline.add(ev);
     const span = timeline.span();
     if (span) scrubber.setStart(span[0]);
-    if (window.Plotly) timeline.maybeDraw(true);
   }).catch((err) => console.warn("no event history:", err.message));
+  // The timeline's first draw is also plotly.js's first use on the page (its one-time
+  // set-up): done in an idle moment now, not when someone opens a graph.
+  Promise.all([events, plotlyLoaded()]).then(() => whenIdle(() => timeline.maybeDraw(true)))
+    .catch((err) => console.error(err.message));
   setInterval(() => { if (window.Plotly && visible("timeline-panel")) timeline.maybeDraw(); }, 1000);
   setInterval(() => { if (live.expireGhosts() && views.source === live) views.refresh(); }, 2000);
 }

@@ -95,7 +95,7 @@ export class Timeline {
       showlegend: false,
       hovermode: "closest",
       // Zoom by dragging or the wheel; no range slider: it draws every point twice.
-      xaxis: Object.assign({ type: "date" }, this.events.length + this.procEvents.length ? {}
+      xaxis: Object.assign({ type: "date", ticklabeloverflow: "allow" }, this.events.length + this.procEvents.length ? {}
         : { range: [new Date(Date.now() - 300000), new Date()] }),   // empty: the last 5 minutes, not the year 2000
       yaxis: { type: "category", categoryorder: "array", categoryarray: kinds.slice().reverse(), fixedrange: true },
     };

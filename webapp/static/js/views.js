@@ -146,12 +146,17 @@ export class Views {
     }, wait);
   }
 
+  // The matrix is the whole source's: a new view or selection leaves it as it is
+  // (redrawing it then only competed with the focused graph's render).
   scheduleMatrix(now) {
+    const drawn = this.matrixDrawn;
+    if (drawn && drawn.source === this.source && drawn.version === this.source.version) return;
     if (this.matrixTimer || !this.visible("matrix-panel")) { this.matrixDirty = true; return; }
     this.matrixDirty = false;
     this.matrixTimer = setTimeout(() => {
       this.matrixTimer = null;
       this.matrix.update(this.source);
+      this.matrixDrawn = { source: this.source, version: this.source.version };
     }, now ? 50 : 1500);
   }
 
