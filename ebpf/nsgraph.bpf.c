@@ -78,6 +78,13 @@ BPF_PERCPU_ARRAY(scratch, struct nsg_scratch, 1);
 
 BPF_PERCPU_ARRAY(counters, u64, NSG_CNT_SLOTS);
 
+static __always_inline void count(u32 slot)
+{
+	u64 *value = counters.lookup(&slot);
+	if (value)
+		*value += 1;
+}
+
 /*
  * Global gates, read on hot paths to skip work that cannot be needed:
  *   GATE_NS_CLONES  namespace clones between their entry and their exit; zero
@@ -96,13 +103,12 @@ BPF_ARRAY(gates, u64, 2);
  * thread id.
  */
 struct nsg_call {
-	u32 tid;            /* owner of a call-table slot; 0: free */
-	s32 fd;
+	u64 tid;            /* the owner thread (call table: and the claim time, see call_begin); 0: free */
 	u64 flags;
+	s32 fd;
 	u8 syscall;
 	u8 pad;
 	u16 read_mask;      /* slots whose values were read at entry into id/inum */
-	u32 pad2;
 	u64 ptr[NSG_NS_COUNT];
 	u64 id[NSG_NS_COUNT];
 	u32 inum[NSG_NS_COUNT];
@@ -111,11 +117,18 @@ struct nsg_call {
 #if NSG_CALL_ARRAY
 /*
  * A direct-mapped table: slot tid % NSG_PENDING_ENTRIES, claimed with one
- * compare-and-swap of its tid (5.12+) and freed by a store.  A few ns, where a
- * preallocated hash's update and delete cost 300 ns on a 6.18 VM.  Two threads in
- * a namespace call at once whose ids share a slot: the second call is not
- * remembered, and counted (NSG_CNT_PENDING_FULL) like a full table.
+ * compare-and-swap of its owner word (5.12+) and freed with another.  A few ns,
+ * where a preallocated hash's update and delete cost 300 ns on a 6.18 VM.
+ *
+ * The owner word is the thread id (low half) and the claim's time in units of
+ * 2^30 ns (high half).  An entry whose exit never comes (a call in flight while
+ * the probes attached: its exit ran before the exit probe was there) would hold
+ * its slot forever; a slot held for NSG_STALE_UNITS units (2-3 s) is taken over,
+ * and counted, since a call still running that long loses its record.  Two
+ * threads in a namespace call at once whose ids share a slot: the second call is
+ * not remembered, and counted (NSG_CNT_PENDING_FULL) like a full table.
  */
+#define NSG_STALE_UNITS 2
 BPF_ARRAY(calls, struct nsg_call, NSG_PENDING_ENTRIES);
 
 /* A slot to fill for the current thread's call; NULL when it is taken. */
@@ -125,10 +138,19 @@ static __always_inline struct nsg_call *call_begin(u32 tid)
 	struct nsg_call *c = calls.lookup(&index);
 	if (!c)
 		return NULL;
-	u32 owner = __sync_val_compare_and_swap(&c->tid, 0, tid);
-	/* Its own slot still held: an entry whose exit never came (it cannot nest). */
-	if (owner != 0 && owner != tid)
+	u64 units = bpf_ktime_get_ns() >> 30;
+	u64 mine = (units << 32) | tid;
+	u64 owner = __sync_val_compare_and_swap(&c->tid, 0, mine);
+	if (owner == 0)
+		return c;
+	/* Its own slot still held (an entry whose exit never came; calls do not nest),
+	 * or another thread's, taken over once it is stale. */
+	if ((u32)owner != tid && units - (owner >> 32) < NSG_STALE_UNITS)
 		return NULL;
+	if (__sync_val_compare_and_swap(&c->tid, owner, mine) != owner)
+		return NULL;
+	if ((u32)owner != tid)
+		count(NSG_CNT_PENDING_FULL);
 	return c;
 }
 
@@ -141,12 +163,20 @@ static __always_inline struct nsg_call *call_find(u32 tid)
 {
 	u32 index = tid & (NSG_PENDING_ENTRIES - 1);
 	struct nsg_call *c = calls.lookup(&index);
-	return c && c->tid == tid ? c : NULL;
+	return c && (u32)c->tid == tid ? c : NULL;
+}
+
+/* Whether the entry read so far is still this thread's (not taken over meanwhile). */
+static __always_inline int call_still_mine(u32 tid, struct nsg_call *c)
+{
+	return (u32)c->tid == tid;
 }
 
 static __always_inline void call_end(u32 tid, struct nsg_call *c)
 {
-	c->tid = 0;
+	u64 owner = c->tid;
+	if ((u32)owner == tid)
+		__sync_val_compare_and_swap(&c->tid, owner, 0);
 }
 #else
 /* Kernels before 5.12 (no compare-and-swap): a preallocated hash, filled from scratch. */
@@ -170,6 +200,11 @@ static __always_inline int call_commit(u32 tid, struct nsg_call *c)
 static __always_inline struct nsg_call *call_find(u32 tid)
 {
 	return calls.lookup(&tid);
+}
+
+static __always_inline int call_still_mine(u32 tid, struct nsg_call *c)
+{
+	return 1;
 }
 
 static __always_inline void call_end(u32 tid, struct nsg_call *c)
@@ -221,13 +256,6 @@ static __always_inline u32 current_tid(void)
 
 /* LRU: old cgroups' paths make room for new ones on their own. */
 BPF_TABLE("lru_hash", u64, struct nsg_cgroup_path, cgroup_paths, NSG_CGROUP_PATHS);
-
-static __always_inline void count(u32 slot)
-{
-	u64 *value = counters.lookup(&slot);
-	if (value)
-		*value += 1;
-}
 
 static __always_inline u64 gate(u32 slot)
 {
@@ -322,6 +350,57 @@ static __always_inline void ns_value(u64 ns, int slot, u64 *id, u32 *inum)
 	*inum = *(u32 *)(span + OFF_NS_COMMON_INUM - NSG_COMMON_START);
 #if NSG_HAVE_NS_ID
 	*id = *(u64 *)(span + OFF_NS_COMMON_NS_ID - NSG_COMMON_START);
+#endif
+}
+
+/*
+ * ns_value() of one of the current task's own slots (not PID: that one is its pid
+ * struct's), by plain loads down the BTF-typed chain task -> nsproxy (or cred) ->
+ * namespace -> ns_common: a few ns, where bpf_probe_read_kernel costs ~70.  `ptr`
+ * is the slot's pointer as cur_ns_ptrs() read it, for kernels without BTF loads.
+ * `slot` must be a constant (the callers' loops are unrolled), so each slot is its
+ * own straight chain of typed loads for the verifier.
+ */
+static __always_inline void cur_slot_value(const char *task, int slot, u64 ptr, u64 *id, u32 *inum)
+{
+#if NSG_TASK_STORAGE
+	const char *ns = NULL;
+	const char *nsproxy = CUR_PTR(task + OFF_TASK_NSPROXY);
+	const char *cred;
+	switch (slot) {
+	case NSG_NS_MNT: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_MNT_NS) : NULL; break;
+	case NSG_NS_PID_FOR_CHILDREN: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_PID_NS_FOR_CHILDREN) : NULL; break;
+	case NSG_NS_NET: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_NET_NS) : NULL; break;
+	case NSG_NS_UTS: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_UTS_NS) : NULL; break;
+	case NSG_NS_IPC: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_IPC_NS) : NULL; break;
+#if NSG_HAVE_CGROUP_NS
+	case NSG_NS_CGROUP: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_CGROUP_NS) : NULL; break;
+#endif
+#if NSG_HAVE_TIME_NS
+	case NSG_NS_TIME: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_TIME_NS) : NULL; break;
+	case NSG_NS_TIME_FOR_CHILDREN: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_TIME_NS_FOR_CHILDREN) : NULL; break;
+#endif
+	case NSG_NS_USER:
+		cred = CUR_PTR(task + OFF_TASK_REAL_CRED);
+		ns = cred ? CUR_PTR(cred + OFF_CRED_USER_NS) : NULL;
+		break;
+	default:
+		ns_value(ptr, slot, id, inum);
+		return;
+	}
+	*id = 0;
+	*inum = 0;
+	/* The chain just read must be the namespace cur_ns_ptrs() saw (it is: only this
+	 * task changes its own nsproxy and credentials). */
+	if (!ns || (u64)ns != ptr)
+		return;
+	const char *common = ns + slot_ns_offset(slot);
+	*inum = CUR_U32(common + OFF_NS_COMMON_INUM);
+#if NSG_HAVE_NS_ID
+	*id = CUR_U64(common + OFF_NS_COMMON_NS_ID);
+#endif
+#else
+	ns_value(ptr, slot, id, inum);
 #endif
 }
 
@@ -653,7 +732,7 @@ static __always_inline struct nsg_ns_change *change_at(char *rec, u32 n)
  * has the slot (its namespace is still alive) or `known` has them (read at entry).
  */
 static __always_inline u32 append_changes(char *rec, const u64 *before, const u64 *after, u16 live_before,
-                                          const struct nsg_call *known)
+                                          const struct nsg_call *known, const char *after_task)
 {
 	u32 n = 0;
 #pragma unroll
@@ -671,7 +750,11 @@ static __always_inline u32 append_changes(char *rec, const u64 *before, const u6
 			c->id_before = known->id[slot];
 			c->inum_before = known->inum[slot];
 		}
-		ns_value(after[slot], slot, &c->id_after, &c->inum_after);
+		/* `after` is the current task's own (unshare, setns): typed loads. */
+		if (after_task)
+			cur_slot_value(after_task, slot, after[slot], &c->id_after, &c->inum_after);
+		else
+			ns_value(after[slot], slot, &c->id_after, &c->inum_after);
 		n++;
 	}
 	return n;
@@ -695,11 +778,12 @@ static __always_inline int ns_call_enter(u8 syscall, u64 flags, s32 fd, u16 may_
 	c->fd = fd;
 	c->syscall = syscall;
 	c->read_mask = may_change;
-	cur_ns_ptrs(cur_task(), c->ptr, 0);
+	const char *task = cur_task();
+	cur_ns_ptrs(task, c->ptr, 0);
 #pragma unroll
 	for (int slot = 0; slot < NSG_NS_COUNT; slot++) {
 		if (may_change & SLOT(slot))
-			ns_value(c->ptr[slot], slot, &c->id[slot], &c->inum[slot]);
+			cur_slot_value(task, slot, c->ptr[slot], &c->id[slot], &c->inum[slot]);
 	}
 	if (call_commit(tid, c) != 0)
 		count(NSG_CNT_PENDING_FULL);
@@ -771,8 +855,13 @@ static __always_inline int ns_call_exit(void *ctx, u8 kind, long ret)
 	if (ret >= 0) {
 		u64 now[NSG_NS_COUNT];
 		cur_ns_ptrs(task, now, 0);
-		n = append_changes(rec, c->ptr, now, 0, c);
+		n = append_changes(rec, c->ptr, now, 0, c, task);
 		note_divergence(task, c, now);
+	}
+	if (!call_still_mine(tid, c)) {
+		/* Taken over as stale while this call ran: what was read may be another's. */
+		count(NSG_CNT_PENDING_FULL);
+		return 0;
 	}
 	call_end(tid, c);
 	e->nchanges = n;
@@ -869,6 +958,10 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	u8 full = c != NULL;
 	if (!full && gate(GATE_DIVERGED))
 		full = diverged(task_get(0));
+#if !NSG_PROC_EVENTS
+	if (!full)
+		return 0;       /* a plain fork, and no process events wanted */
+#endif
 	/* The child's pid, tgid and real_parent: one read where they sit close together. */
 	u32 child_tid, child_tgid;
 	u64 child_parent;
@@ -928,7 +1021,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	u64 before[NSG_NS_COUNT], after[NSG_NS_COUNT];
 	cur_ns_ptrs(task, before, 1);
 	task_ns_ptrs(child, after, 1);
-	u32 n = append_changes(rec, before, after, NSG_ALL_SLOTS, NULL);
+	u32 n = append_changes(rec, before, after, NSG_ALL_SLOTS, NULL, NULL);
 	e->nchanges = n;
 	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change);
 	record_submit(ctx, rec, e->size);
@@ -998,14 +1091,30 @@ NSG_FEXIT(NSG_FN_CLONE3, const void *regs, long ret)
 	return clone_exit(ctx, ret);
 }
 #else
-TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
-{
-	return ns_call_enter(NSG_SYS_UNSHARE, args->unshare_flags, 0, flag_slots(args->unshare_flags));
-}
-
+/* Exits are defined (so attached) before entries: a call in flight while the
+ * probes attach then has no entry, rather than an entry whose exit never comes. */
 TRACEPOINT_PROBE(syscalls, sys_exit_unshare)
 {
 	return ns_call_exit(args, NSG_KIND_UNSHARE, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_setns)
+{
+	return ns_call_exit(args, NSG_KIND_SETNS, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_clone)
+{
+	return clone_exit(args, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
+{
+	return clone_exit(args, args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
+{
+	return ns_call_enter(NSG_SYS_UNSHARE, args->unshare_flags, 0, flag_slots(args->unshare_flags));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setns)
@@ -1013,11 +1122,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setns)
 	/* The tracepoint calls the nstype argument "flags". */
 	u64 nstype = (u32)args->flags;
 	return ns_call_enter(NSG_SYS_SETNS, nstype, (s32)args->fd, setns_slots(nstype));
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_setns)
-{
-	return ns_call_exit(args, NSG_KIND_SETNS, args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone)
@@ -1033,15 +1137,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
 	return clone_enter(NSG_SYS_CLONE3, flags);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_clone)
-{
-	return clone_exit(args, args->ret);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
-{
-	return clone_exit(args, args->ret);
-}
 #endif
 
 /* -- exec and exit ------------------------------------------------------------- */
