@@ -3,7 +3,7 @@
 Input is untrusted bytes (a live buffer, a recorded file): a record of the wrong
 size, version or kind is counted in Decoder.errors and skipped, never raised.
 
-A record (ABI 4, ebpf/nsgraph.h) is a fixed header, then the namespace slots the
+A record (ABI 5, ebpf/nsgraph.h) is a fixed header, then the namespace slots the
 event changed, then, for exec, the program's path and argv.
 """
 
