@@ -33,6 +33,8 @@
  *   NSG_TASK_STORAGE      1: keep the rare per-task state in task storage, and read
  *                         the current task through its BTF pointer (both 5.11+);
  *                         0: an LRU hash keyed by thread id, and bpf_probe_read_kernel
+ *   NSG_CALL_ARRAY        1: syscall entries wait for their exit in a direct-mapped
+ *                         array claimed by compare-and-swap (5.12+); 0: a hash
  *   NSG_EXIT_GROUP_DEAD   1: sched_process_exit carries group_dead (6.x kernels)
  *   NSG_HOOKS_FENTRY      1: unshare/setns/clone are hooked with fentry/fexit
  *                         instead of syscall tracepoints (where trampolines load)
@@ -76,6 +78,13 @@ BPF_PERCPU_ARRAY(scratch, struct nsg_scratch, 1);
 
 BPF_PERCPU_ARRAY(counters, u64, NSG_CNT_SLOTS);
 
+static __always_inline void count(u32 slot)
+{
+	u64 *value = counters.lookup(&slot);
+	if (value)
+		*value += 1;
+}
+
 /*
  * Global gates, read on hot paths to skip work that cannot be needed:
  *   GATE_NS_CLONES  namespace clones between their entry and their exit; zero
@@ -91,11 +100,10 @@ BPF_ARRAY(gates, u64, 2);
 
 /*
  * What a syscall's entry saw, kept until its exit (and, for clone, the fork), by
- * thread id.  A preallocated hash: an update and a delete cost a few hundred ns,
- * where creating task storage for a task's first call costs over a microsecond
- * (and most namespace calls are a process's first and only one).
+ * thread id.
  */
 struct nsg_call {
+	u64 tid;            /* the owner thread (call table: and the claim time, see call_begin); 0: free */
 	u64 flags;
 	s32 fd;
 	u8 syscall;
@@ -105,9 +113,105 @@ struct nsg_call {
 	u64 id[NSG_NS_COUNT];
 	u32 inum[NSG_NS_COUNT];
 };
+
+#if NSG_CALL_ARRAY
+/*
+ * A direct-mapped table: slot tid % NSG_PENDING_ENTRIES, claimed with one
+ * compare-and-swap of its owner word (5.12+) and freed with another.  A few ns,
+ * where a preallocated hash's update and delete cost 300 ns on a 6.18 VM.
+ *
+ * The owner word is the thread id (low half) and the claim's time in units of
+ * 2^30 ns (high half).  An entry whose exit never comes (a call in flight while
+ * the probes attached: its exit ran before the exit probe was there) would hold
+ * its slot forever; a slot held for NSG_STALE_UNITS units (2-3 s) is taken over,
+ * and counted, since a call still running that long loses its record.  Two
+ * threads in a namespace call at once whose ids share a slot: the second call is
+ * not remembered, and counted (NSG_CNT_PENDING_FULL) like a full table.
+ */
+#define NSG_STALE_UNITS 2
+BPF_ARRAY(calls, struct nsg_call, NSG_PENDING_ENTRIES);
+
+/* A slot to fill for the current thread's call; NULL when it is taken. */
+static __always_inline struct nsg_call *call_begin(u32 tid)
+{
+	u32 index = tid & (NSG_PENDING_ENTRIES - 1);
+	struct nsg_call *c = calls.lookup(&index);
+	if (!c)
+		return NULL;
+	u64 units = bpf_ktime_get_ns() >> 30;
+	u64 mine = (units << 32) | tid;
+	u64 owner = __sync_val_compare_and_swap(&c->tid, 0, mine);
+	if (owner == 0)
+		return c;
+	/* Its own slot still held (an entry whose exit never came; calls do not nest),
+	 * or another thread's, taken over once it is stale. */
+	if ((u32)owner != tid && units - (owner >> 32) < NSG_STALE_UNITS)
+		return NULL;
+	if (__sync_val_compare_and_swap(&c->tid, owner, mine) != owner)
+		return NULL;
+	if ((u32)owner != tid)
+		count(NSG_CNT_PENDING_FULL);
+	return c;
+}
+
+static __always_inline int call_commit(u32 tid, struct nsg_call *c)
+{
+	return 0;
+}
+
+static __always_inline struct nsg_call *call_find(u32 tid)
+{
+	u32 index = tid & (NSG_PENDING_ENTRIES - 1);
+	struct nsg_call *c = calls.lookup(&index);
+	return c && (u32)c->tid == tid ? c : NULL;
+}
+
+/* Whether the entry read so far is still this thread's (not taken over meanwhile). */
+static __always_inline int call_still_mine(u32 tid, struct nsg_call *c)
+{
+	return (u32)c->tid == tid;
+}
+
+static __always_inline void call_end(u32 tid, struct nsg_call *c)
+{
+	u64 owner = c->tid;
+	if ((u32)owner == tid)
+		__sync_val_compare_and_swap(&c->tid, owner, 0);
+}
+#else
+/* Kernels before 5.12 (no compare-and-swap): a preallocated hash, filled from scratch. */
 BPF_HASH(calls, u32, struct nsg_call, NSG_PENDING_ENTRIES);
-/* Where an entry is put together before it is copied into the hash. */
 BPF_PERCPU_ARRAY(call_scratch, struct nsg_call, 1);
+
+static __always_inline struct nsg_call *call_begin(u32 tid)
+{
+	int zero = 0;
+	struct nsg_call *c = call_scratch.lookup(&zero);
+	if (c)
+		c->tid = tid;
+	return c;
+}
+
+static __always_inline int call_commit(u32 tid, struct nsg_call *c)
+{
+	return calls.update(&tid, c);
+}
+
+static __always_inline struct nsg_call *call_find(u32 tid)
+{
+	return calls.lookup(&tid);
+}
+
+static __always_inline int call_still_mine(u32 tid, struct nsg_call *c)
+{
+	return 1;
+}
+
+static __always_inline void call_end(u32 tid, struct nsg_call *c)
+{
+	calls.delete(&tid);
+}
+#endif
 
 /*
  * A task whose children (and next exec) will not get its own pid/time
@@ -152,13 +256,6 @@ static __always_inline u32 current_tid(void)
 
 /* LRU: old cgroups' paths make room for new ones on their own. */
 BPF_TABLE("lru_hash", u64, struct nsg_cgroup_path, cgroup_paths, NSG_CGROUP_PATHS);
-
-static __always_inline void count(u32 slot)
-{
-	u64 *value = counters.lookup(&slot);
-	if (value)
-		*value += 1;
-}
 
 static __always_inline u64 gate(u32 slot)
 {
@@ -256,6 +353,57 @@ static __always_inline void ns_value(u64 ns, int slot, u64 *id, u32 *inum)
 #endif
 }
 
+/*
+ * ns_value() of one of the current task's own slots (not PID: that one is its pid
+ * struct's), by plain loads down the BTF-typed chain task -> nsproxy (or cred) ->
+ * namespace -> ns_common: a few ns, where bpf_probe_read_kernel costs ~70.  `ptr`
+ * is the slot's pointer as cur_ns_ptrs() read it, for kernels without BTF loads.
+ * `slot` must be a constant (the callers' loops are unrolled), so each slot is its
+ * own straight chain of typed loads for the verifier.
+ */
+static __always_inline void cur_slot_value(const char *task, int slot, u64 ptr, u64 *id, u32 *inum)
+{
+#if NSG_TASK_STORAGE
+	const char *ns = NULL;
+	const char *nsproxy = CUR_PTR(task + OFF_TASK_NSPROXY);
+	const char *cred;
+	switch (slot) {
+	case NSG_NS_MNT: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_MNT_NS) : NULL; break;
+	case NSG_NS_PID_FOR_CHILDREN: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_PID_NS_FOR_CHILDREN) : NULL; break;
+	case NSG_NS_NET: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_NET_NS) : NULL; break;
+	case NSG_NS_UTS: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_UTS_NS) : NULL; break;
+	case NSG_NS_IPC: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_IPC_NS) : NULL; break;
+#if NSG_HAVE_CGROUP_NS
+	case NSG_NS_CGROUP: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_CGROUP_NS) : NULL; break;
+#endif
+#if NSG_HAVE_TIME_NS
+	case NSG_NS_TIME: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_TIME_NS) : NULL; break;
+	case NSG_NS_TIME_FOR_CHILDREN: ns = nsproxy ? CUR_PTR(nsproxy + OFF_NSPROXY_TIME_NS_FOR_CHILDREN) : NULL; break;
+#endif
+	case NSG_NS_USER:
+		cred = CUR_PTR(task + OFF_TASK_REAL_CRED);
+		ns = cred ? CUR_PTR(cred + OFF_CRED_USER_NS) : NULL;
+		break;
+	default:
+		ns_value(ptr, slot, id, inum);
+		return;
+	}
+	*id = 0;
+	*inum = 0;
+	/* The chain just read must be the namespace cur_ns_ptrs() saw (it is: only this
+	 * task changes its own nsproxy and credentials). */
+	if (!ns || (u64)ns != ptr)
+		return;
+	const char *common = ns + slot_ns_offset(slot);
+	*inum = CUR_U32(common + OFF_NS_COMMON_INUM);
+#if NSG_HAVE_NS_ID
+	*id = CUR_U64(common + OFF_NS_COMMON_NS_ID);
+#endif
+#else
+	ns_value(ptr, slot, id, inum);
+#endif
+}
+
 /* The struct pid of a task and its level (depth of its pid namespace). */
 static __always_inline const char *task_pid_struct(const void *task, u32 *level)
 {
@@ -272,6 +420,31 @@ static __always_inline const char *cur_pid_struct(const char *task, u32 *level)
 	return pid;
 }
 
+/*
+ * The current task's command name.  Through its BTF pointer: two loads (the kernel
+ * keeps comm NUL-padded), where bpf_get_current_comm() costs ~50 ns.
+ */
+static __always_inline void cur_comm(char *dst, const char *task)
+{
+#if NSG_TASK_STORAGE
+	*(u64 *)dst = CUR_U64(task + OFF_TASK_COMM);
+	*(u64 *)(dst + 8) = CUR_U64(task + OFF_TASK_COMM + 8);
+#else
+	bpf_get_current_comm(dst, NSG_COMM_LEN);
+#endif
+}
+
+/* The current task's uid (kernel view), as bpf_get_current_uid_gid() gives it. */
+static __always_inline u32 cur_uid(const char *task)
+{
+#if NSG_TASK_STORAGE
+	const char *cred = CUR_PTR(task + OFF_TASK_CRED);
+	return cred ? CUR_U32(cred + OFF_CRED_UID) : 0;
+#else
+	return (u32)bpf_get_current_uid_gid();
+#endif
+}
+
 /* The upid of `pid` at `level` (a variable index: a helper read either way). */
 struct nsg_upid {
 	char bytes[SIZEOF_UPID];
@@ -286,6 +459,29 @@ static __always_inline void pid_upid_at(const char *pid, u32 level, u32 *nr, u64
 		return;
 	*nr = *(u32 *)(upid.bytes + OFF_UPID_NR);
 	*ns = *(u64 *)(upid.bytes + OFF_UPID_NS);
+}
+
+/*
+ * The current task's pid in its own pid namespace.  Levels 0-3 (the host, a
+ * container, nested ones) are plain loads at constant offsets; deeper, a helper read.
+ */
+static __always_inline u32 cur_vpid(const char *task)
+{
+	u32 level = 0, nr = 0;
+	u64 ns = 0;
+	const char *pid = cur_pid_struct(task, &level);
+	if (!pid)
+		return 0;
+#if NSG_TASK_STORAGE
+	switch (level) {
+	case 0: return CUR_U32(pid + OFF_PID_NUMBERS + OFF_UPID_NR);
+	case 1: return CUR_U32(pid + OFF_PID_NUMBERS + SIZEOF_UPID + OFF_UPID_NR);
+	case 2: return CUR_U32(pid + OFF_PID_NUMBERS + 2 * SIZEOF_UPID + OFF_UPID_NR);
+	case 3: return CUR_U32(pid + OFF_PID_NUMBERS + 3 * SIZEOF_UPID + OFF_UPID_NR);
+	}
+#endif
+	pid_upid_at(pid, level, &nr, &ns);
+	return nr;
 }
 
 #define NSPROXY_WORD(off) ((off - NSG_NSPROXY_START) / 8)
@@ -479,7 +675,7 @@ static __always_inline void fill_brief(struct nsg_event *e, u8 kind)
 	e->syscall = NSG_SYS_NONE;
 	e->nchanges = 0;
 	e->info = NSG_INFO_BRIEF;
-	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->ts_ns = bpf_ktime_get_ns();
 	e->pid = pid_tgid >> 32;
 	e->tid = (u32)pid_tgid;
 	e->ppid = 0;
@@ -498,9 +694,6 @@ static __always_inline void fill_brief(struct nsg_event *e, u8 kind)
 /* Every field of a full record; `task` is cur_task(). */
 static __always_inline void fill_full(struct nsg_event *e, u8 kind, const char *task)
 {
-	u32 level = 0, vpid = 0;
-	u64 pid_ns = 0;
-	pid_upid_at(cur_pid_struct(task, &level), level, &vpid, &pid_ns);
 	const char *parent = CUR_PTR(task + OFF_TASK_REAL_PARENT);
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 
@@ -510,12 +703,12 @@ static __always_inline void fill_full(struct nsg_event *e, u8 kind, const char *
 	e->syscall = NSG_SYS_NONE;
 	e->nchanges = 0;
 	e->info = 0;
-	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->ts_ns = bpf_ktime_get_ns();
 	e->pid = pid_tgid >> 32;
 	e->tid = (u32)pid_tgid;
 	e->ppid = parent ? CUR_U32(parent + OFF_TASK_TGID) : 0;
-	e->uid = (u32)bpf_get_current_uid_gid();
-	e->vpid = vpid;
+	e->uid = cur_uid(task);
+	e->vpid = cur_vpid(task);
 	e->child_pid = 0;
 	e->child_vpid = 0;
 	e->fd = 0;
@@ -525,7 +718,7 @@ static __always_inline void fill_full(struct nsg_event *e, u8 kind, const char *
 	e->ret = 0;
 	/* The current task's cgroup; a forked child starts in its parent's. */
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	cur_comm(e->comm, task);
 }
 
 static __always_inline struct nsg_ns_change *change_at(char *rec, u32 n)
@@ -539,7 +732,7 @@ static __always_inline struct nsg_ns_change *change_at(char *rec, u32 n)
  * has the slot (its namespace is still alive) or `known` has them (read at entry).
  */
 static __always_inline u32 append_changes(char *rec, const u64 *before, const u64 *after, u16 live_before,
-                                          const struct nsg_call *known)
+                                          const struct nsg_call *known, const char *after_task)
 {
 	u32 n = 0;
 #pragma unroll
@@ -557,7 +750,11 @@ static __always_inline u32 append_changes(char *rec, const u64 *before, const u6
 			c->id_before = known->id[slot];
 			c->inum_before = known->inum[slot];
 		}
-		ns_value(after[slot], slot, &c->id_after, &c->inum_after);
+		/* `after` is the current task's own (unshare, setns): typed loads. */
+		if (after_task)
+			cur_slot_value(after_task, slot, after[slot], &c->id_after, &c->inum_after);
+		else
+			ns_value(after[slot], slot, &c->id_after, &c->inum_after);
 		n++;
 	}
 	return n;
@@ -571,23 +768,24 @@ static __always_inline u32 append_changes(char *rec, const u64 *before, const u6
  */
 static __always_inline int ns_call_enter(u8 syscall, u64 flags, s32 fd, u16 may_change)
 {
-	int zero = 0;
-	struct nsg_call *c = call_scratch.lookup(&zero);
-	if (!c)
+	u32 tid = current_tid();
+	struct nsg_call *c = call_begin(tid);
+	if (!c) {
+		count(NSG_CNT_PENDING_FULL);
 		return 0;
+	}
 	c->flags = flags;
 	c->fd = fd;
 	c->syscall = syscall;
-	c->pad = 0;
 	c->read_mask = may_change;
-	cur_ns_ptrs(cur_task(), c->ptr, 0);
+	const char *task = cur_task();
+	cur_ns_ptrs(task, c->ptr, 0);
 #pragma unroll
 	for (int slot = 0; slot < NSG_NS_COUNT; slot++) {
 		if (may_change & SLOT(slot))
-			ns_value(c->ptr[slot], slot, &c->id[slot], &c->inum[slot]);
+			cur_slot_value(task, slot, c->ptr[slot], &c->id[slot], &c->inum[slot]);
 	}
-	u32 tid = current_tid();
-	if (calls.update(&tid, c) != 0)
+	if (call_commit(tid, c) != 0)
 		count(NSG_CNT_PENDING_FULL);
 	return 0;
 }
@@ -638,12 +836,12 @@ static __always_inline void note_divergence(const char *task, const struct nsg_c
 static __always_inline int ns_call_exit(void *ctx, u8 kind, long ret)
 {
 	u32 tid = current_tid();
-	struct nsg_call *c = calls.lookup(&tid);
+	struct nsg_call *c = call_find(tid);
 	if (!c)
 		return 0;
 	char *rec = record_start();
 	if (!rec) {
-		calls.delete(&tid);
+		call_end(tid, c);
 		return 0;
 	}
 	const char *task = cur_task();
@@ -657,10 +855,15 @@ static __always_inline int ns_call_exit(void *ctx, u8 kind, long ret)
 	if (ret >= 0) {
 		u64 now[NSG_NS_COUNT];
 		cur_ns_ptrs(task, now, 0);
-		n = append_changes(rec, c->ptr, now, 0, c);
+		n = append_changes(rec, c->ptr, now, 0, c, task);
 		note_divergence(task, c, now);
 	}
-	calls.delete(&tid);
+	if (!call_still_mine(tid, c)) {
+		/* Taken over as stale while this call ran: what was read may be another's. */
+		count(NSG_CNT_PENDING_FULL);
+		return 0;
+	}
+	call_end(tid, c);
 	e->nchanges = n;
 	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change);
 	record_submit(ctx, rec, e->size);
@@ -674,17 +877,17 @@ static __always_inline int clone_enter(u8 syscall, u64 flags)
 {
 	if (!(flags & NSG_CLONE_NS_FLAGS))
 		return 0;
-	int zero = 0;
-	struct nsg_call *c = call_scratch.lookup(&zero);
-	if (!c)
+	u32 tid = current_tid();
+	struct nsg_call *c = call_begin(tid);
+	if (!c) {
+		count(NSG_CNT_PENDING_FULL);
 		return 0;
+	}
 	c->flags = flags;
 	c->fd = 0;
 	c->syscall = syscall;
-	c->pad = 0;
 	c->read_mask = 0;
-	u32 tid = current_tid();
-	if (calls.update(&tid, c) != 0) {
+	if (call_commit(tid, c) != 0) {
 		count(NSG_CNT_PENDING_FULL);
 		return 0;
 	}
@@ -697,7 +900,7 @@ static __always_inline struct nsg_call *ns_clone_entry(u32 tid)
 {
 	if (!gate(GATE_NS_CLONES))
 		return NULL;
-	struct nsg_call *c = calls.lookup(&tid);
+	struct nsg_call *c = call_find(tid);
 	if (c && (c->syscall == NSG_SYS_CLONE || c->syscall == NSG_SYS_CLONE3))
 		return c;
 	return NULL;
@@ -710,7 +913,7 @@ static __always_inline int clone_exit(void *ctx, long ret)
 	struct nsg_call *c = ns_clone_entry(tid);
 	if (ret >= 0) {
 		if (c) {
-			calls.delete(&tid);
+			call_end(tid, c);
 			gate_add(GATE_NS_CLONES, -1);
 		}
 		return 0;
@@ -720,7 +923,7 @@ static __always_inline int clone_exit(void *ctx, long ret)
 		struct nsg_event *e = brief_reserve();
 		if (e) {
 			fill_brief(e, NSG_KIND_CLONE);
-			bpf_get_current_comm(e->comm, sizeof(e->comm));
+			cur_comm(e->comm, cur_task());
 			e->ret = ret;
 			brief_submit(ctx, e);
 		}
@@ -737,7 +940,7 @@ static __always_inline int clone_exit(void *ctx, long ret)
 		e->ret = ret;
 		record_submit(ctx, rec, sizeof(*e));
 	}
-	calls.delete(&tid);
+	call_end(tid, c);
 	gate_add(GATE_NS_CLONES, -1);
 	return 0;
 }
@@ -755,6 +958,10 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	u8 full = c != NULL;
 	if (!full && gate(GATE_DIVERGED))
 		full = diverged(task_get(0));
+#if !NSG_PROC_EVENTS
+	if (!full)
+		return 0;       /* a plain fork, and no process events wanted */
+#endif
 	/* The child's pid, tgid and real_parent: one read where they sit close together. */
 	u32 child_tid, child_tgid;
 	u64 child_parent;
@@ -779,7 +986,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 		if (!e)
 			return 0;
 		fill_brief(e, NSG_KIND_CLONE);
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		cur_comm(e->comm, cur_task());
 		e->child_pid = child_tgid;
 		/* CLONE_PARENT: the child is its grandparent's (runc's first child is). */
 		if (child_parent != parent)
@@ -814,7 +1021,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	u64 before[NSG_NS_COUNT], after[NSG_NS_COUNT];
 	cur_ns_ptrs(task, before, 1);
 	task_ns_ptrs(child, after, 1);
-	u32 n = append_changes(rec, before, after, NSG_ALL_SLOTS, NULL);
+	u32 n = append_changes(rec, before, after, NSG_ALL_SLOTS, NULL, NULL);
 	e->nchanges = n;
 	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change);
 	record_submit(ctx, rec, e->size);
@@ -884,14 +1091,30 @@ NSG_FEXIT(NSG_FN_CLONE3, const void *regs, long ret)
 	return clone_exit(ctx, ret);
 }
 #else
-TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
-{
-	return ns_call_enter(NSG_SYS_UNSHARE, args->unshare_flags, 0, flag_slots(args->unshare_flags));
-}
-
+/* Exits are defined (so attached) before entries: a call in flight while the
+ * probes attach then has no entry, rather than an entry whose exit never comes. */
 TRACEPOINT_PROBE(syscalls, sys_exit_unshare)
 {
 	return ns_call_exit(args, NSG_KIND_UNSHARE, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_setns)
+{
+	return ns_call_exit(args, NSG_KIND_SETNS, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_clone)
+{
+	return clone_exit(args, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
+{
+	return clone_exit(args, args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
+{
+	return ns_call_enter(NSG_SYS_UNSHARE, args->unshare_flags, 0, flag_slots(args->unshare_flags));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setns)
@@ -899,11 +1122,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setns)
 	/* The tracepoint calls the nstype argument "flags". */
 	u64 nstype = (u32)args->flags;
 	return ns_call_enter(NSG_SYS_SETNS, nstype, (s32)args->fd, setns_slots(nstype));
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_setns)
-{
-	return ns_call_exit(args, NSG_KIND_SETNS, args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone)
@@ -919,15 +1137,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
 	return clone_enter(NSG_SYS_CLONE3, flags);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_clone)
-{
-	return clone_exit(args, args->ret);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
-{
-	return clone_exit(args, args->ret);
-}
 #endif
 
 /* -- exec and exit ------------------------------------------------------------- */
@@ -969,13 +1178,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	/* argv of the new program: the join-session summary names the command that ran. */
 	const char *mm = CUR_PTR(task + OFF_TASK_MM);
 	if (mm) {
-		u64 span[2] = {};
-		bpf_probe_read_kernel(span, sizeof(span), mm + OFF_MM_ARG_START);
-#if OFF_MM_ARG_END == OFF_MM_ARG_START + 8
-		u64 arg_start = span[0], arg_end = span[1];
-#else
-		u64 arg_start = span[0], arg_end = read_u64(mm + OFF_MM_ARG_END);
-#endif
+		u64 arg_start = CUR_U64(mm + OFF_MM_ARG_START), arg_end = CUR_U64(mm + OFF_MM_ARG_END);
 		u64 len = arg_end > arg_start ? arg_end - arg_start : 0;
 		e->args_len = (u32)len;
 		if (len > NSG_ARGS_LEN)

@@ -19,7 +19,7 @@
 #ifndef NSGRAPH_H
 #define NSGRAPH_H
 
-#define NSG_ABI_VERSION 4
+#define NSG_ABI_VERSION 5
 
 #define NSG_COMM_LEN 16
 #define NSG_PATH_LEN 96
@@ -74,7 +74,7 @@ struct nsg_event {
 	__u8 syscall;      /* NSG_SYS_* */
 	__u8 nchanges;     /* struct nsg_ns_change entries after this struct */
 	__u16 info;        /* NSG_INFO_* */
-	__u64 ts_boot_ns;  /* bpf_ktime_get_boot_ns() at the event */
+	__u64 ts_ns;       /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the event */
 	__u32 pid;         /* thread group id, host view */
 	__u32 tid;         /* thread id, host view */
 	__u32 ppid;        /* real parent's thread group id, host view */

@@ -152,3 +152,51 @@ def test_a_failed_attach_detaches_what_it_had_attached(root):
     with pytest.raises(Exception):
         _detaching_on_failure(BPF)(text=text)
     assert set(bpfstats.prog_ids_of(os.getpid())) - before == set()
+
+
+def test_probes_load_on_the_fast_path_this_kernel_has(probes):
+    """A verifier refusal falls back to slower code without failing: the fast path must be what loaded."""
+    from tracer.kernel.layout import kernel_has_task_storage, kernel_version
+    assert probes.task_storage == kernel_has_task_storage(), probes.fallback_reason
+    assert probes.call_table == ("array" if kernel_version() >= (5, 12) else "hash"), probes.fallback_reason
+
+
+def test_a_small_call_table_is_freed_after_every_call(root):
+    """Every entry leaves its slot to the next call: 40 unshares in a row through a table of 16
+    slots (each slot used twice or more; other processes' namespace calls go through it too)
+    come out with the inode the child itself sees afterwards (/proc/self/ns/uts)."""
+    records = []
+    p = Probes(lambda record: records.append(bytes(record)),
+               options=ProbeOptions(proc_events=False, pending_entries=16))
+    p.load()
+    truth = {}
+    try:
+        for _ in range(40):
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    if libc.unshare(nstypes.CLONE_NEWUTS) == 0:
+                        os.write(write_end, str(os.stat("/proc/self/ns/uts").st_ino).encode())
+                        code = 0
+                finally:
+                    os._exit(code)
+            os.close(write_end)
+            truth[pid] = int(os.read(read_end, 64))
+            os.close(read_end)
+            assert os.waitpid(pid, 0)[1] == 0
+        for _ in range(10):
+            p.poll(50)
+        pending_full = p.counters()["pending_full"]
+    finally:
+        p.close()
+    seen = {}
+    for r in records:
+        pid = abi.EVENT.unpack_from(r)[7]
+        if pid in truth and r[3] == abi.KIND_UNSHARE and r[5] == 1:
+            seen[pid] = abi.CHANGE.unpack_from(r, abi.EVENT_SIZE)[3]
+    # Another process's call in flight on the same slot at that moment: counted, never wrong.
+    # A slot never freed would take every later call landing on it (and soon the table).
+    assert len(seen) + pending_full >= 40 and len(seen) >= 36, (len(seen), pending_full)
+    assert all(seen[pid] == truth[pid] for pid in seen)

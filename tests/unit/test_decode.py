@@ -6,6 +6,7 @@ import json
 import os
 import struct
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from tracer import nstypes
@@ -194,3 +195,19 @@ def test_argv_decoding():
     assert _argv(b"a" * 128, 300) == ["a" * 128 + "..."]
     assert _argv(b"\0" * 128, 0) == []
     assert _argv(b"sh\0-c\0\xff\0", 8) == ["sh", "-c", "\ufffd"]
+
+
+def test_event_time_follows_a_suspend_or_a_clock_step(monkeypatch):
+    """Records carry CLOCK_MONOTONIC, which stops during suspend: a decoder that chose its own
+    offset takes up a jump of the wall-clock offset (> 1 ms), ignores read jitter, and a
+    decoder given an offset keeps it."""
+    from tracer.events import decode as decode_module
+    record = _valid_record()
+    ts = abi.EVENT.unpack_from(record)[6] / 1e9
+    offsets = iter([1000.0, 1000.0004, 1600.0])
+    monkeypatch.setattr(decode_module, "monotonic_to_epoch_offset", lambda: next(offsets))
+    following = Decoder(node="t")
+    assert following.decode(record).ts == pytest.approx(ts + 1000.0)      # jitter ignored
+    assert following.decode(record).ts == pytest.approx(ts + 1600.0)      # 10 minutes suspended
+    fixed = Decoder(node="t", clock_offset=5.0)
+    assert fixed.decode(record).ts == pytest.approx(ts + 5.0)

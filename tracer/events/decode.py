@@ -3,7 +3,7 @@
 Input is untrusted bytes (a live buffer, a recorded file): a record of the wrong
 size, version or kind is counted in Decoder.errors and skipped, never raised.
 
-A record (ABI 4, ebpf/nsgraph.h) is a fixed header, then the namespace slots the
+A record (ABI 5, ebpf/nsgraph.h) is a fixed header, then the namespace slots the
 event changed, then, for exec, the program's path and argv.
 """
 
@@ -82,9 +82,14 @@ def _argv(raw: bytes, full_length: int) -> list:
     return argv
 
 
-def boot_to_epoch_offset() -> float:
-    """Seconds to add to CLOCK_BOOTTIME to get the wall clock."""
-    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+def monotonic_to_epoch_offset() -> float:
+    """Seconds to add to CLOCK_MONOTONIC (the records' clock) to get the wall clock."""
+    return time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+# The records' clock stops during suspend and the wall clock can be stepped: an offset
+# that moved by more than this is taken up (smaller moves are read jitter, ignored).
+CLOCK_STEP = 0.001
 
 
 class Decoder:
@@ -92,7 +97,9 @@ class Decoder:
 
     def __init__(self, node: Optional[str] = None, clock_offset: Optional[float] = None):
         self.node = node if node is not None else socket.gethostname()
-        self.clock_offset = boot_to_epoch_offset() if clock_offset is None else clock_offset
+        # Given an offset, it stays; else it follows suspends and clock steps, per batch.
+        self._follow_clock = clock_offset is None
+        self.clock_offset = monotonic_to_epoch_offset() if clock_offset is None else clock_offset
         self.seq = 0
         self.errors: Counter = Counter()
         self._ns_cache: dict = {}   # the bytes of a record's changes -> its read-only maps
@@ -119,6 +126,10 @@ class Decoder:
         errors = self.errors
         ns_cache = self._ns_cache
         comms = self._comms
+        if self._follow_clock:
+            offset = monotonic_to_epoch_offset()
+            if abs(offset - self.clock_offset) > CLOCK_STEP:
+                self.clock_offset = offset
         clock_offset = self.clock_offset
         node = self.node
         seq = self.seq
@@ -127,13 +138,17 @@ class Decoder:
         kinds = _KIND_BY_CODE
         syscalls = _SYSCALL_BY_CODE
         version_ok = abi.ABI_VERSION
+        header_size, change_size, tail_size = _HEADER_SIZE, _CHANGE_SIZE, _TAIL_SIZE
+        kind_exec, kind_clone, kind_setns, kind_exit = _KIND_EXEC, _KIND_CLONE, _KIND_SETNS, _KIND_EXIT
+        kind_limit, syscall_limit, info_brief = _KIND_LIMIT, _SYSCALL_LIMIT, _INFO_BRIEF
+        empty_map, event_class = EMPTY_MAP, Event
         for data in records:
             length = len(data)
-            if length < _HEADER_SIZE:
+            if length < header_size:
                 errors["truncated"] += 1
                 continue
             try:
-                (size, version, kind_code, syscall_code, nchanges, info, ts_boot_ns, pid, tid, ppid, uid, vpid,
+                (size, version, kind_code, syscall_code, nchanges, info, ts_ns, pid, tid, ppid, uid, vpid,
                  child_pid, child_vpid, fd, exit_code, args_len, flags, ret, cgroup_id, comm) = unpack(data)
             except Exception:  # struct.error on odd buffers; bytes-like objects of any kind
                 errors["unreadable"] += 1
@@ -141,21 +156,21 @@ class Decoder:
             if version != version_ok:
                 errors["version_mismatch"] += 1
                 continue
-            kind = kinds[kind_code] if kind_code < _KIND_LIMIT else None
+            kind = kinds[kind_code] if kind_code < kind_limit else None
             if kind is None:
                 errors["unknown_kind"] += 1
                 continue
-            if size != _HEADER_SIZE + nchanges * _CHANGE_SIZE + (_TAIL_SIZE if kind_code == _KIND_EXEC else 0) \
+            if size != header_size + nchanges * change_size + (tail_size if kind_code == kind_exec else 0) \
                     or size > length:
                 errors["size_mismatch"] += 1
                 continue
-            if syscall_code >= _SYSCALL_LIMIT:
+            if syscall_code >= syscall_limit:
                 errors["unknown_syscall"] += 1
                 continue
             if nchanges:
                 # Changing events repeat a few patterns (a storm of setns between two
                 # namespaces), so the read-only maps are built once per distinct set.
-                key = bytes(data[_HEADER_SIZE:_HEADER_SIZE + nchanges * _CHANGE_SIZE])
+                key = bytes(data[header_size:header_size + nchanges * change_size])
                 maps = ns_cache.get(key)
                 if maps is None:
                     maps = _change_maps(data, nchanges)
@@ -167,8 +182,8 @@ class Decoder:
                     ns_cache[key] = maps
                 ns, ns_before, ns_id, ns_id_before = maps
             else:
-                ns = ns_id = EMPTY_MAP
-                ns_before = None if kind_code >= _KIND_EXEC else EMPTY_MAP
+                ns = ns_id = empty_map
+                ns_before = None if kind_code >= kind_exec else empty_map
                 ns_id_before = None
             name = comms.get(comm)
             if name is None:
@@ -177,24 +192,24 @@ class Decoder:
                     comms.clear()
                 comms[comm] = name
             seq += 1
-            brief = info & _INFO_BRIEF
+            brief = info & info_brief
             if brief:
                 ppid = uid = vpid = None
                 cgroup_id = 0
-            if kind_code == _KIND_EXEC:
-                raw_filename, raw_args = _unpack_tail(data, size - _TAIL_SIZE)
+            if kind_code == kind_exec:
+                raw_filename, raw_args = _unpack_tail(data, size - tail_size)
                 filename, args = _cstr(raw_filename), _argv(raw_args, args_len)
             else:
                 filename = args = None
-            if kind_code == _KIND_CLONE and ret >= 0:
+            if kind_code == kind_clone and ret >= 0:
                 child_vpid = child_vpid or None
             else:
                 child_pid = child_vpid = None
             # The tuple in Event's field order (event.EVENT_FIELDS), without Event()'s checks.
-            append(new(Event, (
-                kind, seq, ts_boot_ns / 1e9 + clock_offset, pid, tid, ppid, uid, vpid, name,
-                syscalls[syscall_code], flags, ret, fd if kind_code == _KIND_SETNS else None,
-                child_pid, child_vpid, exit_code if kind_code == _KIND_EXIT else None, filename,
+            append(new(event_class, (
+                kind, seq, ts_ns / 1e9 + clock_offset, pid, tid, ppid, uid, vpid, name,
+                syscalls[syscall_code], flags, ret, fd if kind_code == kind_setns else None,
+                child_pid, child_vpid, exit_code if kind_code == kind_exit else None, filename,
                 ns, ns_before, ns_id, ns_id_before, node, cgroup_id, args, bool(brief))))
         self.seq = seq
         return out

@@ -11,7 +11,7 @@ import struct
 
 from ..nstypes import NS_SLOTS
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 COMM_LEN = 16
 PATH_LEN = 96
 ARGS_LEN = 128
@@ -48,7 +48,7 @@ CNT_SLOTS = 4
 # `nchanges` struct nsg_ns_change and, for exec, struct nsg_exec_tail.
 EVENT_FIELDS = (
     ("size", "H"), ("version", "B"), ("kind", "B"), ("syscall", "B"), ("nchanges", "B"), ("info", "H"),
-    ("ts_boot_ns", "Q"), ("pid", "I"), ("tid", "I"), ("ppid", "I"), ("uid", "I"), ("vpid", "I"),
+    ("ts_ns", "Q"), ("pid", "I"), ("tid", "I"), ("ppid", "I"), ("uid", "I"), ("vpid", "I"),
     ("child_pid", "I"), ("child_vpid", "I"), ("fd", "i"), ("exit_code", "i"), ("args_len", "I"),
     ("flags", "Q"), ("ret", "q"), ("cgroup_id", "Q"), ("comm", "%ds" % COMM_LEN),
 )

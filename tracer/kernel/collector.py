@@ -22,6 +22,8 @@ from .probes import POLL_MS, ProbeOptions, Probes
 
 log = logging.getLogger(__name__)
 
+LOST_CHECK_S = 0.25
+
 
 class Collector:
     def __init__(self, options: Optional[ProbeOptions] = None, node: Optional[str] = None,
@@ -45,6 +47,7 @@ class Collector:
         self._sync_tids: set = set()
         self._markers = 0           # sync markers delivered (with everything before them)
         self._markers_read = 0      # read in the current poll, not delivered yet
+        self._next_lost_check = 0.0
 
     # -- wiring ------------------------------------------------------------
 
@@ -110,9 +113,14 @@ class Collector:
                     callback(batch)
                 except Exception:
                     self._subscriber_failed()
+        # The loss counters are a map read per CPU (system calls through BCC): at most
+        # every LOST_CHECK_S, and before a sync() returns, not on each of ~50 polls a second.
+        now = time.monotonic()
+        if self._markers_read or now >= self._next_lost_check:
+            self._next_lost_check = now + LOST_CHECK_S
+            self._check_lost()
         if self._markers_read:
             self._markers_delivered()
-        self._check_lost()
 
     def drain(self, quiet_ms: int = 100, limit_s: float = 5.0) -> None:
         """Poll until the buffer has been empty for quiet_ms (tests, shutdown)."""

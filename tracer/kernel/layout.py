@@ -30,6 +30,8 @@ REQUIRED_OFFSETS = (
     ("OFF_MM_ARG_END", "mm_struct", "arg_end"),
     ("OFF_SIGNAL_STRUCT_LIVE", "signal_struct", "live"),
     ("OFF_CRED_USER_NS", "cred", "user_ns"),
+    ("OFF_TASK_CRED", "task_struct", "cred"),
+    ("OFF_CRED_UID", "cred", "uid"),
     ("OFF_PID_LEVEL", "pid", "level"),
     ("OFF_PID_NUMBERS", "pid", "numbers"),
     ("OFF_UPID_NR", "upid", "nr"),

@@ -17,16 +17,26 @@ from importlib import resources
 from typing import Callable, Optional
 
 from . import abi, ringbuf, trampolines
-from .layout import KernelLayout, ProbeError, kernel_has_ringbuf, kernel_has_task_storage, resolve_layout
+from .layout import (KernelLayout, ProbeError, kernel_has_ringbuf, kernel_has_task_storage, kernel_version,
+                     resolve_layout)
 
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB: rides out a busy machine not scheduling the reader for ~100 ms at 100k events/s
 DEFAULT_PERF_PAGES = 256
 DEFAULT_PENDING_ENTRIES = 16384
 DEFAULT_CGROUP_PATHS = 8192
-# Wake the reader once per this many events on a CPU; the reader's poll timeout
-# (POLL_MS) picks up the rest, so latency stays bounded without a wake-up per event.
-DEFAULT_WAKEUP_EVENTS = 64
+# The reader polls every POLL_MS whatever happens, which bounds the latency of a lone
+# event; the probes wake it early only when a CPU has filled a share of the ring
+# (wakeup_events_for).  A wake-up is an interrupt and a cross-CPU wake, tens of
+# microseconds on a VM, which the probe that asks for it pays: one per 64 records
+# made a fork+exit cost the kernel ~1 us more (bench/bench_probe_cost.py).
+MAX_WAKEUP_EVENTS = 4096
+LARGEST_RECORD = 512   # bytes a record takes in the ring, rounded up (exec: 328 + header)
 POLL_MS = 20
+
+
+def wakeup_events_for(ring_bytes: int, cpus: int) -> int:
+    """Records per CPU between wake-ups: a quarter of the ring shared by all CPUs."""
+    return max(1, min(MAX_WAKEUP_EVENTS, ring_bytes // (4 * max(1, cpus) * LARGEST_RECORD)))
 
 
 def ebpf_source_dir() -> str:
@@ -65,13 +75,21 @@ def _detaching_on_failure(bpf_class):
     return Detaching
 
 
+def pending_entries(wanted: int) -> int:
+    """The call table's size: a power of two (it is indexed by thread id modulo its size)."""
+    size = 1
+    while size < max(1, wanted):
+        size *= 2
+    return size
+
+
 @dataclass
 class ProbeOptions:
     proc_events: bool = True         # plain forks, exec and exit
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
     perf_pages: int = DEFAULT_PERF_PAGES
     pending_entries: int = DEFAULT_PENDING_ENTRIES
-    wakeup_events: int = DEFAULT_WAKEUP_EVENTS
+    wakeup_events: Optional[int] = None  # None: wakeup_events_for the ring's size
     use_ringbuf: Optional[bool] = None  # None: when the kernel has it
     reader: Optional[str] = None        # ring buffer reader: "mapped", "bcc"; None: mapped where usable
     hooks: str = "auto"                 # "auto": fentry where trampolines load, else tracepoints;
@@ -115,6 +133,12 @@ class Probes:
         self.hook_path = "tracepoint"
         self.hook_reason = ""
         self.task_storage = kernel_has_task_storage()
+        self.fallback_reason = ""   # why a later attempt of _compile was used, if one was
+
+    @property
+    def call_table(self) -> str:
+        """Where syscall entries wait for their exit: "array" (direct-mapped) or "hash"."""
+        return "array" if self.task_storage and kernel_version() >= (5, 12) else "hash"
 
     def cflags(self, fentry: bool = False) -> list:
         o = self.options
@@ -123,9 +147,11 @@ class Probes:
             "-I%s" % ebpf_source_dir(),
             "-DNSG_USE_RINGBUF=%d" % int(self.use_ringbuf),
             "-DNSG_RINGBUF_PAGES=%d" % o.ringbuf_pages,
-            "-DNSG_WAKEUP_EVENTS=%d" % o.wakeup_events,
+            "-DNSG_WAKEUP_EVENTS=%d" % self.wakeup_events(),
             "-DNSG_PROC_EVENTS=%d" % int(o.proc_events),
-            "-DNSG_PENDING_ENTRIES=%d" % o.pending_entries,
+            "-DNSG_PENDING_ENTRIES=%d" % pending_entries(o.pending_entries),
+            # A direct-mapped call table needs compare-and-swap (5.12+; BTF-typed loads came in 5.11).
+            "-DNSG_CALL_ARRAY=%d" % int(self.call_table == "array"),
             "-DNSG_CGROUP_PATHS=%d" % DEFAULT_CGROUP_PATHS,
             "-DNSG_TASK_STORAGE=%d" % int(self.task_storage),
             "-DNSG_EXIT_GROUP_DEAD=%d" % int(tracepoint_has_field("sched", "sched_process_exit", "group_dead")),
@@ -135,6 +161,11 @@ class Probes:
             functions = trampolines.hook_functions()
             flags += ["-DNSG_FN_%s=%s" % (role.upper(), name) for role, name in sorted(functions.items())]
         return flags
+
+    def wakeup_events(self) -> int:
+        if self.options.wakeup_events is not None:
+            return self.options.wakeup_events
+        return wakeup_events_for(self.options.ringbuf_pages * ringbuf.mmap.PAGESIZE, os.cpu_count() or 1)
 
     def _choose_hooks(self) -> bool:
         """True for the fentry path; sets hook_path and hook_reason."""
@@ -200,6 +231,7 @@ class Probes:
                 bpf = cleaning_class(text=text.encode(), cflags=self.cflags(fentry=use_fentry))
             except Exception as exc:
                 first_error = first_error or exc
+                self.fallback_reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
                 if use_fentry:
                     self.hook_reason += "; but the full program failed on the fentry path (%s): using " \
                                         "syscall tracepoints" % str(exc).splitlines()[0][:160]
