@@ -14,9 +14,12 @@ mode).  A full queue drops the record and counts it, and the next checkpoint
 
 The layout (schema 2: runs, checkpoints, input blocks, keyed by run) and the
 one-process lock are in schema.py; retention by age and size in retention.py.
-Checkpoints come every `checkpoint_every_inputs` inputs (or `checkpoint_every_s`),
-so a rebuild replays at most that many inputs after loading one checkpoint: the
-graph at any T in well under a second on a full database.
+Checkpoints come every `checkpoint_every_inputs` graph inputs (counted on the graph's
+own input sequence, so a writer that lags under load does not stretch the spacing) or
+`checkpoint_every_s`: a rebuild loads one checkpoint and replays at most about that many
+inputs, decoding only those after the checkpoint (bench/bench_history.py: any T in
+well under 200 ms on a full database).  One rebuild runs at a time (each builds a
+whole graph: concurrent ones would only share the CPU and add their memory).
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from typing import Optional
 from ..events.encode import EventEncoder
 from ..graph.model import NamespaceGraph
 from ..graph.schema import GraphJSON
-from . import retention, schema
+from . import blocks, retention, schema
 from .diff import diff_graphs
-from .recording import decode_input, encode_input
+from .recording import encode_input
 from .replay import replay_records
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,7 @@ class StoreError(Exception):
 class HistoryStore:
     def __init__(self, path: Optional[str] = None, *, retention_s: Optional[float] = DEFAULT_MAX_AGE_S,
                  max_bytes: Optional[int] = DEFAULT_MAX_BYTES, checkpoint_every_s: float = 300.0,
-                 checkpoint_every_inputs: int = 5_000, queue_size: int = 50_000,
+                 checkpoint_every_inputs: int = 2_500, queue_size: int = 50_000,
                  batch: int = 2000, flush_s: float = 0.2):
         self.path = path or default_path()
         self._encoder = EventEncoder()      # used by the writer thread only
@@ -83,7 +86,9 @@ class HistoryStore:
         self._last_change_version = 0
         self._last_checkpoint = 0.0
         self._inputs_since_checkpoint = 0
+        self._checkpoint_seq = 0            # the graph's input_seq at the last checkpoint
         self._force_checkpoint = False
+        self._rebuild_lock = threading.Lock()
         self.counters = {"written": 0, "dropped": 0, "checkpoints": 0, "changes": 0, "pruned": 0,
                          "pruned_bytes": 0, "write_errors": 0}
         self.error = None
@@ -258,7 +263,11 @@ class HistoryStore:
             return True
         if not self._inputs_since_checkpoint:
             return False
-        return (self._inputs_since_checkpoint >= self.checkpoint_every_inputs
+        # The graph's sequence, not the inputs written: a rebuild replays from one checkpoint
+        # to the next, and a writer that lags behind a storm must not widen that gap.
+        ahead = self._graph.input_seq - self._checkpoint_seq if self._graph is not None else 0
+        return (ahead >= self.checkpoint_every_inputs
+                or self._inputs_since_checkpoint >= self.checkpoint_every_inputs
                 or time.time() - self._last_checkpoint >= self.checkpoint_every_s)
 
     def checkpoint(self) -> None:
@@ -282,6 +291,7 @@ class HistoryStore:
             self._db.commit()
         self._last_checkpoint = time.time()
         self._inputs_since_checkpoint = 0
+        self._checkpoint_seq = state["input_seq"]
         self.counters["checkpoints"] += 1
 
     def _prune(self) -> None:
@@ -302,18 +312,26 @@ class HistoryStore:
         """The graph as it was at time `at` (seconds since the epoch), or None before the history.
         The run live at `at` is the one with the newest checkpoint at or before it: a time
         before a restart shows the old run's graph, a time after it the new run's."""
-        with self._read_lock:
-            db = self._read_db()
-            row = db.execute("SELECT run_id, seq, state FROM checkpoints WHERE ts <= ? ORDER BY ts DESC "
-                             "LIMIT 1", (at,)).fetchone()
-            if row is None:
-                return None
-            run_id, seq, state = row
-            blocks = db.execute("SELECT data FROM input_blocks WHERE run_id = ? AND last_seq > ? AND "
-                                "first_ts <= ? ORDER BY first_seq", (run_id, seq, at)).fetchall()
-        graph = NamespaceGraph.from_state(json.loads(zlib.decompress(state)))
-        replay_records(graph, _inputs(blocks, seq, at))
-        return graph
+        with self._rebuild_lock:
+            with self._read_lock:
+                db = self._read_db()
+                row = db.execute("SELECT run_id, seq, state FROM checkpoints WHERE ts <= ? ORDER BY ts DESC "
+                                 "LIMIT 1", (at,)).fetchone()
+                if row is None:
+                    return None
+                run_id, seq, state = row
+                block_data = []
+                # Blocks in sequence order, so times only grow: stop at the first one after `at`
+                # instead of scanning the rest of the run.
+                for first_ts, data in db.execute(
+                        "SELECT first_ts, data FROM input_blocks WHERE run_id = ? AND last_seq > ? "
+                        "ORDER BY last_seq", (run_id, seq)):
+                    if first_ts > at:
+                        break
+                    block_data.append(data)
+            graph = NamespaceGraph.from_state(json.loads(zlib.decompress(state)))
+            replay_records(graph, blocks.inputs_between(block_data, seq, at))
+            return graph
 
     def graph_json_at(self, at: float) -> Optional[GraphJSON]:
         """graph_at(at) as Graph JSON (webapp.contract.HistoryReader)."""
@@ -339,7 +357,7 @@ class HistoryStore:
             rows = self._read_db().execute(
                 "SELECT data FROM input_blocks WHERE last_ts >= ? ORDER BY first_ts", (since,)).fetchall()
         out = []
-        for seq, ts, kind, data in _lines(rows):
+        for seq, ts, kind, data in blocks.lines(rows):
             if kind == "event" and ts >= since:
                 out.append(data)
                 if len(out) >= limit:
@@ -360,19 +378,3 @@ class HistoryStore:
             out["bytes"] = None
         return out
 
-
-def _lines(blocks):
-    """(seq, ts, kind, data) of every input in the blocks, in order."""
-    for (data,) in blocks:
-        for line in zlib.decompress(data).split(b"\n"):
-            yield json.loads(line)
-
-
-def _inputs(blocks, after_seq: int, until: float):
-    """(kind, payload) of the inputs after `after_seq` up to time `until`, decoded for replay."""
-    for seq, ts, kind, data in _lines(blocks):
-        if seq <= after_seq:
-            continue
-        if ts > until:
-            return
-        yield kind, decode_input(kind, data)
