@@ -124,3 +124,49 @@ def test_unwritable_path_gives_a_clear_error(tmp_path):
     with pytest.raises(StoreError) as info:
         HistoryStore(str(blocker / "sub" / "h.db")).open()
     assert "--db" in str(info.value)
+
+
+def test_graph_at_is_exact_between_close_checkpoints_that_fall_inside_blocks(tmp_path):
+    # Checkpoints every 25 inputs, blocks of 7: the checkpoint's block holds inputs from before
+    # it, which the rebuild must skip (it reads their sequence numbers without decoding them).
+    g, store = _live_graph(tmp_path, checkpoint_every_inputs=25, batch=7, flush_s=0.01)
+    try:
+        moments = []
+        for i in range(60):
+            g.apply(ev("clone", 50, ns=HOST, before=HOST, child_pid=1000 + i, raw_flags=17))
+            if i % 3:
+                g.apply(ev("exit", 1000 + i - 1))
+            if i % 6 == 0:
+                time.sleep(0.003)
+                moments.append((time.time(), _strip(g.to_json())))
+                time.sleep(0.003)
+            if i % 20 == 0:
+                store.flush(timeout=5)
+        store.flush()
+        assert store.stats()["checkpoints"] >= 4
+        for at, expected in moments:
+            assert _strip(store.graph_at(at).to_json()) == expected
+    finally:
+        store.close()
+
+
+def test_checkpoints_follow_the_graph_even_when_the_writer_lags(tmp_path):
+    # 300 inputs queued before the writer runs: it checkpoints the graph as it is when it
+    # catches up (sequence 300), once, not once per 25 inputs it writes afterwards.
+    g = NamespaceGraph(dev=DEV)
+    g.load_snapshot(host_snapshot(pids=(1, 50)))
+    store = HistoryStore(str(tmp_path / "h.db"), checkpoint_every_inputs=25, batch=7, flush_s=0.01).open()
+    store.attach(g)
+    try:
+        for i in range(150):
+            g.apply(ev("clone", 50, ns=HOST, before=HOST, child_pid=2000 + i, raw_flags=17))
+            g.apply(ev("exit", 2000 + i))
+        end = _strip(g.to_json())
+        store.start()
+        store.flush()
+        with sqlite3.connect(str(tmp_path / "h.db")) as db:
+            seqs = [r[0] for r in db.execute("SELECT seq FROM checkpoints ORDER BY seq")]
+        assert seqs[-1] == g.input_seq and store.stats()["checkpoints"] <= 3
+        assert _strip(store.graph_at(time.time()).to_json()) == end
+    finally:
+        store.close()

@@ -266,9 +266,7 @@ class HistoryStore:
         # The graph's sequence, not the inputs written: a rebuild replays from one checkpoint
         # to the next, and a writer that lags behind a storm must not widen that gap.
         ahead = self._graph.input_seq - self._checkpoint_seq if self._graph is not None else 0
-        return (ahead >= self.checkpoint_every_inputs
-                or self._inputs_since_checkpoint >= self.checkpoint_every_inputs
-                or time.time() - self._last_checkpoint >= self.checkpoint_every_s)
+        return ahead >= self.checkpoint_every_inputs or time.time() - self._last_checkpoint >= self.checkpoint_every_s
 
     def checkpoint(self) -> None:
         """A checkpoint now (the writer thread does this periodically)."""
