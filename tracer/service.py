@@ -22,6 +22,8 @@ from .health import Health
 
 log = logging.getLogger(__name__)
 
+APPLY_SLICE = 512       # events applied under one hold of the graph lock (_apply_events)
+
 
 @dataclass
 class ServiceConfig:
@@ -91,6 +93,19 @@ class NsgraphService:
         self.status.state = "running"
         self.status.progress = "serving a graph built without the tracer"
         return self
+
+    def _apply_events(self, events: list) -> None:
+        """A poll's events into the graph, APPLY_SLICE at a time: a poll that drains a backlog
+        (tens of thousands of events after the machine did not schedule us for a while) would
+        otherwise hold the graph lock for seconds, and /api/status, the stream's diffs and
+        /api/graph wait for that lock.  Between slices the collector lets a waiting reader in."""
+        apply_batch = self.graph.apply_batch
+        if len(events) <= APPLY_SLICE:
+            apply_batch(events)
+            return
+        for start in range(0, len(events), APPLY_SLICE):
+            apply_batch(events[start:start + APPLY_SLICE])
+            time.sleep(0)       # drops the GIL: a thread woken by the lock's release can take it
 
     def _on_version(self, version) -> None:
         for cb in list(self._listeners):
@@ -187,8 +202,8 @@ class NsgraphService:
         # Per event, before the batch reaches the graph: the container of each task
         # that makes namespaces, so that a container gone at once keeps them.
         self.collector.subscribe(self._tag_creator)
-        # One lock and one change notification per poll, not per event.
-        self.collector.subscribe_batch(graph.apply_batch)
+        # One lock and one change notification per slice of a poll, not per event.
+        self.collector.subscribe_batch(self._apply_events)
         self.collector.subscribe_lost(self._on_lost)
         self.collector.load()
         cgroup_ids.kernel_lookup = self.collector.probes.cgroup_path
