@@ -71,7 +71,7 @@ def test_graph_at_rebuilds_each_moment_and_diff(tmp_path):
     kinds = collections.Counter(
         json.loads(line)[2] for (data,) in db.execute("SELECT data FROM input_blocks")
         for line in zlib.decompress(data).split(b"\n"))
-    assert kinds["event"] == 8
+    assert kinds["e"] == 8            # events as compact rows (tracer/history/blocks.py)
     assert db.execute("SELECT count(*) FROM changes").fetchone()[0] > 0
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

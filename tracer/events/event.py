@@ -205,10 +205,38 @@ class Event(tuple):
                 setattr(event, attr, value)
         return event
 
+    def row(self) -> list:
+        """The field values in EVENT_FIELDS order (maps as dicts), then container,
+        container_id and target_container: the history's compact form (from_row)."""
+        values = list(self)
+        for i in _MAP_INDEXES:
+            if values[i] is not None and type(values[i]) is not dict:
+                values[i] = dict(values[i])
+        values += (self.container, self.container_id, self.target_container)
+        return values
+
+    @classmethod
+    def from_row(cls, values: list) -> "Event":
+        """The inverse of row() (values as JSON gives them back)."""
+        if len(values) != _ROW_LENGTH:
+            raise ValueError("an event row has %d values, not %d" % (len(values), _ROW_LENGTH))
+        event = _tuple_new(cls, values[:_FIELD_COUNT])
+        container, container_id, target_container = values[_FIELD_COUNT:]
+        if container is not None:
+            event.container = container
+        if container_id is not None:
+            event.container_id = container_id
+        if target_container is not None:
+            event.target_container = target_container
+        return event
+
 _FROM_JSON_ORDER = ("kind", "seq", "ts", "pid", "tid", "ppid", "uid", "vpid", "comm", "syscall", "raw_flags",
                     "ret", "fd", "child_pid", "child_vpid", "exit_code", "filename", "ns", "ns_before", "ns_id",
                     "ns_id_before", "node", "cgroup_id", "args", "brief")
 assert _FROM_JSON_ORDER == tuple(name for name, _default in EVENT_FIELDS), "Event.from_json: update its order"
+_FIELD_COUNT = len(EVENT_FIELDS)
+_ROW_LENGTH = _FIELD_COUNT + 3
+_MAP_INDEXES = tuple(i for i, (name, _d) in enumerate(EVENT_FIELDS) if name in ("ns", "ns_before", "ns_id", "ns_id_before"))
 
 for _index, (_name, _default) in enumerate(EVENT_FIELDS):
     setattr(Event, _name, property(itemgetter(_index), doc="Event field %s" % _name))

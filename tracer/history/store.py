@@ -40,7 +40,6 @@ from ..graph.model import NamespaceGraph
 from ..graph.schema import GraphJSON
 from . import blocks, retention, schema
 from .diff import diff_graphs
-from .recording import encode_input
 from .replay import replay_records
 
 log = logging.getLogger(__name__)
@@ -225,23 +224,20 @@ class HistoryStore:
         time.sleep(self.flush_s + 0.05)
 
     def _write(self, rows) -> None:
-        """One input block per writer batch: zlib'd JSON lines [seq, ts, kind, data]."""
-        lines = []
-        encode_event = self._encoder.encode
-        dumps = json.dumps
-        for seq, ts, kind, payload in rows:
-            if kind == "event":     # the encoder writes what encode_input + json.dumps would
-                text = encode_event(payload, exact_ts=True)
-            else:
-                text = dumps(encode_input(kind, payload), separators=(",", ":"))
-            lines.append("[%s,%s,%s,%s]" % (dumps(seq), dumps(ts), dumps(kind), text))
-        data = zlib.compress("\n".join(lines).encode("utf-8"), 1)
+        """One input block per writer batch: zlib'd JSON lines (blocks.py)."""
+        line = blocks.line
+        encode_event = self._encode_event
+        data = zlib.compress("\n".join([line(seq, ts, kind, payload, encode_event)
+                                        for seq, ts, kind, payload in rows]).encode("utf-8"), 1)
         self._db.execute("INSERT OR IGNORE INTO input_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (self.run_id, rows[0][0], rows[-1][0], rows[0][1], rows[-1][1], len(rows),
                           len(data), data))
         self._db.commit()
         self.counters["written"] += len(rows)
         self._inputs_since_checkpoint += len(rows)
+
+    def _encode_event(self, event) -> str:
+        return self._encoder.encode(event, exact_ts=True)   # what encode_input + json.dumps would write
 
     def _write_changes(self) -> None:
         g = self._graph
