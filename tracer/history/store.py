@@ -79,7 +79,10 @@ class HistoryStore:
         self._graph = None
         self._thread = None
         self._stop = threading.Event()
-        self._read_lock = threading.RLock()     # one connection per thread role; sqlite serialises anyway
+        self._writer_lock = threading.RLock()     # the writer's connection
+        # The readers' own connection and lock: in WAL mode they need not wait for the writer's
+        # batches, checkpoints or pruning (an in-memory database has one connection: one lock).
+        self._reader_lock = self._writer_lock if self.path == ":memory:" else threading.Lock()
         self._db = None
         self._reader = None
         self._last_change_version = 0
@@ -124,7 +127,7 @@ class HistoryStore:
         """Record graph's inputs from now on; writes a first checkpoint."""
         self._graph = graph
         self._last_change_version = graph.version
-        with self._read_lock:
+        with self._writer_lock:
             self._db.execute("INSERT INTO runs VALUES (?, ?, NULL, ?, ?)",
                              (self.run_id, time.time(), graph.node, os.getpid()))
             self._db.commit()
@@ -144,7 +147,7 @@ class HistoryStore:
             self._thread.join(timeout)
         if self._graph is not None:
             self._graph.remove_journal(self._on_input)
-        with self._read_lock:              # the writer may still be in a batch if the join timed out
+        with self._writer_lock:              # the writer may still be in a batch if the join timed out
             if self._db is not None:
                 try:
                     self._db.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (time.time(), self.run_id))
@@ -156,9 +159,10 @@ class HistoryStore:
                 except sqlite3.Error:
                     pass
                 self._db = None
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            with self._reader_lock:
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
         self._release_lock()
 
     # -- writing -------------------------------------------------------------------
@@ -180,7 +184,7 @@ class HistoryStore:
             except queue.Empty:
                 pass
             try:
-                with self._read_lock:
+                with self._writer_lock:
                     if self._db is None:           # closed under us (shutdown)
                         return
                     if rows:
@@ -266,7 +270,7 @@ class HistoryStore:
 
     def checkpoint(self) -> None:
         """A checkpoint now (the writer thread does this periodically)."""
-        with self._read_lock:
+        with self._writer_lock:
             self._write_checkpoint()
 
     def _write_checkpoint(self) -> None:
@@ -279,7 +283,7 @@ class HistoryStore:
         ts = time.time()
         state = g.export_state()
         blob = zlib.compress(json.dumps(state, separators=(",", ":")).encode("utf-8"), 1)
-        with self._read_lock:
+        with self._writer_lock:
             self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
                              (self.run_id, state["input_seq"], ts, state["version"], len(blob), blob))
             self._db.commit()
@@ -307,7 +311,7 @@ class HistoryStore:
         The run live at `at` is the one with the newest checkpoint at or before it: a time
         before a restart shows the old run's graph, a time after it the new run's."""
         with self._rebuild_lock:
-            with self._read_lock:
+            with self._reader_lock:
                 db = self._read_db()
                 row = db.execute("SELECT run_id, seq, state FROM checkpoints WHERE ts <= ? ORDER BY ts DESC "
                                  "LIMIT 1", (at,)).fetchone()
@@ -341,13 +345,13 @@ class HistoryStore:
 
     def time_range(self):
         """(first, last): the times the history covers now (None, None when empty)."""
-        with self._read_lock:
+        with self._reader_lock:
             row = self._read_db().execute("SELECT min(ts) FROM checkpoints").fetchone()
         return (row[0], time.time()) if row and row[0] is not None else (None, None)
 
     def events(self, since: float = 0.0, limit: int = 1000) -> list:
         """Tracer events recorded at or after `since` (every run), oldest first."""
-        with self._read_lock:
+        with self._reader_lock:
             rows = self._read_db().execute(
                 "SELECT data FROM input_blocks WHERE last_ts >= ? ORDER BY first_ts", (since,)).fetchall()
         out = []
