@@ -40,7 +40,9 @@ def build_graph(procs: int):
     for slot, inode in HOST.items():
         t = slot.replace("_for_children", "")
         namespaces[(t, dev, inode)] = NsInfo(t, inode, dev, ns_id=inode, owner_inode=None if t == "user" else 105)
-    pids = [1, 50] + list(range(100_000, 100_000 + procs))
+    # Far above the pids event_stream() reaches (it counts up from 1 000, one per fork), whose
+    # exits would otherwise remove these long-lived processes within the first 300 000 events.
+    pids = [1, 50] + list(range(3_000_000, 3_000_000 + procs))
     processes = {pid: ProcInfo(pid, 0 if pid == 1 else 1, 0, "init" if pid == 1 else "sh", ["sh", "-c", "x" * 40],
                                pid, "0::/", {s: (dev, i) for s, i in HOST.items()}) for pid in pids}
     g = NamespaceGraph(dev=dev)
