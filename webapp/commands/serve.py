@@ -156,7 +156,7 @@ def load_token(path):
     return token
 
 
-TRIM_EVERY_S = 60.0          # malloc_trim: freed heap pages back to the system
+TRIM_EVERY_S = 60.0          # a full garbage collection, then malloc_trim: freed pages back to the system
 HISTORY_MAX_MB = 400         # with its write-ahead log, the database stays under ~500 MB
 HISTORY_DAYS = 7
 
@@ -220,6 +220,7 @@ def _run(args) -> int:
         print("nsgraph: %s" % message, file=sys.stderr, flush=True)
 
     malloc.tune()             # before any thread starts: see tracer/malloc.py
+    malloc.tune_gc()          # full garbage collections only from the loop below
     limits = ServerLimits(max_connections=args.max_connections, max_streams=args.max_streams)
     fd_soft, _fd_hard = raise_fd_limit(limits.max_connections + RESERVED_FDS_FOR_LIMIT)
     fitted = fit_connections(limits, fd_soft)
@@ -275,9 +276,11 @@ def _run(args) -> int:
         else:
             progress("tracing failed to start: %s (the dashboard stays up and shows this "
                      "error; fix it and restart nsgraph serve)" % service.status.error)
+        malloc.freeze_startup()
         trimmed = time.monotonic()
         while not stop.wait(0.5):
             if time.monotonic() - trimmed >= TRIM_EVERY_S:
+                malloc.collect_fully()
                 malloc.trim()
                 trimmed = time.monotonic()
     finally:
