@@ -32,7 +32,7 @@ def _block(lines):
 
 def test_events_written_as_rows_read_back_equal_with_their_container_fields():
     events = _events()
-    encode = EventEncoder().encode
+    encode = EventEncoder()
     data = _block([blocks.line(i + 1, e.ts, "event", e, encode) for i, e in enumerate(events)])
     assert all(text.split(",")[2] == '"e"' for text in zlib.decompress(data).decode().split("\n"))
     back = [payload for _kind, payload in blocks.inputs_between([data], 0, 1e12)]
@@ -46,7 +46,7 @@ def test_the_older_event_objects_still_read_and_ops_keep_their_form():
     encoder = EventEncoder()
     old = ['[%d,%r,"event",%s]' % (i + 1, e.ts, encoder.encode(e, exact_ts=True)) for i, e in enumerate(events)]
     op = {"op": "procread", "pid": 5, "nested": False}
-    data = _block(old + [blocks.line(len(events) + 1, 2000.0, "op", op, encoder.encode)])
+    data = _block(old + [blocks.line(len(events) + 1, 2000.0, "op", op, encoder)])
     back = list(blocks.inputs_between([data], 0, 1e12))
     assert [payload for _kind, payload in back[:-1]] == events and back[-1] == ("op", op)
     assert [row[2] for row in blocks.lines([(data,)])] == ["event"] * len(events) + ["op"]
@@ -54,9 +54,16 @@ def test_the_older_event_objects_still_read_and_ops_keep_their_form():
 
 def test_only_the_inputs_after_the_checkpoint_and_up_to_the_time_are_read():
     events = _events()
-    encode = EventEncoder().encode
+    encode = EventEncoder()
     stamps = [10.0, 20.0, 30.0, 40.0]
     first = _block([blocks.line(i + 1, stamps[i], "event", e, encode) for i, e in enumerate(events[:2])])
     second = _block([blocks.line(i + 3, stamps[i + 2], "event", e, encode) for i, e in enumerate(events[2:])])
     got = [p for _k, p in blocks.inputs_between([first, second], 1, 30.0)]
     assert got == events[1:3]
+
+
+def test_the_encoders_row_text_is_the_rows_json():
+    import json
+    encoder = EventEncoder()
+    for event in _events() * 2:          # twice: the second time from the encoder's caches
+        assert json.loads(encoder.encode_row(event)) == json.loads(json.dumps(event.row()))

@@ -22,14 +22,15 @@ EVENT_ROW = "e"
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def line(seq: int, ts: float, kind: str, payload, encode_event) -> str:
-    """One input's line.  `encode_event(event)` is the JSON object form, used when an
-    event has a value a row cannot hold (nothing the decoder makes; kept for safety)."""
+def line(seq: int, ts: float, kind: str, payload, encoder) -> str:
+    """One input's line (`encoder`: an EventEncoder, which caches the pieces events share).
+    An event with a value a row cannot hold (nothing the decoder makes) is written as its
+    JSON object instead."""
     if kind == "event":
         try:
-            return "[%s,%s,\"e\",%s]" % (seq, repr(float(ts)), _dumps(payload.row()))
+            return "[%s,%s,\"e\",%s]" % (seq, repr(float(ts)), encoder.encode_row(payload))
         except (TypeError, ValueError):
-            text = encode_event(payload)
+            text = encoder.encode(payload, exact_ts=True)
     else:
         text = _dumps(encode_input(kind, payload))
     return "[%s,%s,%s,%s]" % (seq, repr(float(ts)), _dumps(kind), text)

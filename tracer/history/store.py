@@ -231,8 +231,8 @@ class HistoryStore:
     def _write(self, rows) -> None:
         """One input block per writer batch: zlib'd JSON lines (blocks.py)."""
         line = blocks.line
-        encode_event = self._encode_event
-        data = zlib.compress("\n".join([line(seq, ts, kind, payload, encode_event)
+        encoder = self._encoder
+        data = zlib.compress("\n".join([line(seq, ts, kind, payload, encoder)
                                         for seq, ts, kind, payload in rows]).encode("utf-8"), 1)
         self._db.execute("INSERT OR IGNORE INTO input_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (self.run_id, rows[0][0], rows[-1][0], rows[0][1], rows[-1][1], len(rows),
@@ -240,9 +240,6 @@ class HistoryStore:
         self._db.commit()
         self.counters["written"] += len(rows)
         self._inputs_since_checkpoint += len(rows)
-
-    def _encode_event(self, event) -> str:
-        return self._encoder.encode(event, exact_ts=True)   # what encode_input + json.dumps would write
 
     def _write_changes(self) -> None:
         g = self._graph
