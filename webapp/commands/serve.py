@@ -156,6 +156,11 @@ def load_token(path):
     return token
 
 
+# How long a thread may keep the GIL while another waits for it (Python's default: 5 ms).
+# A request is a chain of short steps (accept, read, parse, handle, send), each of which
+# waits for the GIL again behind the tracer's busy threads (decoding, the graph, the
+# history writer): 1 ms keeps that chain short under an event storm.
+SWITCH_INTERVAL_S = 0.001
 TRIM_EVERY_S = 60.0          # a full garbage collection, then malloc_trim: freed pages back to the system
 HISTORY_MAX_MB = 400         # with its write-ahead log, the database stays under ~500 MB
 HISTORY_DAYS = 7
@@ -221,6 +226,7 @@ def _run(args) -> int:
 
     malloc.tune()             # before any thread starts: see tracer/malloc.py
     malloc.tune_gc()          # full garbage collections only from the loop below
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     limits = ServerLimits(max_connections=args.max_connections, max_streams=args.max_streams)
     fd_soft, _fd_hard = raise_fd_limit(limits.max_connections + RESERVED_FDS_FOR_LIMIT)
     fitted = fit_connections(limits, fd_soft)
