@@ -1,29 +1,27 @@
 """History: every graph input and change in SQLite, and the graph as it was at time T.
 
-The graph journals its inputs (events, ops, lazy /proc reads; see
-NamespaceGraph.add_journal).  Those records, plus periodic checkpoints of the
-whole model (NamespaceGraph.export_state), are enough to rebuild the graph at
-any time T: load the newest checkpoint at or before T and replay the inputs
-after it (replay_records).  The change log (version, op, entity, id) is stored
-too, for audits and `diff`.
+The graph journals its inputs (NamespaceGraph.add_journal); those, plus checkpoints
+of the whole model (export_state), rebuild the graph at any time T: the newest
+checkpoint at or before T, then the inputs after it (replay_records).  The change
+log (version, op, entity, id) is stored too, for audits and `diff`.
 
-Writes never block the collector: the journal callback only puts the record on
-a bounded queue; one writer thread serialises and inserts in batches (WAL
-mode).  A full queue drops the record and counts it, and the next checkpoint
-(forced after a drop) makes later history exact again.
+Writes never block the collector: the journal callback puts the record on a bounded
+queue; one writer thread serialises and inserts in batches (WAL mode).  A full queue
+drops the record and counts it; the next checkpoint (forced) makes history exact again.
 
 The layout (schema 2: runs, checkpoints, input blocks, keyed by run) and the
 one-process lock are in schema.py; retention by age and size in retention.py.
-Checkpoints come every `checkpoint_every_inputs` graph inputs (counted on the graph's
-own input sequence, so a writer that lags under load does not stretch the spacing) or
-`checkpoint_every_s`: a rebuild loads one checkpoint and replays at most about that many
-inputs, decoding only those after the checkpoint (bench/bench_history.py: any T in
-well under 200 ms on a full database).  One rebuild runs at a time (each builds a
-whole graph: concurrent ones would only share the CPU and add their memory).
+Checkpoints come every `checkpoint_every_inputs` graph inputs, exactly: the journal
+callback exports the graph's state as it crosses the mark (before that input applies)
+and the writer stores it, so a writer that lags under load does not stretch the gap;
+and every `checkpoint_every_s`.  A rebuild loads one checkpoint and replays at most that
+many inputs, decoding only those (bench/bench_history.py).  One rebuild runs at a time
+(each builds a whole graph: concurrent ones would only share the CPU and add memory).
 """
 
 from __future__ import annotations
 
+import collections
 import gc
 import json
 import logging
@@ -47,6 +45,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 400 * 1024 * 1024     # with the WAL, a busy host stays under ~500 MB
 DEFAULT_MAX_AGE_S = 7 * 86400
+CAPTURED_MAX = 4            # checkpoints exported but not stored yet (each is a whole graph)
 
 
 def default_path() -> str:
@@ -90,6 +89,7 @@ class HistoryStore:
         self._last_checkpoint = 0.0
         self._inputs_since_checkpoint = 0
         self._checkpoint_seq = 0            # the graph's input_seq at the last checkpoint
+        self._captured = collections.deque()  # (ts, state) exported by the journal, to store
         self._force_checkpoint = False
         self._rebuild_lock = threading.Lock()
         self.counters = {"written": 0, "dropped": 0, "checkpoints": 0, "changes": 0, "pruned": 0,
@@ -169,11 +169,25 @@ class HistoryStore:
     # -- writing -------------------------------------------------------------------
 
     def _on_input(self, kind, payload, seq) -> None:
+        # Under the graph's lock, before input `seq` applies (ops and events only: a nested
+        # read is journaled in the middle of another input).
+        if seq - self._checkpoint_seq > self.checkpoint_every_inputs and kind != "op":
+            self._capture(seq)
         try:
             self._queue.put_nowait((seq, time.time(), kind, payload))
         except queue.Full:
             self.counters["dropped"] += 1
             self._force_checkpoint = True
+
+    def _capture(self, seq: int) -> None:
+        """The graph as it is before input `seq`, for the writer to store as a checkpoint."""
+        ts = time.time()            # before the input's own time (taken after this returns)
+        state = self._graph.export_state()
+        state["input_seq"] = seq - 1
+        if len(self._captured) >= CAPTURED_MAX:   # the writer is behind: keep the first and the newest
+            self._captured.pop()
+        self._captured.append((ts, state))
+        self._checkpoint_seq = seq - 1
 
     def _run(self) -> None:
         while not self._stop.is_set() or not self._queue.empty():
@@ -191,8 +205,14 @@ class HistoryStore:
                     if rows:
                         self._write(rows)
                     self._write_changes()
+                    stored = False
+                    while self._captured:
+                        self._store_checkpoint(*self._captured.popleft())
+                        stored = True
                     if self._checkpoint_due():
                         self._write_checkpoint()
+                        stored = True
+                    if stored:
                         self._prune()
                 if self.error is not None:
                     self._recovered()
@@ -259,12 +279,8 @@ class HistoryStore:
     def _checkpoint_due(self) -> bool:
         if self._force_checkpoint:
             return True
-        if not self._inputs_since_checkpoint:
-            return False
-        # The graph's sequence, not the inputs written: a rebuild replays from one checkpoint
-        # to the next, and a writer that lags behind a storm must not widen that gap.
-        ahead = self._graph.input_seq - self._checkpoint_seq if self._graph is not None else 0
-        return ahead >= self.checkpoint_every_inputs or time.time() - self._last_checkpoint >= self.checkpoint_every_s
+        # By count, the journal captures them (_capture); by time, here.
+        return bool(self._inputs_since_checkpoint) and time.time() - self._last_checkpoint >= self.checkpoint_every_s
 
     def checkpoint(self) -> None:
         """A checkpoint now (the writer thread does this periodically)."""
@@ -276,10 +292,10 @@ class HistoryStore:
         if g is None:
             return
         self._force_checkpoint = False
-        # The time is taken BEFORE the export: every input after the checkpoint then has a
-        # later time, which is what retention (cut by time) and graph_at rely on.
-        ts = time.time()
-        state = g.export_state()
+        # The time BEFORE the export: later inputs have later times (retention, graph_at).
+        self._store_checkpoint(time.time(), g.export_state())
+
+    def _store_checkpoint(self, ts: float, state: dict) -> None:
         blob = zlib.compress(json.dumps(state, separators=(",", ":")).encode("utf-8"), 1)
         with self._writer_lock:
             self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
@@ -287,7 +303,7 @@ class HistoryStore:
             self._db.commit()
         self._last_checkpoint = time.time()
         self._inputs_since_checkpoint = 0
-        self._checkpoint_seq = state["input_seq"]
+        self._checkpoint_seq = max(self._checkpoint_seq, state["input_seq"])
         self.counters["checkpoints"] += 1
 
     def _prune(self) -> None:
