@@ -68,14 +68,7 @@ class Event(tuple):
             raise TypeError("Event() got unexpected fields %s" % ", ".join(sorted(unknown)))
         values = [kind, seq, ts, pid, tid, ppid, uid, vpid, comm]
         values += [optional.get(name, default) for name, default in _OPTIONAL]
-        event = _tuple_new(cls, values)
-        if container is not None:
-            event.container = container
-        if container_id is not None:
-            event.container_id = container_id
-        if target_container is not None:
-            event.target_container = target_container
-        return event
+        return _tagged(_tuple_new(cls, values), container, container_id, target_container)
 
     def __repr__(self) -> str:
         return "Event(%s)" % ", ".join("%s=%r" % (name, value) for (name, _d), value in zip(EVENT_FIELDS, self))
@@ -199,11 +192,7 @@ class Event(tuple):
             {k: int(v) for k, v in ns_id_before.items()} if ns_id_before is not None else None,
             str(get("node", "")), int(get("cgroup_id") or 0),
             list(args) if args is not None else None, brief))
-        for attr in ("container", "container_id", "target_container"):
-            value = get(attr)
-            if value is not None:
-                setattr(event, attr, value)
-        return event
+        return _tagged(event, get("container"), get("container_id"), get("target_container"))
 
     def row(self) -> list:
         """The field values in EVENT_FIELDS order (maps as dicts), then container,
@@ -220,15 +209,19 @@ class Event(tuple):
         """The inverse of row() (values as JSON gives them back)."""
         if len(values) != _ROW_LENGTH:
             raise ValueError("an event row has %d values, not %d" % (len(values), _ROW_LENGTH))
-        event = _tuple_new(cls, values[:_FIELD_COUNT])
-        container, container_id, target_container = values[_FIELD_COUNT:]
-        if container is not None:
-            event.container = container
-        if container_id is not None:
-            event.container_id = container_id
-        if target_container is not None:
-            event.target_container = target_container
-        return event
+        return _tagged(_tuple_new(cls, values[:_FIELD_COUNT]), *values[_FIELD_COUNT:])
+
+
+def _tagged(event: Event, container, container_id, target_container) -> Event:
+    """The event with the container fields the tagger sets (None: the class default)."""
+    if container is not None:
+        event.container = container
+    if container_id is not None:
+        event.container_id = container_id
+    if target_container is not None:
+        event.target_container = target_container
+    return event
+
 
 _FROM_JSON_ORDER = ("kind", "seq", "ts", "pid", "tid", "ppid", "uid", "vpid", "comm", "syscall", "raw_flags",
                     "ret", "fd", "child_pid", "child_vpid", "exit_code", "filename", "ns", "ns_before", "ns_id",
