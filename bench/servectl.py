@@ -40,7 +40,8 @@ class Serve:
             # What a systemd unit without LimitNOFILE= gives: soft 1 024 (the hard stays).
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, hard))
 
-        env = dict(os.environ, PYTHONPATH=repo)
+        # As the systemd unit (scripts/nsgraph.service) runs it.
+        env = dict(os.environ, PYTHONPATH=repo, MALLOC_ARENA_MAX="2")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tracer.cli", "serve", "--port", str(self.port),
              "--db", os.path.join(tmp, "%s.db" % label)] + list(extra),

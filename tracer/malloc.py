@@ -7,12 +7,21 @@ raised its mmap threshold so that later large buffers (stream chunks, checkpoint
 JSON documents) were carved from those arenas and fragmented them.  Two arenas and a
 fixed 128 KiB threshold kept the same run flat (+30 MB, levelling off); a periodic
 malloc_trim hands freed heap pages back.  Elsewhere (musl, macOS) these are no-ops.
+
+Python's cyclic garbage collector: a full collection walks every object the process
+holds (the live graph, the stream and history rings: millions), holding the GIL for
+hundreds of milliseconds, and under a steady event stream the objects that churn
+through the rings trigger one every few seconds.  `tune_gc` keeps the cheap young
+collections automatic, makes the full one happen only when `collect_fully` is called
+(serve: once a minute, with the trim), and `freeze_startup` moves what exists after
+start-up (modules, BCC, the first graph) out of every later collection.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -48,3 +57,23 @@ def trim() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+FULL_COLLECTION_NEVER = 1 << 30
+
+
+def tune_gc() -> None:
+    """Young collections as usual; the full one only from collect_fully()."""
+    young, middle, _old = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_NEVER)
+
+
+def freeze_startup() -> None:
+    """Leave everything allocated so far out of later collections (call once, after start-up)."""
+    gc.collect()
+    gc.freeze()
+
+
+def collect_fully() -> int:
+    """A full collection now (what tune_gc stopped from happening by itself); objects freed."""
+    return gc.collect()

@@ -9,6 +9,7 @@ with "starting" meanwhile.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from .zombie_watch import ZombieWatch
 
 log = logging.getLogger(__name__)
 
+APPLY_SLICE = 512       # events applied under one hold of the graph lock (_apply_events)
 
 
 @dataclass
@@ -98,6 +100,19 @@ class NsgraphService:
         self.status.progress = "serving a graph built without the tracer"
         return self
 
+    def _apply_events(self, events: list) -> None:
+        """A poll's events into the graph, APPLY_SLICE at a time: a poll that drains a backlog
+        (tens of thousands of events after the machine did not schedule us for a while) would
+        otherwise hold the graph lock for seconds, and /api/status, the stream's diffs and
+        /api/graph wait for that lock.  Between slices the collector lets a waiting reader in."""
+        apply_batch = self.graph.apply_batch
+        if len(events) <= APPLY_SLICE:
+            apply_batch(events)
+            return
+        for start in range(0, len(events), APPLY_SLICE):
+            apply_batch(events[start:start + APPLY_SLICE])
+            time.sleep(0)       # drops the GIL: a thread woken by the lock's release can take it
+
     def _on_version(self, version) -> None:
         for cb in list(self._listeners):
             try:
@@ -157,7 +172,7 @@ class NsgraphService:
         self._resolve = resolve
 
         self._progress("reading every process's namespaces from /proc")
-        graph = NamespaceGraph(node=cfg.node or _hostname(), ended_retention=cfg.ended_retention,
+        graph = NamespaceGraph(node=cfg.node or socket.gethostname(), ended_retention=cfg.ended_retention,
                                reader=LiveProcReader(resolve), join_gap=cfg.join_gap)
         if cfg.refresh:
             from .host.nsrefresh import MountTableWatch, TargetedRefresh
@@ -198,8 +213,8 @@ class NsgraphService:
         # Per event, before the batch reaches the graph: the container of each task
         # that makes namespaces, so that a container gone at once keeps them.
         self.collector.subscribe(EventTagging(self._tagger, lambda: self.refresh))
-        # One lock and one change notification per poll, not per event.
-        self.collector.subscribe_batch(graph.apply_batch)
+        # One lock and one change notification per slice of a poll, not per event.
+        self.collector.subscribe_batch(self._apply_events)
         self.collector.subscribe_lost(self._on_lost)
         self.collector.load()
         cgroup_ids.kernel_lookup = self.collector.probes.cgroup_path
@@ -371,11 +386,6 @@ def _cpu_seconds() -> float:
     import resource
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.thread_time() + children.ru_utime + children.ru_stime
-
-
-def _hostname() -> str:
-    import socket
-    return socket.gethostname()
 
 
 def _explain(exc: BaseException) -> str:

@@ -124,6 +124,9 @@ def render(state) -> str:
                   for r in ("request_timeout", "idle", "stalled", "shed")])
         w.metric("nsgraph_http_queued_requests", "gauge", "requests waiting for a worker thread",
                  server["queued_requests"])
+        if "loop_passes" in server:
+            w.metric("nsgraph_http_loop_passes_total", "counter", "passes of the server's event loop",
+                     server["loop_passes"])
     w.metric("nsgraph_http_rejected_total", "counter", "requests refused by the security checks",
              [({"reason": r}, state.counters[r]) for r in
               ("rejected_host", "rejected_auth", "rejected_origin", "rejected_body")])

@@ -1,7 +1,7 @@
 """The HTTP server of `nsgraph serve`: waitress, with the limits a long-running service needs.
 
 Why waitress (bench/bench_http_servers.py has the numbers): it reads every
-request in ONE event loop (poll(2), so no FD_SETSIZE ceiling) and hands only
+request in ONE event loop (epoll here: eventloop.py; no FD_SETSIZE ceiling) and hands only
 complete requests to its worker threads.  A connection that sends nothing, or
 a header a byte at a time, costs a socket and a small parser, never a thread,
 so the dashboard's own requests keep their threads whatever a local user opens.
@@ -41,6 +41,8 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
+
+from .eventloop import EpollLoop
 
 # Descriptors kept for everything but client sockets: BPF maps and programs,
 # perf/ring buffers, SQLite, the Docker socket, /proc reads during a reconcile.
@@ -142,6 +144,15 @@ class NsgraphHTTPServer(TcpWSGIServer):
         super().__init__(application, map=self.socket_map, dispatcher=dispatcher, adj=adj,
                          sockinfo=adj.listen[0])
         self._stopped = threading.Event()
+        # The loop (eventloop.py): epoll, asking only connections that may have changed.
+        self.loop = EpollLoop(self.socket_map)
+
+    def _touch(self, channel) -> None:
+        """The loop must look at this channel again (its state changed outside an event)."""
+        try:
+            self.loop.touch(channel.socket.fileno())
+        except (AttributeError, OSError):
+            pass
 
     # -- connection policy (runs in the event loop thread) ------------------------------------
 
@@ -163,7 +174,8 @@ class NsgraphHTTPServer(TcpWSGIServer):
             except OSError:
                 conn.close()
                 continue
-            self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self.socket_map)
+            channel = self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self.socket_map)
+            self._touch(channel)
             self.accepted += 1
         if len(self.active_channels) > self.limits.max_connections:
             self._shed()
@@ -179,6 +191,7 @@ class NsgraphHTTPServer(TcpWSGIServer):
         for channel in heapq.nsmallest(excess, candidates,
                                        key=lambda c: (c.completed_requests > 0, c.waiting_since)):
             channel.will_close = True
+            self._touch(channel)
             self.closed["shed"] += 1
 
     def maintenance(self, now):
@@ -199,9 +212,11 @@ class NsgraphHTTPServer(TcpWSGIServer):
             if channel.request is not None:      # a request is arriving, maybe a byte at a time
                 if waiting > limits.request_timeout_s:
                     channel.will_close = True
+                    self._touch(channel)
                     self.closed["request_timeout"] += 1
             elif waiting > limits.idle_timeout_s:   # nothing sent yet, or between requests
                 channel.will_close = True
+                self._touch(channel)
                 self.closed["idle"] += 1
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -213,7 +228,7 @@ class NsgraphHTTPServer(TcpWSGIServer):
     def serve(self) -> None:
         """Run the event loop until stop() (call from a thread of its own)."""
         try:
-            wasyncore.loop(timeout=1.0, use_poll=True, map=self.socket_map)
+            self.loop.run(timeout=1.0)
         finally:
             self._stopped.set()
 
@@ -233,4 +248,5 @@ class NsgraphHTTPServer(TcpWSGIServer):
                 "connections_backlogged": backlogged,
                 "connections_max": self.limits.max_connections, "accepted": self.accepted,
                 "closed": dict(self.closed), "threads": self.adj.threads,
-                "queued_requests": self.task_dispatcher.queue.__len__()}
+                "queued_requests": self.task_dispatcher.queue.__len__(),
+                "loop_passes": self.loop.passes}

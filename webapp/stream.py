@@ -1,35 +1,31 @@
 """Server-Sent Events: one publisher, many browser tabs, bounded memory.
 
-The hub keeps ONE shared ring of already-encoded SSE messages; each client only
-holds a cursor into it.  Publishing is O(1) whatever the number of clients, a
-message is JSON-encoded once, and memory is bounded by the ring size: a client
-whose cursor fell off the ring (a slow or stalled tab) gets `event: resync` and
-jumps to the head instead of growing a private queue.
+ONE shared ring of encoded SSE messages; each client holds a cursor into it, and
+clients at the same cursor share one chunk of bytes.  Publishing is O(1) whatever
+the number of clients; memory is bounded by the ring: a client that fell off it (a
+stalled tab) gets `event: resync` and jumps to the head, never a private queue.
 
 Messages:
   event: diff     id: <graph version>   data: graph.diff_since(previous)
-  event: resync   data: {"version": V, "reason": ...}  -> GET /api/graph again
-                  (also once when the hub first sees the graph: its baseline)
+  event: resync   data: {"version": V, "reason": ...}  -> GET /api/graph again (also the baseline)
   event: event    data: Event.to_json()  (every trace event while a tab is connected, in kernel order)
   event: status   data: /api/status
   event: demo     data: a demo run (GET /api/demos/runs/<id>)
   : heartbeat     every ~15 s, so a closed tab is noticed at the next write
 
-Diffs are coalesced (at most one per `sse_min_interval_s`) by the publisher
-thread so that 10 000 events/s cost tens of diffs per second, not 10 000.  A
-change carries the entity's full current state, so applying a diff that
-overlaps what a client already has is harmless; a client skips diffs whose
-version is not above its own.
+Diffs are coalesced (one per `sse_min_interval_s` at most): 10 000 events/s cost
+tens of diffs per second.  A change carries the entity's full current state, so an
+overlapping diff is harmless; a client skips diffs not above its own version.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import threading
 import time
-import itertools
 from typing import Callable, Optional
 
 from flask import Blueprint, Response, current_app, request
@@ -44,6 +40,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("stream", __name__)
 
 STATUS_EVERY_S = 2.0
+CHUNKS_KEPT = 16              # shared stream chunks (StreamHub._take): at most 16 x sse_chunk_bytes
 
 
 def sse_message(kind: str, data, msg_id=None) -> str:
@@ -71,6 +68,8 @@ class StreamHub:
         self._ring_size = max(16, int(config.sse_ring_size))
         self._ring_max_bytes = max(1 << 16, int(config.sse_ring_bytes))
         self._chunk_bytes = max(4096, int(config.sse_chunk_bytes))
+        # Clients that keep up wake together at one cursor: they share one encoded chunk.
+        self._chunks = {}                       # first message -> (next cursor, bytes)
         self.max_streams = max(1, int(config.sse_max_streams))
         self.events = collections.deque(maxlen=max(1, int(config.events_ring_size)))  # Event objects
         self._encoder = EventEncoder()
@@ -264,9 +263,9 @@ class StreamHub:
             return len(self._ring)
 
     def recent_events(self, since_seq: int = 0, limit: int = 500) -> list:
-        out = [e for e in list(self.events) if e.seq > since_seq]
         if not limit:
             return []
+        out = [e for e in list(self.events) if e.seq > since_seq]
         objects = []
         for event in out[-limit:]:
             try:
@@ -294,13 +293,17 @@ class StreamHub:
             self.open_streams -= 1
 
     def _take(self, cursor: int):
-        """(lagged, chunk, new cursor): at most sse_chunk_bytes of messages after `cursor`.
+        """(lagged, chunk bytes, new cursor): at most sse_chunk_bytes of messages after `cursor`.
         Called with the lock held.  The cap keeps what one client holds small: a client
         far behind gets its backlog in pieces (or a resync), never one huge string."""
         head = self._next
         oldest = self._ring[0][0] if self._ring else head
         if cursor < oldest:
-            return True, [], head
+            return True, b"", head
+        cached = self._chunks.get(cursor)
+        if cached is not None:
+            return False, cached[1], cached[0]
+        start = cursor
         chunk, size = [], 0
         for n, text in itertools.islice(self._ring, cursor - oldest, None):
             chunk.append(text)
@@ -308,7 +311,13 @@ class StreamHub:
             cursor = n + 1
             if size >= self._chunk_bytes:
                 break
-        return False, chunk, cursor
+        if not chunk:
+            return False, b"", cursor
+        data = "".join(chunk).encode("utf-8")
+        if len(self._chunks) >= CHUNKS_KEPT:
+            del self._chunks[next(iter(self._chunks))]       # the oldest made
+        self._chunks[start] = (cursor, data)
+        return False, data, cursor
 
     def client_stream(self, since_version: Optional[int]):
         """A generator of SSE text for one client (the caller holds a slot: try_open)."""
@@ -331,7 +340,7 @@ class StreamHub:
                 yield sse_message("resync", {"version": self._version(),
                                              "reason": "this client fell behind the stream"})
             elif chunk:
-                yield "".join(chunk)
+                yield chunk
             else:
                 yield ": heartbeat %d\n\n" % int(time.time())
 
@@ -382,8 +391,7 @@ def stream():
         return response
     since = _since_version()
     body = hub.client_stream(None if since is None else since)
-    # No stream_with_context: the generator needs no request context, and holding
-    # one for the life of a tab would pin it in memory.
+    # No stream_with_context: a request context held for the life of a tab pins memory.
     response = Response(body, mimetype="text/event-stream")
     # The slot is freed when the server closes the response, even one never iterated.
     response.call_on_close(hub.release)

@@ -98,3 +98,21 @@ def test_tick_reconciles_a_graph_that_needs_repair_and_otherwise_settles_its_orp
     assert g.counters["reconciles"] == 1 and g.counters["lost"] == 3
     svc.tick()
     assert calls == [False, True]
+
+
+def test_a_large_poll_reaches_the_graph_in_slices_each_under_its_own_hold_of_the_lock():
+    from tracer import service as service_module
+    svc = NsgraphService(ServiceConfig(db="none", docker=False))
+    g, reference = fresh_graph(pids=(1, 50)), fresh_graph(pids=(1, 50))
+    svc.graph = g
+    events = []
+    for i in range(service_module.APPLY_SLICE + 300):
+        events.append(ev("clone", 50, ns=HOST, before=HOST, child_pid=5000 + i, raw_flags=17))
+        events.append(ev("exit", 5000 + i))
+    heard = []
+    g.subscribe(heard.append)      # once per apply_batch call, i.e. per release of the lock
+    svc._apply_events(events)
+    reference.apply_batch(events)
+    slices = -(-len(events) // service_module.APPLY_SLICE)
+    assert len(heard) == slices == 4 and heard[-1] == g.version
+    assert g.to_json()["processes"] == reference.to_json()["processes"] and g.version == reference.version

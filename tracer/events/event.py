@@ -68,14 +68,7 @@ class Event(tuple):
             raise TypeError("Event() got unexpected fields %s" % ", ".join(sorted(unknown)))
         values = [kind, seq, ts, pid, tid, ppid, uid, vpid, comm]
         values += [optional.get(name, default) for name, default in _OPTIONAL]
-        event = _tuple_new(cls, values)
-        if container is not None:
-            event.container = container
-        if container_id is not None:
-            event.container_id = container_id
-        if target_container is not None:
-            event.target_container = target_container
-        return event
+        return _tagged(_tuple_new(cls, values), container, container_id, target_container)
 
     def __repr__(self) -> str:
         return "Event(%s)" % ", ".join("%s=%r" % (name, value) for (name, _d), value in zip(EVENT_FIELDS, self))
@@ -174,33 +167,69 @@ class Event(tuple):
 
     @classmethod
     def from_json(cls, obj: dict) -> "Event":
-        """Rebuild an event from to_json() output (recordings, replays)."""
+        """Rebuild an event from to_json() output (recordings, replays).  A history rebuild
+        calls this for every input it replays, so the tuple is built directly, in the
+        order of _FROM_JSON_ORDER (checked against EVENT_FIELDS below)."""
+        get = obj.get
         ts = obj["ts"]
         if isinstance(ts, str):
             ts = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-        brief = bool(obj.get("brief", False))
+        brief = bool(get("brief", False))
+        missing = None if brief else 0   # brief events have none of these; older recordings always do
+        ppid, uid, vpid = get("ppid", missing), get("uid", missing), get("vpid", missing)
+        ns, ns_before, ns_id, ns_id_before = get("ns"), get("ns_before"), get("ns_id"), get("ns_id_before")
+        args = get("args")
+        pid = int(obj["pid"])
+        event = _tuple_new(cls, (
+            obj["kind"], int(obj["seq"]), float(ts), pid, int(get("tid", pid)),
+            None if ppid is None else int(ppid), None if uid is None else int(uid),
+            None if vpid is None else int(vpid), str(get("comm", "")),
+            get("syscall"), int(get("raw_flags", 0)), int(get("ret", 0)), get("fd"), get("child_pid"),
+            get("child_vpid"), get("exit_code"), get("filename"),
+            {k: int(v) for k, v in ns.items()} if ns else {},
+            {k: int(v) for k, v in ns_before.items()} if ns_before is not None else None,
+            {k: int(v) for k, v in ns_id.items()} if ns_id else {},
+            {k: int(v) for k, v in ns_id_before.items()} if ns_id_before is not None else None,
+            str(get("node", "")), int(get("cgroup_id") or 0),
+            list(args) if args is not None else None, brief))
+        return _tagged(event, get("container"), get("container_id"), get("target_container"))
 
-        def number(key):  # brief events have none of these; older recordings always do
-            value = obj.get(key, None if brief else 0)
-            return None if value is None else int(value)
-        return cls(
-            kind=obj["kind"], seq=int(obj["seq"]), ts=float(ts), pid=int(obj["pid"]),
-            tid=int(obj.get("tid", obj["pid"])), ppid=number("ppid"),
-            uid=number("uid"), vpid=number("vpid"), comm=str(obj.get("comm", "")),
-            syscall=obj.get("syscall"), raw_flags=int(obj.get("raw_flags", 0)),
-            ret=int(obj.get("ret", 0)), fd=obj.get("fd"), child_pid=obj.get("child_pid"),
-            child_vpid=obj.get("child_vpid"), exit_code=obj.get("exit_code"),
-            filename=obj.get("filename"), ns={k: int(v) for k, v in (obj.get("ns") or {}).items()},
-            ns_before=({k: int(v) for k, v in obj["ns_before"].items()} if obj.get("ns_before") is not None else None),
-            ns_id={k: int(v) for k, v in (obj.get("ns_id") or {}).items()},
-            ns_id_before=({k: int(v) for k, v in obj["ns_id_before"].items()} if obj.get("ns_id_before") is not None else None),
-            node=str(obj.get("node", "")), container=obj.get("container"),
-            container_id=obj.get("container_id"),
-            target_container=obj.get("target_container"),
-            cgroup_id=int(obj.get("cgroup_id") or 0),
-            args=list(obj["args"]) if obj.get("args") is not None else None, brief=brief,
-        )
+    def row(self) -> list:
+        """The field values in EVENT_FIELDS order (maps as dicts), then container,
+        container_id and target_container: the history's compact form (from_row)."""
+        values = list(self)
+        for i in _MAP_INDEXES:
+            if values[i] is not None and type(values[i]) is not dict:
+                values[i] = dict(values[i])
+        values += (self.container, self.container_id, self.target_container)
+        return values
 
+    @classmethod
+    def from_row(cls, values: list) -> "Event":
+        """The inverse of row() (values as JSON gives them back)."""
+        if len(values) != _ROW_LENGTH:
+            raise ValueError("an event row has %d values, not %d" % (len(values), _ROW_LENGTH))
+        return _tagged(_tuple_new(cls, values[:_FIELD_COUNT]), *values[_FIELD_COUNT:])
+
+
+def _tagged(event: Event, container, container_id, target_container) -> Event:
+    """The event with the container fields the tagger sets (None: the class default)."""
+    if container is not None:
+        event.container = container
+    if container_id is not None:
+        event.container_id = container_id
+    if target_container is not None:
+        event.target_container = target_container
+    return event
+
+
+_FROM_JSON_ORDER = ("kind", "seq", "ts", "pid", "tid", "ppid", "uid", "vpid", "comm", "syscall", "raw_flags",
+                    "ret", "fd", "child_pid", "child_vpid", "exit_code", "filename", "ns", "ns_before", "ns_id",
+                    "ns_id_before", "node", "cgroup_id", "args", "brief")
+assert _FROM_JSON_ORDER == tuple(name for name, _default in EVENT_FIELDS), "Event.from_json: update its order"
+_FIELD_COUNT = len(EVENT_FIELDS)
+_ROW_LENGTH = _FIELD_COUNT + 3
+_MAP_INDEXES = tuple(i for i, (name, _d) in enumerate(EVENT_FIELDS) if name in ("ns", "ns_before", "ns_id", "ns_id_before"))
 
 for _index, (_name, _default) in enumerate(EVENT_FIELDS):
     setattr(Event, _name, property(itemgetter(_index), doc="Event field %s" % _name))

@@ -1,26 +1,28 @@
 """History: every graph input and change in SQLite, and the graph as it was at time T.
 
-The graph journals its inputs (events, ops, lazy /proc reads; see
-NamespaceGraph.add_journal).  Those records, plus periodic checkpoints of the
-whole model (NamespaceGraph.export_state), are enough to rebuild the graph at
-any time T: load the newest checkpoint at or before T and replay the inputs
-after it (replay_records).  The change log (version, op, entity, id) is stored
-too, for audits and `diff`.
+The graph journals its inputs (NamespaceGraph.add_journal); those, plus checkpoints
+of the whole model (export_state), rebuild the graph at any time T: the newest
+checkpoint at or before T, then the inputs after it (replay_records).  The change
+log (version, op, entity, id) is stored too, for audits and `diff`.
 
-Writes never block the collector: the journal callback only puts the record on
-a bounded queue; one writer thread serialises and inserts in batches (WAL
-mode).  A full queue drops the record and counts it, and the next checkpoint
-(forced after a drop) makes later history exact again.
+Writes never block the collector: the journal callback puts the record on a bounded
+queue; one writer thread serialises and inserts in batches (WAL mode).  A full queue
+drops the record and counts it; the next checkpoint (forced) makes history exact again.
 
 The layout (schema 2: runs, checkpoints, input blocks, keyed by run) and the
 one-process lock are in schema.py; retention by age and size in retention.py.
-Checkpoints come every `checkpoint_every_inputs` inputs (or `checkpoint_every_s`),
-so a rebuild replays at most that many inputs after loading one checkpoint: the
-graph at any T in well under a second on a full database.
+Checkpoints come every `checkpoint_every_inputs` graph inputs, exactly: the journal
+callback exports the graph's state as it crosses the mark (before that input applies)
+and the writer stores it, so a writer that lags under load does not stretch the gap;
+and every `checkpoint_every_s`.  A rebuild loads one checkpoint and replays at most that
+many inputs, decoding only those (bench/bench_history.py).  One rebuild runs at a time
+(each builds a whole graph: concurrent ones would only share the CPU and add memory).
 """
 
 from __future__ import annotations
 
+import collections
+import gc
 import json
 import logging
 import os
@@ -35,15 +37,15 @@ from typing import Optional
 from ..events.encode import EventEncoder
 from ..graph.model import NamespaceGraph
 from ..graph.schema import GraphJSON
-from . import retention, schema
+from . import blocks, retention, schema
 from .diff import diff_graphs
-from .recording import decode_input, encode_input
 from .replay import replay_records
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 400 * 1024 * 1024     # with the WAL, a busy host stays under ~500 MB
 DEFAULT_MAX_AGE_S = 7 * 86400
+CAPTURED_MAX = 4            # checkpoints exported but not stored yet (each is a whole graph)
 
 
 def default_path() -> str:
@@ -60,7 +62,7 @@ class StoreError(Exception):
 class HistoryStore:
     def __init__(self, path: Optional[str] = None, *, retention_s: Optional[float] = DEFAULT_MAX_AGE_S,
                  max_bytes: Optional[int] = DEFAULT_MAX_BYTES, checkpoint_every_s: float = 300.0,
-                 checkpoint_every_inputs: int = 5_000, queue_size: int = 50_000,
+                 checkpoint_every_inputs: int = 2_500, queue_size: int = 50_000,
                  batch: int = 2000, flush_s: float = 0.2):
         self.path = path or default_path()
         self._encoder = EventEncoder()      # used by the writer thread only
@@ -77,13 +79,19 @@ class HistoryStore:
         self._graph = None
         self._thread = None
         self._stop = threading.Event()
-        self._read_lock = threading.RLock()     # one connection per thread role; sqlite serialises anyway
+        self._writer_lock = threading.RLock()     # the writer's connection
+        # The readers' own connection and lock: in WAL mode they need not wait for the writer's
+        # batches, checkpoints or pruning (an in-memory database has one connection: one lock).
+        self._reader_lock = self._writer_lock if self.path == ":memory:" else threading.Lock()
         self._db = None
         self._reader = None
         self._last_change_version = 0
         self._last_checkpoint = 0.0
         self._inputs_since_checkpoint = 0
+        self._checkpoint_seq = 0            # the graph's input_seq at the last checkpoint
+        self._captured = collections.deque()  # (ts, state) exported by the journal, to store
         self._force_checkpoint = False
+        self._rebuild_lock = threading.Lock()
         self.counters = {"written": 0, "dropped": 0, "checkpoints": 0, "changes": 0, "pruned": 0,
                          "pruned_bytes": 0, "write_errors": 0}
         self.error = None
@@ -120,7 +128,7 @@ class HistoryStore:
         """Record graph's inputs from now on; writes a first checkpoint."""
         self._graph = graph
         self._last_change_version = graph.version
-        with self._read_lock:
+        with self._writer_lock:
             self._db.execute("INSERT INTO runs VALUES (?, ?, NULL, ?, ?)",
                              (self.run_id, time.time(), graph.node, os.getpid()))
             self._db.commit()
@@ -140,7 +148,7 @@ class HistoryStore:
             self._thread.join(timeout)
         if self._graph is not None:
             self._graph.remove_journal(self._on_input)
-        with self._read_lock:              # the writer may still be in a batch if the join timed out
+        with self._writer_lock:              # the writer may still be in a batch if the join timed out
             if self._db is not None:
                 try:
                     self._db.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (time.time(), self.run_id))
@@ -152,19 +160,34 @@ class HistoryStore:
                 except sqlite3.Error:
                     pass
                 self._db = None
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            with self._reader_lock:
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
         self._release_lock()
 
     # -- writing -------------------------------------------------------------------
 
     def _on_input(self, kind, payload, seq) -> None:
+        # Under the graph's lock, before input `seq` applies (ops and events only: a nested
+        # read is journaled in the middle of another input).
+        if seq - self._checkpoint_seq > self.checkpoint_every_inputs and kind != "op":
+            self._capture(seq)
         try:
             self._queue.put_nowait((seq, time.time(), kind, payload))
         except queue.Full:
             self.counters["dropped"] += 1
             self._force_checkpoint = True
+
+    def _capture(self, seq: int) -> None:
+        """The graph as it is before input `seq`, for the writer to store as a checkpoint."""
+        ts = time.time()            # before the input's own time (taken after this returns)
+        state = self._graph.export_state()
+        state["input_seq"] = seq - 1
+        if len(self._captured) >= CAPTURED_MAX:   # the writer is behind: keep the first and the newest
+            self._captured.pop()
+        self._captured.append((ts, state))
+        self._checkpoint_seq = seq - 1
 
     def _run(self) -> None:
         while not self._stop.is_set() or not self._queue.empty():
@@ -176,14 +199,20 @@ class HistoryStore:
             except queue.Empty:
                 pass
             try:
-                with self._read_lock:
+                with self._writer_lock:
                     if self._db is None:           # closed under us (shutdown)
                         return
                     if rows:
                         self._write(rows)
                     self._write_changes()
+                    stored = False
+                    while self._captured:
+                        self._store_checkpoint(*self._captured.popleft())
+                        stored = True
                     if self._checkpoint_due():
                         self._write_checkpoint()
+                        stored = True
+                    if stored:
                         self._prune()
                 if self.error is not None:
                     self._recovered()
@@ -220,17 +249,11 @@ class HistoryStore:
         time.sleep(self.flush_s + 0.05)
 
     def _write(self, rows) -> None:
-        """One input block per writer batch: zlib'd JSON lines [seq, ts, kind, data]."""
-        lines = []
-        encode_event = self._encoder.encode
-        dumps = json.dumps
-        for seq, ts, kind, payload in rows:
-            if kind == "event":     # the encoder writes what encode_input + json.dumps would
-                text = encode_event(payload, exact_ts=True)
-            else:
-                text = dumps(encode_input(kind, payload), separators=(",", ":"))
-            lines.append("[%s,%s,%s,%s]" % (dumps(seq), dumps(ts), dumps(kind), text))
-        data = zlib.compress("\n".join(lines).encode("utf-8"), 1)
+        """One input block per writer batch: zlib'd JSON lines (blocks.py)."""
+        line = blocks.line
+        encoder = self._encoder
+        data = zlib.compress("\n".join([line(seq, ts, kind, payload, encoder)
+                                        for seq, ts, kind, payload in rows]).encode("utf-8"), 1)
         self._db.execute("INSERT OR IGNORE INTO input_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (self.run_id, rows[0][0], rows[-1][0], rows[0][1], rows[-1][1], len(rows),
                           len(data), data))
@@ -256,14 +279,12 @@ class HistoryStore:
     def _checkpoint_due(self) -> bool:
         if self._force_checkpoint:
             return True
-        if not self._inputs_since_checkpoint:
-            return False
-        return (self._inputs_since_checkpoint >= self.checkpoint_every_inputs
-                or time.time() - self._last_checkpoint >= self.checkpoint_every_s)
+        # By count, the journal captures them (_capture); by time, here.
+        return bool(self._inputs_since_checkpoint) and time.time() - self._last_checkpoint >= self.checkpoint_every_s
 
     def checkpoint(self) -> None:
         """A checkpoint now (the writer thread does this periodically)."""
-        with self._read_lock:
+        with self._writer_lock:
             self._write_checkpoint()
 
     def _write_checkpoint(self) -> None:
@@ -271,17 +292,18 @@ class HistoryStore:
         if g is None:
             return
         self._force_checkpoint = False
-        # The time is taken BEFORE the export: every input after the checkpoint then has a
-        # later time, which is what retention (cut by time) and graph_at rely on.
-        ts = time.time()
-        state = g.export_state()
+        # The time BEFORE the export: later inputs have later times (retention, graph_at).
+        self._store_checkpoint(time.time(), g.export_state())
+
+    def _store_checkpoint(self, ts: float, state: dict) -> None:
         blob = zlib.compress(json.dumps(state, separators=(",", ":")).encode("utf-8"), 1)
-        with self._read_lock:
+        with self._writer_lock:
             self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
                              (self.run_id, state["input_seq"], ts, state["version"], len(blob), blob))
             self._db.commit()
         self._last_checkpoint = time.time()
         self._inputs_since_checkpoint = 0
+        self._checkpoint_seq = max(self._checkpoint_seq, state["input_seq"])
         self.counters["checkpoints"] += 1
 
     def _prune(self) -> None:
@@ -302,18 +324,34 @@ class HistoryStore:
         """The graph as it was at time `at` (seconds since the epoch), or None before the history.
         The run live at `at` is the one with the newest checkpoint at or before it: a time
         before a restart shows the old run's graph, a time after it the new run's."""
-        with self._read_lock:
-            db = self._read_db()
-            row = db.execute("SELECT run_id, seq, state FROM checkpoints WHERE ts <= ? ORDER BY ts DESC "
-                             "LIMIT 1", (at,)).fetchone()
-            if row is None:
-                return None
-            run_id, seq, state = row
-            blocks = db.execute("SELECT data FROM input_blocks WHERE run_id = ? AND last_seq > ? AND "
-                                "first_ts <= ? ORDER BY first_seq", (run_id, seq, at)).fetchall()
-        graph = NamespaceGraph.from_state(json.loads(zlib.decompress(state)))
-        replay_records(graph, _inputs(blocks, seq, at))
-        return graph
+        with self._rebuild_lock:
+            with self._reader_lock:
+                db = self._read_db()
+                row = db.execute("SELECT run_id, seq, state FROM checkpoints WHERE ts <= ? ORDER BY ts DESC "
+                                 "LIMIT 1", (at,)).fetchone()
+                if row is None:
+                    return None
+                run_id, seq, state = row
+                block_data = []
+                # Blocks in sequence order, so times only grow: stop at the first one after `at`
+                # instead of scanning the rest of the run.
+                for first_ts, data in db.execute(
+                        "SELECT first_ts, data FROM input_blocks WHERE run_id = ? AND last_seq > ? "
+                        "ORDER BY last_seq", (run_id, seq)):
+                    if first_ts > at:
+                        break
+                    block_data.append(data)
+            # A rebuild makes ~100 000 objects, none of them garbage yet: the collections they
+            # would trigger (full ones walk the whole process) only add latency.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                graph = NamespaceGraph.from_state(json.loads(zlib.decompress(state)))
+                replay_records(graph, blocks.inputs_between(block_data, seq, at))
+            finally:
+                if collecting:
+                    gc.enable()
+            return graph
 
     def graph_json_at(self, at: float) -> Optional[GraphJSON]:
         """graph_at(at) as Graph JSON (webapp.contract.HistoryReader)."""
@@ -329,17 +367,17 @@ class HistoryStore:
 
     def time_range(self):
         """(first, last): the times the history covers now (None, None when empty)."""
-        with self._read_lock:
+        with self._reader_lock:
             row = self._read_db().execute("SELECT min(ts) FROM checkpoints").fetchone()
         return (row[0], time.time()) if row and row[0] is not None else (None, None)
 
     def events(self, since: float = 0.0, limit: int = 1000) -> list:
         """Tracer events recorded at or after `since` (every run), oldest first."""
-        with self._read_lock:
+        with self._reader_lock:
             rows = self._read_db().execute(
                 "SELECT data FROM input_blocks WHERE last_ts >= ? ORDER BY first_ts", (since,)).fetchall()
         out = []
-        for seq, ts, kind, data in _lines(rows):
+        for seq, ts, kind, data in blocks.lines(rows):
             if kind == "event" and ts >= since:
                 out.append(data)
                 if len(out) >= limit:
@@ -360,19 +398,3 @@ class HistoryStore:
             out["bytes"] = None
         return out
 
-
-def _lines(blocks):
-    """(seq, ts, kind, data) of every input in the blocks, in order."""
-    for (data,) in blocks:
-        for line in zlib.decompress(data).split(b"\n"):
-            yield json.loads(line)
-
-
-def _inputs(blocks, after_seq: int, until: float):
-    """(kind, payload) of the inputs after `after_seq` up to time `until`, decoded for replay."""
-    for seq, ts, kind, data in _lines(blocks):
-        if seq <= after_seq:
-            continue
-        if ts > until:
-            return
-        yield kind, decode_input(kind, data)

@@ -156,7 +156,12 @@ def load_token(path):
     return token
 
 
-TRIM_EVERY_S = 60.0          # malloc_trim: freed heap pages back to the system
+# How long a thread may keep the GIL while another waits for it (Python's default: 5 ms).
+# A request is a chain of short steps (accept, read, parse, handle, send), each of which
+# waits for the GIL again behind the tracer's busy threads (decoding, the graph, the
+# history writer): 1 ms keeps that chain short under an event storm.
+SWITCH_INTERVAL_S = 0.001
+TRIM_EVERY_S = 60.0          # a full garbage collection, then malloc_trim: freed pages back to the system
 HISTORY_MAX_MB = 400         # with its write-ahead log, the database stays under ~500 MB
 HISTORY_DAYS = 7
 
@@ -220,6 +225,8 @@ def _run(args) -> int:
         print("nsgraph: %s" % message, file=sys.stderr, flush=True)
 
     malloc.tune()             # before any thread starts: see tracer/malloc.py
+    malloc.tune_gc()          # full garbage collections only from the loop below
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     limits = ServerLimits(max_connections=args.max_connections, max_streams=args.max_streams)
     fd_soft, _fd_hard = raise_fd_limit(limits.max_connections + RESERVED_FDS_FOR_LIMIT)
     fitted = fit_connections(limits, fd_soft)
@@ -275,9 +282,11 @@ def _run(args) -> int:
         else:
             progress("tracing failed to start: %s (the dashboard stays up and shows this "
                      "error; fix it and restart nsgraph serve)" % service.status.error)
+        malloc.freeze_startup()
         trimmed = time.monotonic()
         while not stop.wait(0.5):
             if time.monotonic() - trimmed >= TRIM_EVERY_S:
+                malloc.collect_fully()
                 malloc.trim()
                 trimmed = time.monotonic()
     finally:
