@@ -41,6 +41,7 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE, os.path.join(REPO, "tests", "fleet")]
 
 from bench_tracer import build_workload, rss_mb  # noqa: E402
+from fleetwhere import CpuMeter, Where, cpu_s  # noqa: E402
 from harness import NSGRAPH, Agent, Cluster, Dashboard, Process, free_ports, wait_until  # noqa: E402
 
 from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
@@ -51,12 +52,6 @@ NODES = ("bench-a", "bench-b", "bench-c")
 def pct(values, q):
     s = sorted(values)
     return s[max(0, min(len(s) - 1, int(round(q / 100.0 * len(s) + 0.5)) - 1))] if s else None
-
-
-def cpu_s(pid: int) -> float:
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class StreamWatch(threading.Thread):
@@ -134,7 +129,13 @@ def phase_latency(base, workload, seconds, rate):
         watches = [StreamWatch(dashboard, n, markers) for n in NODES]
         for w in watches:
             w.start()
+        where = Where(dashboard, NODES)
+        where.start()
+        pids = {"agent " + n: a.proc.pid for n, a in agents.items()}
+        pids["dashboard"] = dashboard.proc.pid
+        pids.update((server.name, server.proc.pid) for server in cluster.servers)
         time.sleep(1)
+        meter = CpuMeter(pids).start()
         load = subprocess.Popen([workload, "setns-rate", str(rate), str(seconds)], stdout=subprocess.PIPE, text=True)
         sleepers = []
         end = time.monotonic() + seconds - 2
@@ -144,15 +145,23 @@ def phase_latency(base, workload, seconds, rate):
             sleepers.append(p)
             time.sleep(0.1)
         calls = int(load.communicate(timeout=seconds + 60)[0].strip() or 0)
+        cores = meter.stop()
         try:
             wait_until(lambda: all(len(w.latency) == len(markers) for w in watches), "every marker on every node",
                        120, step=0.5)
         except AssertionError:
             pass        # reported below: markers seen per node, and what each part of the way lost
+        where.stop = True
+        try:        # count the workload's calls once every replica has what its agent had taken
+            wait_until(lambda: all(s["replica_behind"] == 0 for s in where_now(dashboard)), "replicas caught up",
+                       120, step=0.5)
+        except AssertionError:
+            pass
         for p in sleepers:
             p.kill()
             p.wait()
-        out = {"rate_per_agent": rate, "seconds": seconds, "workload_calls": calls, "markers": len(markers), "nodes": {}}
+        out = {"rate_per_agent": rate, "seconds": seconds, "workload_calls": calls, "markers": len(markers),
+               "cores_during_load": cores, "where": where.summary(), "nodes": {}}
         for w in watches:
             w.stop = True
             row = dashboard.node(w.node)
@@ -167,6 +176,14 @@ def phase_latency(base, workload, seconds, rate):
         return out
     finally:
         stop_all(cluster, agents, dashboard)
+
+
+def where_now(dashboard):
+    out = []
+    for node in NODES:
+        row = dashboard.get("/api/fleet/nodes/%s" % node)
+        out.append({"replica_behind": max(0, (row["heartbeat"].get("seq") or 0) - (row["replica"].get("seq") or 0))})
+    return out
 
 
 def stop_all(cluster, agents, dashboard):
@@ -361,6 +378,10 @@ def summary(r) -> str:
                          "workload calls counted %d/%d" % (node, row["p50_ms"], row["p99_ms"], row["markers_seen"],
                                                            r["latency"]["markers"], row["losses"],
                                                            row["calls_counted"], r["latency"]["workload_calls"]))
+    if "latency" in r:
+        lines.append("CPU cores during the load: %s" % json.dumps(r["latency"]["cores_during_load"]))
+        for node, row in r["latency"]["where"].items():
+            lines.append("where %s: %s" % (node, json.dumps(row)))
     if "restart" in r:
         lines.append("dashboard restart with %.0f min of history on 3 nodes: live again in %.2f s (target <= 10)"
                      % (r["restart"]["history_minutes"], r["restart"]["live_again_s"]))
