@@ -272,22 +272,25 @@ def phase_memory(base, processes, replicas):
         agents["mem"].signal()                     # a restart publishes a start checkpoint with them all
         agents["mem"] = Agent(cluster, "mem", base).start()
         wait_live(dashboard, ["mem"])
-        state = asyncio.run(last_checkpoint(cluster, "mem"))
+        subj, headers, body = asyncio.run(last_checkpoint(cluster, "mem"))
         import gc
 
         from tracer.fleet.replica import NodeReplica
+        from tracer.fleet.wire import decode
         gc.collect()
         before = rss_mb(os.getpid())
         held = []
         for i in range(replicas):
+            # Each replica from its own decoding of the message, as the dashboard does (a shared
+            # decoded state would let the replicas share its strings and lists).
             r = NodeReplica("mem-%d" % i)
-            r.on_checkpoint(state)
+            r.on_checkpoint(decode(subj, headers, body))
             held.append(r)
         gc.collect()
         per = (rss_mb(os.getpid()) - before) / replicas
         return {"processes_in_graph": len(held[0].graph.to_json()["processes"]),
                 "namespaces_in_graph": len(held[0].graph.to_json()["namespaces"]),
-                "checkpoint_bytes": dashboard.get("/api/fleet/nodes/mem")["heartbeat"]["checkpoints"]["checkpoint_bytes"],
+                "checkpoint_bytes": len(body),
                 "replicas_loaded": replicas, "mb_per_replica": round(per, 2),
                 "dashboard_rss_mb": round(rss_mb(dashboard.proc.pid), 1)}
     finally:
@@ -301,12 +304,11 @@ async def last_checkpoint(cluster, node):
     import nats
 
     from tracer.fleet.natsconn import Credentials, connect_options
-    from tracer.fleet.wire import decode
     creds = Credentials.load(cluster.creds("admin"))
     nc = await nats.connect(**connect_options(creds, cluster.urls.split(","), "bench"))
     msg = await nc.jetstream().get_last_msg("NSGRAPH", "nsgraph.%s.checkpoints" % node)
     await nc.close()
-    return decode(msg.subject, msg.headers, msg.data)
+    return msg.subject, msg.headers, msg.data
 
 
 def estimate(results):
