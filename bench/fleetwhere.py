@@ -48,7 +48,7 @@ class CpuMeter:
 
 
 class Where(threading.Thread):
-    def __init__(self, dashboard, nodes, every_s: float = 0.5):
+    def __init__(self, dashboard, nodes, every_s: float = 1.0):
         super().__init__(daemon=True)
         self.dashboard, self.nodes, self.every_s = dashboard, list(nodes), every_s
         self.samples = {n: [] for n in self.nodes}
