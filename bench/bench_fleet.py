@@ -195,7 +195,8 @@ def stop_all(cluster, agents, dashboard):
 
 
 def phase_restart(base, workload, minutes, rate):
-    cluster, agents, dashboard = start_fleet(base, NODES)
+    # The agents' default checkpoint interval (the tests' 15 s would shorten the tail to replay).
+    cluster, agents, dashboard = start_fleet(base, NODES, agent_extra=["--checkpoint-interval", "60"])
     try:
         wait_live(dashboard, NODES)
         load = subprocess.Popen([workload, "setns-rate", str(rate), str(minutes * 60)], stdout=subprocess.PIPE)
@@ -208,7 +209,8 @@ def phase_restart(base, workload, minutes, rate):
         live_s = time.monotonic() - t0
         replayed = {n: dashboard.node(n)["replica"]["records"] for n in NODES}
         return {"history_minutes": minutes, "rate_per_agent": rate, "stream": stream, "live_again_s": round(live_s, 2),
-                "records_replayed_after_checkpoint": replayed}
+                "records_replayed_after_checkpoint": replayed, "checkpoint_interval_s": 60,
+                "load_at_restart": os.getloadavg()[0]}
     finally:
         stop_all(cluster, agents, dashboard)
 
