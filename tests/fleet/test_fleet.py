@@ -190,16 +190,16 @@ def test_a_nats_server_killed_mid_stream_loses_nothing(fleet):
     worker.start()
 
     def publishing_server():
-        """(index,) once the agent's one connection took >= 3 messages in 0.5 s (heartbeats
-        alone are 1 a second: this is the workload's event batches)."""
+        """(index,) once the agent's one connection is taking messages (the burst's batches;
+        a lagging publisher sends fewer, larger ones, so any message counts)."""
         first = fleet.cluster.serving(client)
         if len(first) != 1:
             return None
         (index, conn), = first.items()
         time.sleep(0.5)
         again = fleet.cluster.connections(index, client)
-        return (index,) if again and again[0]["in_msgs"] - conn["in_msgs"] >= 3 else None
-    victim, = wait_until(publishing_server, "%s publishing its events to one server" % node, 20, step=0.1)
+        return (index,) if again and again[0]["in_msgs"] > conn["in_msgs"] else None
+    victim, = wait_until(publishing_server, "%s publishing to one server" % node, 30, step=0.1)
     killed_at = time.time()
     fleet.cluster.kill(victim)
     assert worker.is_alive(), "the workload ended before the server was killed: nothing was in flight"
