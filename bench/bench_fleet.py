@@ -41,6 +41,7 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE, os.path.join(REPO, "tests", "fleet")]
 
 from bench_tracer import build_workload, rss_mb  # noqa: E402
+from fleetwhere import CpuMeter, Where, cpu_s  # noqa: E402
 from harness import NSGRAPH, Agent, Cluster, Dashboard, Process, free_ports, wait_until  # noqa: E402
 
 from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
@@ -51,12 +52,6 @@ NODES = ("bench-a", "bench-b", "bench-c")
 def pct(values, q):
     s = sorted(values)
     return s[max(0, min(len(s) - 1, int(round(q / 100.0 * len(s) + 0.5)) - 1))] if s else None
-
-
-def cpu_s(pid: int) -> float:
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class StreamWatch(threading.Thread):
@@ -134,7 +129,13 @@ def phase_latency(base, workload, seconds, rate):
         watches = [StreamWatch(dashboard, n, markers) for n in NODES]
         for w in watches:
             w.start()
+        where = Where(dashboard, NODES)
+        where.start()
+        pids = {"agent " + n: a.proc.pid for n, a in agents.items()}
+        pids["dashboard"] = dashboard.proc.pid
+        pids.update((server.name, server.proc.pid) for server in cluster.servers)
         time.sleep(1)
+        meter = CpuMeter(pids).start()
         load = subprocess.Popen([workload, "setns-rate", str(rate), str(seconds)], stdout=subprocess.PIPE, text=True)
         sleepers = []
         end = time.monotonic() + seconds - 2
@@ -144,15 +145,23 @@ def phase_latency(base, workload, seconds, rate):
             sleepers.append(p)
             time.sleep(0.1)
         calls = int(load.communicate(timeout=seconds + 60)[0].strip() or 0)
+        cores = meter.stop()
         try:
             wait_until(lambda: all(len(w.latency) == len(markers) for w in watches), "every marker on every node",
                        120, step=0.5)
         except AssertionError:
             pass        # reported below: markers seen per node, and what each part of the way lost
+        where.stop = True
+        try:        # count the workload's calls once every replica has what its agent had taken
+            wait_until(lambda: all(s["replica_behind"] == 0 for s in where_now(dashboard)), "replicas caught up",
+                       120, step=0.5)
+        except AssertionError:
+            pass
         for p in sleepers:
             p.kill()
             p.wait()
-        out = {"rate_per_agent": rate, "seconds": seconds, "workload_calls": calls, "markers": len(markers), "nodes": {}}
+        out = {"rate_per_agent": rate, "seconds": seconds, "workload_calls": calls, "markers": len(markers),
+               "cores_during_load": cores, "where": where.summary(), "nodes": {}}
         for w in watches:
             w.stop = True
             row = dashboard.node(w.node)
@@ -169,6 +178,14 @@ def phase_latency(base, workload, seconds, rate):
         stop_all(cluster, agents, dashboard)
 
 
+def where_now(dashboard):
+    out = []
+    for node in NODES:
+        row = dashboard.get("/api/fleet/nodes/%s" % node)
+        out.append({"replica_behind": max(0, (row["heartbeat"].get("seq") or 0) - (row["replica"].get("seq") or 0))})
+    return out
+
+
 def stop_all(cluster, agents, dashboard):
     for a in agents.values():
         a.signal()
@@ -178,7 +195,8 @@ def stop_all(cluster, agents, dashboard):
 
 
 def phase_restart(base, workload, minutes, rate):
-    cluster, agents, dashboard = start_fleet(base, NODES)
+    # The agents' default checkpoint interval (the tests' 15 s would shorten the tail to replay).
+    cluster, agents, dashboard = start_fleet(base, NODES, agent_extra=["--checkpoint-interval", "60"])
     try:
         wait_live(dashboard, NODES)
         load = subprocess.Popen([workload, "setns-rate", str(rate), str(minutes * 60)], stdout=subprocess.PIPE)
@@ -191,7 +209,8 @@ def phase_restart(base, workload, minutes, rate):
         live_s = time.monotonic() - t0
         replayed = {n: dashboard.node(n)["replica"]["records"] for n in NODES}
         return {"history_minutes": minutes, "rate_per_agent": rate, "stream": stream, "live_again_s": round(live_s, 2),
-                "records_replayed_after_checkpoint": replayed}
+                "records_replayed_after_checkpoint": replayed, "checkpoint_interval_s": 60,
+                "load_at_restart": os.getloadavg()[0]}
     finally:
         stop_all(cluster, agents, dashboard)
 
@@ -255,22 +274,25 @@ def phase_memory(base, processes, replicas):
         agents["mem"].signal()                     # a restart publishes a start checkpoint with them all
         agents["mem"] = Agent(cluster, "mem", base).start()
         wait_live(dashboard, ["mem"])
-        state = asyncio.run(last_checkpoint(cluster, "mem"))
+        subj, headers, body = asyncio.run(last_checkpoint(cluster, "mem"))
         import gc
 
         from tracer.fleet.replica import NodeReplica
+        from tracer.fleet.wire import decode
         gc.collect()
         before = rss_mb(os.getpid())
         held = []
         for i in range(replicas):
+            # Each replica from its own decoding of the message, as the dashboard does (a shared
+            # decoded state would let the replicas share its strings and lists).
             r = NodeReplica("mem-%d" % i)
-            r.on_checkpoint(state)
+            r.on_checkpoint(decode(subj, headers, body))
             held.append(r)
         gc.collect()
         per = (rss_mb(os.getpid()) - before) / replicas
         return {"processes_in_graph": len(held[0].graph.to_json()["processes"]),
                 "namespaces_in_graph": len(held[0].graph.to_json()["namespaces"]),
-                "checkpoint_bytes": dashboard.get("/api/fleet/nodes/mem")["heartbeat"]["checkpoints"]["checkpoint_bytes"],
+                "checkpoint_bytes": len(body),
                 "replicas_loaded": replicas, "mb_per_replica": round(per, 2),
                 "dashboard_rss_mb": round(rss_mb(dashboard.proc.pid), 1)}
     finally:
@@ -284,12 +306,11 @@ async def last_checkpoint(cluster, node):
     import nats
 
     from tracer.fleet.natsconn import Credentials, connect_options
-    from tracer.fleet.wire import decode
     creds = Credentials.load(cluster.creds("admin"))
     nc = await nats.connect(**connect_options(creds, cluster.urls.split(","), "bench"))
     msg = await nc.jetstream().get_last_msg("NSGRAPH", "nsgraph.%s.checkpoints" % node)
     await nc.close()
-    return decode(msg.subject, msg.headers, msg.data)
+    return msg.subject, msg.headers, msg.data
 
 
 def estimate(results):
@@ -361,6 +382,10 @@ def summary(r) -> str:
                          "workload calls counted %d/%d" % (node, row["p50_ms"], row["p99_ms"], row["markers_seen"],
                                                            r["latency"]["markers"], row["losses"],
                                                            row["calls_counted"], r["latency"]["workload_calls"]))
+    if "latency" in r:
+        lines.append("CPU cores during the load: %s" % json.dumps(r["latency"]["cores_during_load"]))
+        for node, row in r["latency"]["where"].items():
+            lines.append("where %s: %s" % (node, json.dumps(row)))
     if "restart" in r:
         lines.append("dashboard restart with %.0f min of history on 3 nodes: live again in %.2f s (target <= 10)"
                      % (r["restart"]["history_minutes"], r["restart"]["live_again_s"]))

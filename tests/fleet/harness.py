@@ -98,11 +98,11 @@ class Cluster:
     def __init__(self, base: str, nodes: list):
         self.base = base
         self.etc = os.path.join(base, "etc")
-        ports = free_ports(6)
-        self.client_ports = ports[:3]
+        ports = free_ports(9)
+        self.client_ports, self.monitor_ports = ports[:3], ports[6:]
         members = []
-        for i, (cport, rport) in enumerate(zip(ports[:3], ports[3:]), 1):
-            members += ["--member", "n%d=127.0.0.1:%d:%d" % (i, cport, rport)]
+        for i, (cport, rport, mport) in enumerate(zip(ports[:3], ports[3:6], ports[6:]), 1):
+            members += ["--member", "n%d=127.0.0.1:%d:%d:%d" % (i, cport, rport, mport)]
         run_nsgraph("fleet", "init", "--dir", self.etc, "--store-dir", os.path.join(base, "js"),
                     "--server-name", "localhost", "--server-ip", "127.0.0.1", "--server-ip", VM_ADDRESS,
                     *members, *[a for n in nodes for a in ("--node", n)])
@@ -129,6 +129,21 @@ class Cluster:
 
     def index_of(self, netloc: str) -> int:
         return self.client_ports.index(int(netloc.rsplit(":", 1)[1]))
+
+    def connections(self, i: int, name: str) -> list:
+        """Server i's client connections named `name`, from its own monitoring endpoint (/connz)."""
+        url = "http://127.0.0.1:%d/connz?limit=4096" % self.monitor_ports[i]
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return [c for c in json.loads(resp.read()).get("connections") or [] if c.get("name") == name]
+
+    def serving(self, name: str) -> dict:
+        """{server index: its connection} for every running server holding a client named `name`."""
+        out = {}
+        for i, server in enumerate(self.servers):
+            if server.alive():
+                for conn in self.connections(i, name):
+                    out[i] = conn
+        return out
 
     def make_streams(self) -> None:
         run_nsgraph("fleet", "streams", "--creds", self.creds("admin"), "--nats", self.urls,

@@ -16,6 +16,7 @@ import asyncio
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -82,6 +83,14 @@ def pipeline_losses(fleet, node) -> dict:
     out = dict(losses(fleet, node))
     out.pop("kernel_lost")
     return out
+
+
+def connz_time(text: str) -> float:
+    """A /connz time ("2026-12-03T08:10:54.123456789Z", or with an offset) as a Unix time."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    assert m, "not a /connz time: %r" % text
+    stamp = datetime.datetime.fromisoformat(m[1] + ("+00:00" if m[3] == "Z" else m[3])).timestamp()
+    return stamp + float("0." + (m[2] or "0"))
 
 
 def admin_connect(fleet):
@@ -170,23 +179,49 @@ def test_every_node_graph_equals_its_proc_after_a_workload(fleet):
 
 
 def test_a_nats_server_killed_mid_stream_loses_nothing(fleet):
+    """The server the agent is connected to (the servers' own /connz says which) dies while
+    the agent publishes to it: the agent reconnects to another one and nothing is lost."""
     node = "host-a"
-    heartbeat = fleet.dashboard.get("/api/fleet/nodes/%s" % node)["heartbeat"]
-    victim = fleet.cluster.index_of(heartbeat["publisher"]["server"])     # the agent's own server
+    client = "nsgraph-agent %s" % node
     lost_before = kernel_lost(fleet, node)
+    reconnects_before = fleet.dashboard.get("/api/fleet/nodes/%s" % node)["heartbeat"]["publisher"]["reconnects"]
     result = {}
-    worker = threading.Thread(target=lambda: result.update(fleet.burst(node, 120, pause_s=0.02)))
+    worker = threading.Thread(target=lambda: result.update(fleet.burst(node, 150, pause_s=0.03)))
     worker.start()
-    time.sleep(1.0)
+
+    def publishing_server():
+        """(index,) once the agent's one connection is taking messages (the burst's batches;
+        a lagging publisher sends fewer, larger ones, so any message counts)."""
+        first = fleet.cluster.serving(client)
+        if len(first) != 1:
+            return None
+        (index, conn), = first.items()
+        time.sleep(0.5)
+        again = fleet.cluster.connections(index, client)
+        return (index,) if again and again[0]["in_msgs"] > conn["in_msgs"] else None
+    victim, = wait_until(publishing_server, "%s publishing to one server" % node, 30, step=0.1)
+    killed_at = time.time()
     fleet.cluster.kill(victim)
+    assert worker.is_alive(), "the workload ended before the server was killed: nothing was in flight"
     worker.join(180)
-    assert len(result["pids"]) == 120
+    assert len(result["pids"]) == 150
     wait_created(fleet, node, result["pids"], lost_before, timeout=120)
+    # The servers' side of the reconnect: a connection of the agent's, opened after the kill.
+    moved = wait_until(lambda: fleet.cluster.serving(client), "%s connected to a surviving server" % node, 30)
+    (_, conn), = moved.items()
+    assert connz_time(conn["start"]) > killed_at - 1, conn
     fleet.cluster.start(victim)
     assert fleet.converge(node) == []
     assert losses(fleet, node)["agent_dropped"] == 0 and losses(fleet, node)["stream_missed"] == 0
-    publisher = fleet.dashboard.get("/api/fleet/nodes/%s" % node)["heartbeat"]["publisher"]
-    assert publisher["reconnects"] >= 1, publisher
+
+    def reconnect_reported():
+        row = fleet.dashboard.get("/api/fleet/nodes/%s" % node)
+        publisher = row["heartbeat"]["publisher"]
+        # A heartbeat the servers received after the kill (the dashboard's heartbeat consumer may
+        # itself have lost its leader with the victim and be a few seconds behind).
+        return publisher if row["heartbeat_at"] > killed_at and publisher["reconnects"] > reconnects_before else None
+    publisher = wait_until(reconnect_reported, "a heartbeat from %s counting the reconnect" % node, 30, step=0.5)
+    assert publisher["connected"] and fleet.cluster.index_of(publisher["server"]) != victim, publisher
 
 
 def test_nats_down_for_20_seconds_the_agents_catch_up(fleet):

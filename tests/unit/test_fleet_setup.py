@@ -79,9 +79,24 @@ def test_cluster_members_get_routes_over_tls_and_one_config_each(tmp_path, opens
     conf = open(result["configs"][1]).read()
     assert 'listen: "127.0.0.1:16222"' in conf and "nats://127.0.0.1:16223" in conf
     assert "verify: true" in conf and str(tmp_path / "js" / "n2") in conf
+    assert "http:" not in conf
     if shutil.which("nats-server"):
         check = subprocess.run(["nats-server", "-t", "-c", result["configs"][1]], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_members_on_one_host_get_their_own_monitoring_ports(tmp_path, openssl):
+    from tracer.commands.fleet import parse_members
+    members = parse_members(["n1=127.0.0.1:4222:6222:8222", "n2=[::1]:4223:6223", "n3=::1:4224:6224", "n4=nats.example:1:2:3"])
+    assert [(m.host, m.client_port, m.cluster_port, m.monitor_port) for m in members] == [
+        ("127.0.0.1", 4222, 6222, 8222), ("::1", 4223, 6223, 0), ("::1", 4224, 6224, 0), ("nats.example", 1, 2, 3)]
+    with pytest.raises(ValueError, match="MONITOR_PORT"):
+        parse_members(["n1=127.0.0.1:4222"])
+    d = str(tmp_path / "fleet")
+    members = [Member("n%d" % i, "127.0.0.1", 14220 + i, 16220 + i, 18220 + i) for i in (1, 2)]
+    result = init_fleet(FleetSpec(d, members=members, store_dir=str(tmp_path / "js"), monitor_port=8222))
+    assert 'http: "127.0.0.1:18222"' in open(result["configs"][1]).read()
+    assert load_spec(d).members[1].monitor_port == 18222
 
 
 def test_permissions_agents_write_only_their_own_subjects_and_the_dashboard_only_reads():

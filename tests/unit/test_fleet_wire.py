@@ -87,6 +87,31 @@ def test_replica_rebuilds_the_agent_graph_exactly():
     assert replica.counters["events"] == 46
 
 
+def test_a_publisher_that_lags_gets_fewer_larger_messages_and_the_same_graph():
+    agent = Agent(max_records_per_message=40)
+    workload(agent.graph)                           # 23 records
+    agent.batcher.flush(coalesce=True)              # only the start checkpoint queued: sent at once
+    assert len(agent.outbox) == 2
+    workload(agent.graph, start=400)
+    agent.batcher.flush(coalesce=True)              # two unacknowledged: the records wait in the tap
+    assert len(agent.outbox) == 2 and len(agent.tap) == 23
+    workload(agent.graph, start=500)                # 46 waiting: more than one message's worth
+    agent.batcher.flush(coalesce=True)
+    assert len(agent.tap) == 0 and len(agent.outbox) == 4
+    messages = agent.drain()
+    assert [len(m.records) for m in messages[1:]] == [23, 40, 6]
+    replica = NodeReplica("n1")
+    feed(replica, messages)
+    assert replica.synced and replica.counters["missed"] == 0
+    assert _strip(replica.graph.to_json()) == _strip(agent.graph.to_json())
+    workload(agent.graph, start=600)
+    agent.outbox.put(wire.encode_events("n1", "r1", [(999, 0.0, "ops", [])]))
+    agent.outbox.put(wire.encode_events("n1", "r1", [(999, 0.0, "ops", [])]))
+    agent.batcher.request_checkpoint("periodic")    # a checkpoint due is never held back
+    agent.batcher.flush(coalesce=True)
+    assert len(agent.tap) == 0 and agent.batcher.counters["checkpoints"] == 2
+
+
 def test_resent_messages_are_skipped_and_counted():
     agent = Agent()
     workload(agent.graph)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 
@@ -36,8 +37,9 @@ def add_parser(subparsers) -> None:
                       help="a DNS name clients use for the NATS server(s) (repeatable)")
     init.add_argument("--server-ip", action="append", default=[], metavar="IP",
                       help="an IP address clients use for the NATS server(s) (repeatable)")
-    init.add_argument("--member", action="append", default=[], metavar="NAME=HOST:PORT:CLUSTER_PORT",
-                      help="a server of a cluster (repeatable; default: one server nats-1 on 0.0.0.0:4222)")
+    init.add_argument("--member", action="append", default=[], metavar="NAME=HOST:PORT:CLUSTER_PORT[:MONITOR_PORT]",
+                      help="a server of a cluster (repeatable; default: one server nats-1 on 0.0.0.0:4222); "
+                           "MONITOR_PORT: its own monitoring port on 127.0.0.1 (members sharing a host)")
     init.add_argument("--url", action="append", default=[], help="a URL clients dial (default: from the members)")
     init.add_argument("--store-dir", default="/var/lib/nats/nsgraph", help="JetStream file storage")
     init.add_argument("--max-store", default="20G", help="JetStream disk limit per server (default 20G)")
@@ -73,16 +75,20 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> int:
     return code
 
 
-def _members(texts):
+def parse_members(texts):
     from ..fleet.serverconf import Member
     out = []
     for text in texts:
         try:
             name, rest = text.split("=", 1)
-            host, port, cport = rest.rsplit(":", 2)
-            out.append(Member(name, host.strip("[]"), int(port), int(cport)))
+            ports = re.fullmatch(r"(\[[^\]]*\]|[^:]*):(\d+):(\d+)(?::(\d+))?", rest)
+            if ports:       # a name, an IPv4 address or a bracketed IPv6 one; maybe a monitoring port
+                host, port, cport, mport = ports.groups()
+            else:           # an unbracketed IPv6 address: the last two fields are the ports
+                (host, port, cport), mport = rest.rsplit(":", 2), None
+            out.append(Member(name, host.strip("[]"), int(port), int(cport), int(mport or 0)))
         except ValueError:
-            raise ValueError("--member %r: use NAME=HOST:CLIENT_PORT:CLUSTER_PORT" % text) from None
+            raise ValueError("--member %r: use NAME=HOST:CLIENT_PORT:CLUSTER_PORT[:MONITOR_PORT]" % text) from None
     return out
 
 
@@ -92,7 +98,7 @@ def run_init(args) -> int:
     from ..fleet.subjects import BadNodeName
     try:
         spec = FleetSpec(args.dir, nodes=args.node, server_names=args.server_name, server_ips=args.server_ip,
-                         members=_members(args.member), store_dir=args.store_dir, urls=args.url,
+                         members=parse_members(args.member), store_dir=args.store_dir, urls=args.url,
                          max_store=args.max_store, monitor_port=args.monitor_port)
         spec = merge(load_spec(args.dir), spec)
         result = init_fleet(spec, progress=lambda t: print("nsgraph fleet: %s" % t, file=sys.stderr))

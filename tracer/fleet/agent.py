@@ -93,7 +93,7 @@ class FleetAgent:
     def _batch_loop(self) -> None:
         while not self._stop.wait(self.config.batch_s):
             try:
-                self.batcher.flush()
+                self.batcher.flush(coalesce=True)
             except Exception:
                 log.exception("fleet batching failed")
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SKIP_CHECK_S = 5.0          # how often a node's loop compares its position with the newest checkpoint
 SKIP_RECORDS = 50_000       # further behind than this, it starts again from that checkpoint
+STALL_S = 10.0              # no message for this long while the node's heartbeat is ahead: re-create the consumer
 NO_STREAM = ("the NATS servers have no %s stream: create it once with the admin credentials "
              "(nsgraph fleet streams --nats URL --creds /etc/nsgraph/fleet/admin)" % STREAM)
 
@@ -59,7 +60,8 @@ class FleetConsumer:
         self._stopping = False
         self.started_at = time.time()
         self.rebuilt_at: Dict[str, float] = {}      # node -> when its graph first came back
-        self.counters = {"repositions": 0, "skips": 0, "consumer_errors": 0, "reconnects": 0, "disconnects": 0}
+        self.counters = {"repositions": 0, "skips": 0, "stalls": 0, "consumer_errors": 0, "reconnects": 0,
+                         "disconnects": 0}
         self._errors = ErrorNotes(log)
         self._skipping: set = set()           # nodes whose next checkpoint is a deliberate jump ahead
         self.monitor_creds = monitor_creds
@@ -206,7 +208,7 @@ class FleetConsumer:
     async def _pump(self, node: str, sub, replica, reread_at):
         from nats.errors import TimeoutError as NatsTimeout
         loop = asyncio.get_running_loop()
-        checked = time.monotonic()
+        checked = last_msg = time.monotonic()
         while not self._stopping:
             if time.monotonic() - checked > SKIP_CHECK_S:
                 checked = time.monotonic()
@@ -214,24 +216,49 @@ class FleetConsumer:
                     self.counters["skips"] += 1
                     self._skipping.add(node)
                     return "checkpoint", None
+                if checked - last_msg > STALL_S and self._heartbeat_ahead(node, replica):
+                    # Nothing delivered although the agent published more: a pull request lost
+                    # in a leader change or a server restart.  Re-create the consumer after the
+                    # last message applied.
+                    self.counters["stalls"] += 1
+                    return "resume", reread_at
             try:
                 msgs = await sub.fetch(self.fetch_batch, timeout=1.0)
             except (NatsTimeout, asyncio.TimeoutError):
                 continue
-            last = None
-            for msg in msgs:
-                # Decoding and replaying are CPU work (about 10 ms for 2 000 records): done in the
-                # replay threads, so this loop stays free for heartbeats, fetches and acks even
-                # while a busy node, or a machine short of CPU, keeps the replicas working.
-                outcome = await loop.run_in_executor(self._replayers, self._apply, node, replica, msg, reread_at)
-                if outcome == "reread":
-                    # Maybe the hole is ours (messages in flight at a reconnect): read again.
-                    self.counters["repositions"] += 1
-                    return "resume", replica.seq
-                last = msg
+            last_msg = time.monotonic()
+            # Decoding and replaying are CPU work (about 10 ms for 2 000 records): done in the
+            # replay threads, so this loop stays free for heartbeats, fetches and acks even
+            # while a busy node, or a machine short of CPU, keeps the replicas working.  One
+            # hand-over per fetch, not per message: each one waits for the GIL twice, which on
+            # a busy dashboard cost more than the replay itself.
+            outcome, last = await loop.run_in_executor(self._replayers, self._apply_all, node, replica, msgs,
+                                                       reread_at)
+            if outcome == "reread":
+                # Maybe the hole is ours (messages in flight at a reconnect): read again.
+                self.counters["repositions"] += 1
+                return "resume", replica.seq
             if last is not None:
                 await last.ack()
         return "resume", reread_at
+
+    def _apply_all(self, node: str, replica, msgs, reread_at):
+        """("reread", _) at the first hole to read again, else ("applied", the last message)."""
+        last = None
+        for msg in msgs:
+            if self._apply(node, replica, msg, reread_at) == "reread":
+                return "reread", last
+            last = msg
+        return "applied", last
+
+    def _heartbeat_ahead(self, node: str, replica) -> bool:
+        """The node's last heartbeat names records (or a run) this replica has not applied."""
+        entry = self.fleet.node(node)
+        status = (entry.status if entry is not None else None) or {}
+        seq = status.get("seq")
+        if not isinstance(seq, int) or replica.graph is None:
+            return False
+        return status.get("run") != replica.run or seq > replica.seq
 
     async def _far_behind(self, node: str, replica) -> bool:
         """The node's newest checkpoint is more than SKIP_RECORDS past the replica's position.

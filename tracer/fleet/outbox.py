@@ -23,6 +23,8 @@ from typing import Callable, List, Optional
 
 from .wire import OutMessage, encode_checkpoint, encode_events
 
+HOLD_QUEUED = 2         # unacknowledged messages (one in flight, one waiting) that make the batcher coalesce
+
 
 class JournalTap:
     """The graph journal callback: records in order, bounded by count.
@@ -177,9 +179,18 @@ class Batcher:
         self._records_since_checkpoint = 0
         self.counters["checkpoints"] += 1
 
-    def flush(self) -> None:
+    def flush(self, coalesce: bool = False) -> None:
+        """Journal records -> messages (and the checkpoint when due).
+
+        coalesce (the agent's batching loop): while the publisher is behind (HOLD_QUEUED
+        messages not yet acknowledged), less than a message's worth of records stays in
+        the tap, so that the next message carries them all.  Messages then grow instead
+        of queueing up, and the publisher's round trips (one message in flight) no longer
+        bound the rate of records; a publisher that keeps up sees no change."""
         state = reason = None
         with self.graph.lock:
+            if coalesce and self._publisher_behind():
+                return
             records = self.tap.take()
             if records:
                 self.last_seq = records[-1][0]
@@ -217,6 +228,12 @@ class Batcher:
             self._records_since_checkpoint = 0
             self.counters["checkpoints"] += 1
             self.counters["checkpoint_bytes"] = len(msg.body)
+
+    def _publisher_behind(self) -> bool:
+        pending = len(self.tap)
+        return (len(self.outbox) >= HOLD_QUEUED and pending < self.max_records and not self.tap.overflowed
+                and not self.outbox.dropping and self._want_checkpoint is None
+                and not self._checkpoint_due(pending))
 
     def _read_new_processes(self, records: list) -> None:
         """Ask the graph about processes that were just created or exec'd.

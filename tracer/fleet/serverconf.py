@@ -35,6 +35,7 @@ class Member:
     host: str = "0.0.0.0"
     client_port: int = 4222
     cluster_port: int = 6222
+    monitor_port: int = 0           # its own monitoring port (several members on one host); 0: the fleet's
 
 
 def permissions(role: str, node: str = None) -> dict:
@@ -97,8 +98,8 @@ def render(member: Member, members: List[Member], *, tls_dir: str, store_dir: st
         % (_q(store_dir), _q(max_store)),
         "tls { %s, verify_and_map: true, timeout: 3 }" % tls,
     ]
-    if monitor_port:
-        lines.append("http: %s" % _q("127.0.0.1:%d" % monitor_port))
+    if member.monitor_port or monitor_port:
+        lines.append("http: %s" % _q("127.0.0.1:%d" % (member.monitor_port or monitor_port)))
     if len(members) > 1:
         routes = ", ".join(_q("nats://%s:%d" % (_route_host(m), m.cluster_port)) for m in members)
         lines += [
