@@ -329,6 +329,12 @@ class NamespaceGraph:
         with self._lock:
             return views.namespace_detail(self, ident)
 
+    def live_namespace_id(self, ns_type: str, inode: int) -> Optional[str]:
+        """The id of the live namespace (type, inode), or None (host/nsrefresh.py asks)."""
+        with self._lock:
+            ns = self.namespaces.live(ns_type, inode)
+            return ns.id if ns is not None else None
+
     def process(self, pid: int) -> Optional[dict]:
         with self._lock:
             proc = self.processes.get(pid)
