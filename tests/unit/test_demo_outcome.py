@@ -285,3 +285,16 @@ def test_a_running_run_uses_now_for_its_end():
 ])
 def test_links_in_output(output, expected):
     assert links_in_output(output) == expected
+
+
+def test_a_namespace_of_the_runs_container_found_by_a_repair_after_the_run_was_created_by_it():
+    # The snapshot of a repair showed the container's namespaces before their creating
+    # event was applied: they carry the repair's time, after the run ended.
+    mine = container_spaces("nsgraph-demo-ls-ns-r", 4026532300, T0 + 30)
+    for n in mine:
+        n["repaired"] = True
+    before = ns("net", 4026532399, created=T0 - 50, container="nsgraph-demo-ls-ns-r")   # older: not the run's
+    before["repaired"] = True
+    data = graph(mine + [before], [proc(901, {**HOST_IDS, **{n["type"]: n["id"] for n in mine}}, "nsgraph-demo-ls-ns-r")])
+    out = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="nsgraph-demo-ls-ns-r"), data)
+    assert out["namespaces"]["created"] == ids(mine)

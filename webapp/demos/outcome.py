@@ -89,8 +89,8 @@ def namespaces_for_run(run: Run, graph: Optional[dict], now: Optional[float] = N
 
     for ns_id in _unique(ids):
         ns = by_id.get(ns_id)
-        if ns is not None and not joins_only and start <= (ns["created"] or 0.0) <= end \
-                and not _made_elsewhere(ns, run):
+        if ns is not None and not joins_only and not _made_elsewhere(ns, run) and (
+                start <= (ns["created"] or 0.0) <= end or _repaired_in_own_container(ns, run, start)):
             created.append(ns_id)
         else:
             joined.append(ns_id)
@@ -103,6 +103,14 @@ def _made_elsewhere(ns: dict, run: Run) -> bool:
     starting): the run joined it, even when it was made during the run."""
     made_in = (ns["creator"] or {}).get("container")
     return bool(made_in) and not names_container(made_in, run.container or "", run.container_id)
+
+
+def _repaired_in_own_container(ns: dict, run: Run, start: float) -> bool:
+    """Owned by the container the run made, but first found by a /proc repair after the
+    run started (its creating event was applied after a snapshot that already showed it,
+    or lost): the run made it all the same, though its time stamp is the repair's."""
+    return bool(ns.get("repaired")) and bool(run.container) and (ns["created"] is None or ns["created"] >= start) \
+        and names_container(run.container, ns.get("container"), ns.get("container_id"))
 
 
 def _made_in_container(spaces: list, run: Run, start: float, end: float) -> set:
