@@ -75,9 +75,15 @@ def _wait_run_created(server, run_id: str, types, timeout: float) -> dict:
         if set(types) <= set(by_type):
             return {t: by_type[t] for t in types}
         if time.monotonic() > deadline:
+            run = server.api("/api/demos/runs/%s" % run_id)[1]
+            mine = [{k: n.get(k) for k in ("id", "created", "repaired", "container", "container_id", "creator", "pids")}
+                    for n in server.api("/api/graph")[1]["namespaces"]
+                    if n.get("container") == run.get("container") or set(n.get("pids") or ()) & set(run.get("pids") or ())]
             raise AssertionError("after %.0f s the server still does not name the %s namespaces demo run %s created "
-                                 "(it names %r; graph counters %r)" % (timeout, "/".join(types), run_id, created,
-                                                                     server.api("/api/status")[1].get("counters")))
+                                 "(it names %r; run %r; the graph's namespaces of its container or pids %r; "
+                                 "graph counters %r)" % (timeout, "/".join(types), run_id, created,
+                                                         {k: v for k, v in run.items() if k != "output"}, mine,
+                                                         server.api("/api/status")[1].get("counters")))
         time.sleep(0.5)
 
 

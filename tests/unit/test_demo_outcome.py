@@ -298,3 +298,17 @@ def test_a_namespace_of_the_runs_container_found_by_a_repair_after_the_run_was_c
     data = graph(mine + [before], [proc(901, {**HOST_IDS, **{n["type"]: n["id"] for n in mine}}, "nsgraph-demo-ls-ns-r")])
     out = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="nsgraph-demo-ls-ns-r"), data)
     assert out["namespaces"]["created"] == ids(mine)
+
+
+def test_a_namespace_of_the_runs_container_known_only_from_proc_was_created_by_it():
+    # A reconcile's snapshot showed them before the creating clone was applied: no
+    # creator, no time stamp; the container is the run's own (its name has the run id).
+    mine = container_spaces("nsgraph-demo-ls-ns-s", 4026532400, T0 + 1)
+    for n in mine:
+        n["created"] = None
+    other = container_spaces("nsgraph-demo-ls-ns-t", 4026532500, T0 + 1)
+    for n in other:
+        n["created"] = None
+    data = graph(mine + other, [proc(902, {**HOST_IDS, **{n["type"]: n["id"] for n in mine}}, "nsgraph-demo-ls-ns-s")])
+    out = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="nsgraph-demo-ls-ns-s"), data)
+    assert out["namespaces"]["created"] == ids(mine)

@@ -90,7 +90,7 @@ def namespaces_for_run(run: Run, graph: Optional[dict], now: Optional[float] = N
     for ns_id in _unique(ids):
         ns = by_id.get(ns_id)
         if ns is not None and not joins_only and not _made_elsewhere(ns, run) and (
-                start <= (ns["created"] or 0.0) <= end or _repaired_in_own_container(ns, run, start)):
+                start <= (ns["created"] or 0.0) <= end or _found_in_own_container(ns, run, start)):
             created.append(ns_id)
         else:
             joined.append(ns_id)
@@ -105,11 +105,12 @@ def _made_elsewhere(ns: dict, run: Run) -> bool:
     return bool(made_in) and not names_container(made_in, run.container or "", run.container_id)
 
 
-def _repaired_in_own_container(ns: dict, run: Run, start: float) -> bool:
-    """Owned by the container the run made, but first found by a /proc repair after the
-    run started (its creating event was applied after a snapshot that already showed it,
-    or lost): the run made it all the same, though its time stamp is the repair's."""
-    return bool(ns.get("repaired")) and bool(run.container) and (ns["created"] is None or ns["created"] >= start) \
+def _found_in_own_container(ns: dict, run: Run, start: float) -> bool:
+    """Owned by the container the run made (its name carries the run id), and known only
+    from /proc (no creating event applied: a snapshot showed it before that event, or a
+    repair found it after the run): the run made it all the same, though the model has no
+    time stamp for it, or the repair's."""
+    return bool(run.container) and (ns["created"] is None or (ns.get("repaired") and ns["created"] >= start)) \
         and names_container(run.container, ns.get("container"), ns.get("container_id"))
 
 
