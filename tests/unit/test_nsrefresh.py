@@ -83,7 +83,9 @@ def test_a_new_pin_waits_for_its_namespace_then_rounds_coalesce():
     assert r.ops() == []                   # under min_interval: no round at all
     live.add(("net", 401))
     clock.now += 0.15
-    assert r.ops() == [{"op": "pins", "type": "net", "inode": 401, "local": ["/run/netns/x"]}]
+    ops = r.ops()
+    assert [op.pop("ts") > 0 for op in ops] == [True]      # the wall time, for replays
+    assert ops == [{"op": "pins", "type": "net", "inode": 401, "local": ["/run/netns/x"]}]
     table.pending = {("net", 402): ("/run/netns/z",)}
     clock.now += 0.25
     assert r.ops() == []
@@ -101,6 +103,7 @@ def test_user_namespaces_are_read_through_their_member_and_bounded():
     r.note_event(ev("unshare", os.getpid(), ns={"user": 77}, ret=-1))     # failed
     r.note_event(ev("unshare", 2 ** 22 + 5, ns={"user": 78}))            # gone before the read
     ops = r.ops()
+    assert [op.pop("ts") > 0 for op in ops] == [True]
     with open("/proc/self/uid_map") as f:
         assert ops == [{"op": "ns", "type": "user", "inode": mine, "owner_uid": read_user_ns(
             os.getpid(), mine)["owner_uid"], "uid_map": f.read(), "gid_map": open("/proc/self/gid_map").read()}]

@@ -149,6 +149,11 @@ class TargetedRefresh:
         now = self._last_round = self.clock()
         started = time.perf_counter()
         out = self._pin_ops(now) + self._user_ops(now)
+        # The wall time goes into each op: an op without one is applied at "now", and a
+        # replay of the journal would end an unpinned namespace at the replay's time.
+        wall = time.time()
+        for op in out:
+            op["ts"] = wall
         spent = time.perf_counter() - started
         self.counters["rounds"] += 1
         self.counters["ops"] += len(out)
