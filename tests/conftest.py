@@ -84,6 +84,19 @@ def wait_until(predicate, timeout=15.0, step=0.2):
     return predicate()
 
 
+def stderr_until_banner(proc, timeout=60.0) -> list:
+    """The stderr lines of a running `nsgraph trace` up to its "Tracing" banner (or its end,
+    or timeout seconds), for the test's messages: events made after it are traced."""
+    import time
+    deadline, lines = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if not line or "Tracing" in line:
+            break
+    return lines
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip outside CI, fail in CI, when a prerequisite is missing."""
     if condition:

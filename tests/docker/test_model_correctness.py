@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import require, wait_until
+from conftest import require, stderr_until_banner, wait_until
 
 PREFIX = "nsgtest-correct-%s" % uuid.uuid4().hex[:8]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -148,13 +148,7 @@ def test_trace_container_shows_docker_exec_and_names_nothing_found(service):
                                   "--duration", "25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             # Once tracing (the banner), exec into the container.
-            deadline = time.monotonic() + 60
-            errors = []
-            while time.monotonic() < deadline:
-                line = trace.stderr.readline()
-                errors.append(line)
-                if not line or "Tracing" in line:
-                    break
+            errors = stderr_until_banner(trace)
             time.sleep(1.0)
             subprocess.run(["docker", "exec", name, "true"], check=True)
             out, rest = trace.communicate(timeout=90)

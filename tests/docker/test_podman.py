@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import require, wait_until
+from conftest import require, stderr_until_banner, wait_until
 from workloads.podman_env import PodmanService, load_image, podman, podman_available, podman_run
 
 PREFIX = "nsgtest-podman-%s" % uuid.uuid4().hex[:8]
@@ -95,12 +95,7 @@ def test_trace_container_filters_podman_containers_by_name(podman_env, service):
         trace = subprocess.Popen([NSGRAPH, "trace", "--json", "--container", name, "--duration", "25"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
-            deadline, errors = time.monotonic() + 60, []
-            while time.monotonic() < deadline:
-                line = trace.stderr.readline()
-                errors.append(line)
-                if not line or "Tracing" in line:
-                    break
+            errors = stderr_until_banner(trace)
             time.sleep(1.0)
             podman("exec", name, "true")
             out, rest = trace.communicate(timeout=90)
