@@ -54,6 +54,8 @@ class WebConfig:
     sse_heartbeat_s: float = 15.0
     sse_ring_size: int = 50_000    # shared backlog; a client further behind is resynced
     sse_min_interval_s: float = 0.03   # diffs are coalesced to at most ~30 per second
+    sse_streams_at_min_interval: int = 16   # beyond this many open streams, steps space out ...
+    sse_max_interval_s: float = 0.1    # ... up to this (every step wakes every stream's thread)
     sse_ring_bytes: int = 16 * 1024 * 1024   # ... and at most this much text
     sse_chunk_bytes: int = 64 * 1024   # what one client takes from the ring per write
     sse_pending_events: int = 20_000  # events waiting to be encoded; the oldest beyond are dropped

@@ -264,3 +264,18 @@ def test_closed_tabs_are_cleaned_up_over_real_sockets():
     finally:
         server.close()
         state.stop()
+
+
+def test_publishing_steps_space_out_with_many_open_streams():
+    from webapp.stream import StreamHub
+    config = WebConfig(sse_min_interval_s=0.03, sse_streams_at_min_interval=16, sse_max_interval_s=0.1)
+    hub = StreamHub(None, config, lambda: {})
+    intervals = []
+    for streams in (0, 16, 32, 200):
+        while hub.open_streams < streams:
+            assert hub.try_open()
+        intervals.append(hub.publish_interval())
+    assert intervals == [0.03, 0.03, pytest.approx(0.06), 0.1]
+    while hub.open_streams:
+        hub.release()
+    assert hub.publish_interval() == 0.03
