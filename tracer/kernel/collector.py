@@ -22,7 +22,8 @@ from .probes import POLL_MS, ProbeOptions, Probes
 
 log = logging.getLogger(__name__)
 
-LOST_CHECK_S = 0.25
+LOST_CHECK_S = 0.25         # loss counters read this often while records arrive
+LOST_IDLE_S = 2.0           # ... and this often while none do (a full ring needs records)
 
 
 class Collector:
@@ -48,6 +49,7 @@ class Collector:
         self._markers = 0           # sync markers delivered (with everything before them)
         self._markers_read = 0      # read in the current poll, not delivered yet
         self._next_lost_check = 0.0
+        self._events_at_check = -1
 
     # -- wiring ------------------------------------------------------------
 
@@ -115,9 +117,15 @@ class Collector:
                     self._subscriber_failed()
         # The loss counters are a map read per CPU (system calls through BCC): at most
         # every LOST_CHECK_S, and before a sync() returns, not on each of ~50 polls a second.
+        # With no record read since the last check, every LOST_IDLE_S: the ring fills only
+        # with records, and a syscall entry not remembered is the rare loss without one.
         now = time.monotonic()
+        if self.events != self._events_at_check and self._next_lost_check > now + LOST_CHECK_S:
+            self._next_lost_check = now + LOST_CHECK_S      # records again after a quiet spell
         if self._markers_read or now >= self._next_lost_check:
-            self._next_lost_check = now + LOST_CHECK_S
+            idle = self.events == self._events_at_check
+            self._events_at_check = self.events
+            self._next_lost_check = now + (LOST_IDLE_S if idle else LOST_CHECK_S)
             self._check_lost()
         if self._markers_read:
             self._markers_delivered()
