@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import logging
 import threading
 import time
@@ -34,6 +33,7 @@ from tracer.events.encode import EventEncoder
 
 from .auth import error
 from .contract import GraphReader, Service
+from .ssewire import sse_message
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +41,6 @@ bp = Blueprint("stream", __name__)
 
 STATUS_EVERY_S = 2.0
 CHUNKS_KEPT = 16              # shared stream chunks (StreamHub._take): at most 16 x sse_chunk_bytes
-
-
-def sse_message(kind: str, data, msg_id=None) -> str:
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), default=str)
-    out = []
-    if msg_id is not None:
-        out.append("id: %s\n" % msg_id)
-    out.append("event: %s\n" % kind)
-    # JSON never contains raw newlines, but a plain string might.
-    for line in text.split("\n"):
-        out.append("data: %s\n" % line)
-    out.append("\n")
-    return "".join(out)
 
 
 class StreamHub:
@@ -171,6 +158,16 @@ class StreamHub:
     def pump(self) -> None:
         """One publishing step (the thread's body; tests and benches call it directly)."""
         self._attach()
+        # No tab connected: a stream starts at the ring's head with its own status and catch-up
+        # diff (client_stream), so no JSON for the ring: only the diff baseline moves on.  The
+        # version is read BEFORE open_streams: a tab that connects meanwhile takes its slot, then
+        # computes its catch-up, so the next diff overlaps that, never leaves a gap.
+        graph = self._graph()
+        version = graph.version if graph is not None else None
+        if not self.open_streams and version is not None and self.graph_version is not None:
+            self.graph_version = version
+            self._publish_events()
+            return
         self._publish_status()
         self._publish_events()
         self._publish_diff()
