@@ -209,7 +209,12 @@ def run(args) -> int:
     # Names come from Docker (and podman) when they answer; without, cgroup paths still give ids.
     wanted = args.container
     # With --container, wait for the engine's first answer: the names are checked below.
-    catalog = open_catalogs().start(wait=15.0 if wanted else 0)
+    # Else the engines are asked once the probes are loaded: their first answers (a `podman`
+    # command, the Docker SDK's import) would otherwise share the CPU with the compiler, and
+    # no event is read before then anyway.
+    catalog = open_catalogs()
+    if wanted:
+        catalog.start(wait=15.0)
     cgroup_ids = CgroupIds()
     tagger = EventContainers(catalog, cgroup_ids=cgroup_ids)
     targets = None
@@ -253,6 +258,8 @@ def run(args) -> int:
     try:
         collector.load()
         cgroup_ids.kernel_lookup = collector.probes.cgroup_path
+        if not wanted:
+            catalog.start(wait=0)
     except PrivilegeError as exc:
         print("nsgraph trace: %s" % exc, file=sys.stderr)
         return EXIT_NO_PRIVILEGES
