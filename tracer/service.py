@@ -25,7 +25,6 @@ from .maintenance import Maintenance
 log = logging.getLogger(__name__)
 
 APPLY_SLICE = 512       # events applied under one hold of the graph lock (_apply_events)
-REFRESH_IDLE_S = 30.0   # the targeted refresh looks at least this often with nothing flagged
 
 
 @dataclass
@@ -242,8 +241,6 @@ class NsgraphService:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self.refresh is not None:
-            self.refresh.interrupt()
         if self._thread is not None:
             self._thread.join(5)
         if self._refresh_thread is not None:
@@ -299,13 +296,11 @@ class NsgraphService:
         self.reconcile(full=False)
 
     def _refresh_loop(self) -> None:
-        """Targeted refreshes (host/nsrefresh.py): a round when the refresh says there may be
-        work (REFRESH_IDLE_S at the latest), every min_interval at most."""
-        failed, refresh = False, self.refresh
-        interval = refresh.min_interval
+        """Targeted refreshes (host/nsrefresh.py), a round every min_interval at most."""
+        failed, interval = False, self.refresh.min_interval
         while not self._stop.wait(interval):
-            refresh.wait(REFRESH_IDLE_S)
-            if self._stop.is_set() or self.refresh is None:     # None: switched off (bench/bench_refresh.py)
+            refresh = self.refresh
+            if refresh is None:         # switched off (bench/bench_refresh.py)
                 continue
             try:
                 ops = refresh.ops()

@@ -30,9 +30,6 @@ class TableChanges:
         out, self.pending = self.pending, None
         return out
 
-    def fileno(self):
-        return -1           # nothing to poll: TargetedRefresh.wait() sleeps on its eventfd only
-
     def close(self):
         pass
 
@@ -121,20 +118,3 @@ def test_the_real_mount_table_reports_no_change_when_nothing_changed():
         assert all(isinstance(paths, tuple) and paths for paths in watch.pins.values())
     finally:
         watch.close()
-
-
-def test_the_refresh_sleeps_until_an_event_notes_a_user_namespace_or_it_is_interrupted():
-    import threading
-    import time
-    watch = MountTableWatch()
-    r = TargetedRefresh(lambda t, i: False, watch=watch, user_deadline=5.0)
-    try:
-        started = time.monotonic()
-        assert r.wait(0.3) is False and time.monotonic() - started >= 0.25     # nothing flagged
-        threading.Timer(0.2, r.interrupt).start()
-        assert r.wait(10.0) is True                                          # woken, not timed out
-        r.note_event(ev("unshare", os.getpid(), ns={"user": 4242}, raw_flags=0x10000000))
-        assert r.wait(10.0) is True and r.pending()      # its event is not in the model yet: look again soon
-        assert r.wait(0) is True
-    finally:
-        r.close()

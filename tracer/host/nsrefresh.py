@@ -11,10 +11,8 @@ Two things change without a namespace event the model could act on:
   call, by the process itself or its parent, so the read is retried until it is
   there or `user_deadline` passed).
 
-Cost is bounded by construction: the service calls `ops()` from a thread of its own,
-which sleeps in `wait()` until the kernel flags a mount-table change or an event notes
-a user namespace (nothing at all on a quiet host; it used to look every 0.2 s), and
-while work is pending every `min_interval`; rounds are at least `min_interval` apart (a storm of events or mounts
+Cost is bounded by construction: the service calls `ops()` from a thread of its own
+every `min_interval`; rounds are at least `min_interval` apart (a storm of events or mounts
 coalesces into one round), a round reads the mount table at most once and at
 most `max_users` user namespaces; user namespaces beyond that wait for the next
 round, and those still pending after `user_deadline` are left to the full
@@ -49,11 +47,7 @@ class MountTableWatch:
         self._poll = select.poll()
         self._poll.register(self._fd, _CHANGED)
         self._poll.poll(0)          # the first poll reports the table as changed: consume it
-        self.signalled = False      # another poll (TargetedRefresh.wait) consumed a change report
         self.pins = self.read()
-
-    def fileno(self) -> int:
-        return self._fd
 
     def read(self) -> dict:
         """{(type, inode): (mount points...)} of the table as it is now."""
@@ -75,10 +69,8 @@ class MountTableWatch:
     def changes(self) -> Optional[dict]:
         """{(type, inode): new mount points} for every namespace whose pins changed since
         the last call (an empty tuple: unpinned here); None when the table did not change."""
-        # Each poll reports a change once: one that wait() saw is remembered in `signalled`.
-        if not self.signalled and not self._poll.poll(0):
+        if not self._poll.poll(0):
             return None
-        self.signalled = False
         old, new = self.pins, self.read()
         self.pins = new
         return {key: new.get(key, ()) for key in set(old) | set(new) if old.get(key, ()) != new.get(key, ())}
@@ -133,13 +125,6 @@ class TargetedRefresh:
         self._last_round = None
         self.counters = Counter()
         self._round_times: list = []    # monotonic times of the last rounds (rate)
-        # wait() sleeps on the mount table and on this eventfd, which note_event and
-        # interrupt() write to.
-        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._waiter = select.poll()
-        self._waiter.register(self._wake_fd, select.POLLIN)
-        if watch is not None and watch.fileno() >= 0:     # < 0: a stand-in without a kernel file
-            self._waiter.register(watch.fileno(), _CHANGED)
 
     def note_event(self, event) -> None:
         """Per event, on the collector's thread: remember user namespaces made (cheap)."""
@@ -153,36 +138,6 @@ class TargetedRefresh:
                 self.counters["user_noted"] += 1
             else:
                 self.counters["user_overflow"] += 1     # left to the full reconcile
-                return
-        self.interrupt()
-
-    def pending(self) -> bool:
-        """Work waits for a later round (a pin or a user namespace whose event is not applied yet)."""
-        return bool(self._users or self._pins)
-
-    def wait(self, timeout: Optional[float]) -> bool:
-        """Sleep until a round may have work: the mount table changed, an event noted a user
-        namespace, interrupt() was called, or `timeout` seconds passed (None: no limit);
-        at once while work is pending.  True when woken by one of those."""
-        if self.pending():
-            return True
-        ready = self._waiter.poll(None if timeout is None else int(timeout * 1000))
-        for fd, _mask in ready:
-            if fd == self._wake_fd:
-                try:
-                    os.eventfd_read(fd)
-                except BlockingIOError:
-                    pass
-            elif self.watch is not None:
-                self.watch.signalled = True
-        return bool(ready)
-
-    def interrupt(self) -> None:
-        """Wake wait() (any thread)."""
-        try:
-            os.eventfd_write(self._wake_fd, 1)
-        except OSError:         # closed (shutting down)
-            pass
 
     def due(self) -> bool:
         return self._last_round is None or self.clock() - self._last_round >= self.min_interval
@@ -257,6 +212,3 @@ class TargetedRefresh:
     def close(self) -> None:
         if self.watch is not None:
             self.watch.close()
-        if self._wake_fd >= 0:
-            os.close(self._wake_fd)
-            self._wake_fd = -1

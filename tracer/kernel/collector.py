@@ -22,9 +22,7 @@ from .probes import POLL_MS, ProbeOptions, Probes
 
 log = logging.getLogger(__name__)
 
-LOST_CHECK_S = 0.25         # loss counters read this often while records arrive
-LOST_IDLE_S = 2.0           # ... and this often while none do (a full ring needs records)
-MAX_BATCH = 8192            # events handed to batch subscribers at once, at most (about one poll's worth)
+LOST_CHECK_S = 0.25
 
 
 class Collector:
@@ -50,7 +48,6 @@ class Collector:
         self._markers = 0           # sync markers delivered (with everything before them)
         self._markers_read = 0      # read in the current poll, not delivered yet
         self._next_lost_check = 0.0
-        self._events_at_check = -1
 
     # -- wiring ------------------------------------------------------------
 
@@ -58,8 +55,7 @@ class Collector:
         self._subscribers.append(callback)
 
     def subscribe_batch(self, callback: Callable[[list], None]) -> None:
-        """callback(events) once per poll with everything that poll read, in order (in
-        pieces of about MAX_BATCH when a poll reads more).
+        """callback(events) once per poll with everything that poll read, in order.
 
         For consumers whose per-call cost (a lock, a notification) dominates at
         high event rates; the list is empty-free and must not be kept.
@@ -110,19 +106,21 @@ class Collector:
     def poll_once(self, timeout_ms: int = POLL_MS) -> None:
         assert self._probes is not None
         self._probes.poll(timeout_ms)
-        self._deliver_batch()
+        if self._batch:
+            batch, self._batch = self._batch, []
+            for callback in self._batch_subscribers:
+                try:
+                    callback(batch)
+                except Exception:
+                    self._subscriber_failed()
         # The loss counters are a map read per CPU (system calls through BCC): at most
-        # every LOST_CHECK_S (and before a sync() returns), not on each of ~50 polls a second.
-        # With no record read since the last check, every LOST_IDLE_S: the ring fills only
-        # with records, and a syscall entry not remembered is the rare loss without one.
+        # every LOST_CHECK_S, and before a sync() returns, not on each of ~50 polls a second.
         now = time.monotonic()
-        if self.events != self._events_at_check and self._next_lost_check > now + LOST_CHECK_S:
-            self._next_lost_check = now + LOST_CHECK_S      # records again after a quiet spell
-        if now >= self._next_lost_check:
-            idle = self.events == self._events_at_check
-            self._events_at_check = self.events
-            self._next_lost_check = now + (LOST_IDLE_S if idle else LOST_CHECK_S)
+        if self._markers_read or now >= self._next_lost_check:
+            self._next_lost_check = now + LOST_CHECK_S
             self._check_lost()
+        if self._markers_read:
+            self._markers_delivered()
 
     def drain(self, quiet_ms: int = 100, limit_s: float = 5.0) -> None:
         """Poll until the buffer has been empty for quiet_ms (tests, shutdown)."""
@@ -200,31 +198,12 @@ class Collector:
         self.events += len(events)
         if self._batch_subscribers:
             self._batch.extend(events)
-            if len(self._batch) >= MAX_BATCH:
-                # A poll reads until the ring is empty, and under a storm faster than this
-                # thread it never is: without this the graph heard nothing (and the list
-                # grew) for as long as the storm lasted.
-                self._deliver_batch()
         for callback in self._subscribers:
             for event in events:
                 try:
                     callback(event)
                 except Exception:
                     self._subscriber_failed()
-
-    def _deliver_batch(self) -> None:
-        """The events read so far to the batch subscribers; then the sync markers among them
-        count as delivered (after a loss check: a sync() returns knowing of any loss)."""
-        if self._batch:
-            batch, self._batch = self._batch, []
-            for callback in self._batch_subscribers:
-                try:
-                    callback(batch)
-                except Exception:
-                    self._subscriber_failed()
-        if self._markers_read:
-            self._check_lost()
-            self._markers_delivered()
 
     def _subscriber_failed(self) -> None:
         self.subscriber_errors += 1
