@@ -13,6 +13,9 @@ against nothing and against the floor, is bench/bench_probe_cost.py.)
    with a per-event subscriber, on its own CPU.  Target >= 500 000 events/s.
 2. Time from starting `nsgraph trace` to its "Tracing" line.  Target <= 3 s.
    Also the tracer's resident memory.
+3. `nsgraph trace --json` end to end (decoding, filtering and the JSON Lines encoder,
+   writing to /dev/null): the highest setns rate it follows for 10 s with zero loss,
+   from its own summary line ("N events seen, M shown, L lost").
 
 The machine's load average is printed before and after: on a shared machine the
 rate depends on what else runs.
@@ -115,6 +118,25 @@ def rate_run(workload: str, rate: int, seconds: float) -> dict:
             "achieved_per_s": calls / seconds}
 
 
+def json_run(workload: str, rate: int, seconds: float) -> dict:
+    """One `nsgraph trace --json` through a setns-rate step: its summary's counts."""
+    import re
+    proc, _seconds = start_tracer()
+    try:
+        gen = subprocess.run([workload, "setns-rate", str(rate), str(seconds)], capture_output=True, text=True,
+                             check=True, preexec_fn=lambda: os.sched_setaffinity(0, WORKLOAD_CPUS))
+        time.sleep(0.5)
+    finally:
+        summary = stop_tracer(proc)
+    m = re.match(r"(\d+) events seen, (\d+) shown, (\d+) lost", summary)
+    if not m:
+        raise SystemExit("unexpected summary from nsgraph trace: %r" % summary)
+    seen, shown, lost = map(int, m.groups())
+    calls = int(gen.stdout.strip())
+    return {"rate": rate, "calls": calls, "achieved_per_s": calls / seconds, "shown": shown, "lost": lost,
+            "encoded_per_s": shown / seconds}
+
+
 def startup(samples: int) -> dict:
     times, rss = [], []
     for _ in range(samples):
@@ -134,6 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short rate steps (a smoke run)")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each rate step")
+    parser.add_argument("--skip", default="", help="stages to skip: startup,rate,json")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (loading eBPF probes)", file=sys.stderr)
@@ -143,33 +166,57 @@ def main() -> int:
         print("bench needs a C compiler: apt-get install gcc", file=sys.stderr)
         return EXIT_FAILURE
     seconds = 2.0 if args.quick else args.seconds
+    skip = set(args.skip.split(","))
     print("== load average %s (2 cores; shared with other work); generator on CPU %s, consumer on CPU %s"
           % (load_average(), sorted(WORKLOAD_CPUS), sorted(TRACER_CPUS)))
     with tempfile.TemporaryDirectory() as tmp:
         workload = build_workload(cc, tmp)
-        print("== start-up: nsgraph trace until 'Tracing...' (target <= 3 s)")
-        s = startup(3 if args.quick else 5)
-        print("   median %.2f s, max %.2f s; tracer RSS %.0f MB" % (s["median_s"], s["max_s"], s["rss_mb"]))
-
-        print("== highest namespace-event rate decoded for %.0f s with zero loss (target >= 500 000/s)" % seconds)
-        best = None
-        for rate in (200_000, 300_000, 400_000, 500_000, 600_000, 700_000, 800_000, 1_000_000):
-            r = rate_run(workload, rate, seconds)
-            ok = r["lost"] == 0 and r["decoded"] == r["calls"]
-            print("   asked %7d/s: made %8d calls (%7.0f/s), decoded %8d, lost %d -> %s" % (
-                rate, r["calls"], r["achieved_per_s"], r["decoded"], r["lost"], "ok" if ok else "LOSS"))
-            if not ok:
-                break
-            best = r
-            if r["achieved_per_s"] < rate * 0.9:
-                print("   (the generator cannot go faster on this machine)")
-                break
-        if best:
-            print("   highest zero-loss rate: %.0f events/s" % best["achieved_per_s"])
-        else:
-            print("   no step ran without loss")
+        if "startup" not in skip:
+            print("== start-up: nsgraph trace until 'Tracing...' (target <= 3 s)")
+            s = startup(3 if args.quick else 5)
+            print("   median %.2f s, max %.2f s; tracer RSS %.0f MB" % (s["median_s"], s["max_s"], s["rss_mb"]))
+        if "rate" not in skip:
+            rate_stage(workload, seconds)
+        if "json" not in skip:
+            json_stage(workload, seconds)
     print("== load average %s at the end" % load_average())
     return EXIT_OK
+
+
+def rate_stage(workload: str, seconds: float) -> None:
+    print("== highest namespace-event rate decoded for %.0f s with zero loss (target >= 500 000/s)" % seconds)
+    best = None
+    for rate in (200_000, 300_000, 400_000, 500_000, 600_000, 700_000, 800_000, 1_000_000):
+        r = rate_run(workload, rate, seconds)
+        ok = r["lost"] == 0 and r["decoded"] == r["calls"]
+        print("   asked %7d/s: made %8d calls (%7.0f/s), decoded %8d, lost %d -> %s" % (
+            rate, r["calls"], r["achieved_per_s"], r["decoded"], r["lost"], "ok" if ok else "LOSS"))
+        if not ok:
+            break
+        best = r
+        if r["achieved_per_s"] < rate * 0.9:
+            print("   (the generator cannot go faster on this machine)")
+            break
+    if best:
+        print("   highest zero-loss rate: %.0f events/s" % best["achieved_per_s"])
+    else:
+        print("   no step ran without loss")
+
+
+def json_stage(workload: str, seconds: float) -> None:
+    print("== nsgraph trace --json > /dev/null: highest setns rate with zero loss, %.0f s each" % seconds)
+    best = None
+    for rate in (100_000, 200_000, 300_000, 400_000, 500_000, 600_000):
+        r = json_run(workload, rate, seconds)
+        ok = r["lost"] == 0 and r["shown"] >= r["calls"]
+        print("   asked %7d/s: made %8d calls (%7.0f/s), %8d JSON lines (%7.0f/s), lost %d -> %s" % (
+            rate, r["calls"], r["achieved_per_s"], r["shown"], r["encoded_per_s"], r["lost"],
+            "ok" if ok else "LOSS"))
+        if not ok:
+            break
+        best = r
+    print("   highest zero-loss rate with --json: %s" % (
+        "%.0f events/s" % best["achieved_per_s"] if best else "none"))
 
 
 if __name__ == "__main__":

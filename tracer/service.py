@@ -20,7 +20,7 @@ from .graph.model import NamespaceGraph
 from .graph.nstable import DEFAULT_ENDED_RETENTION
 from .graph.procreader import LiveProcReader
 from .health import Health
-from .zombie_watch import ZombieWatch
+from .maintenance import Maintenance
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,9 @@ class NsgraphService:
         self._refresh_thread = None
         self._progress_cb = None
         self._resolve = None
-        self._last_reconcile = self._last_settle = time.monotonic()
-        self._zombies = ZombieWatch()
         self.timings = {}
         self._health = Health(self)
+        self._maintenance = Maintenance(self, self._stop, self._wake, self._health)
 
     def health(self) -> List[dict]:
         """What is degraded now, each with a message a person can act on (tracer/health.py)."""
@@ -114,6 +113,8 @@ class NsgraphService:
             time.sleep(0)       # drops the GIL: a thread woken by the lock's release can take it
 
     def _on_version(self, version) -> None:
+        if not self._wake.is_set():     # the maintenance thread sleeps until something changes
+            self._wake.set()
         for cb in list(self._listeners):
             try:
                 cb(version)
@@ -229,9 +230,8 @@ class NsgraphService:
             log.warning("the collector did not catch up within 30 s; reconciling anyway")
         self.reconcile()          # it syncs again after its snapshot
         self.timings["start"] = time.perf_counter() - t0
-        self._last_reconcile = time.monotonic()
-        self._last_settle = time.monotonic()
-        self._thread = threading.Thread(target=self._maintain, name="nsgraph-maintenance", daemon=True)
+        self._maintenance.started()
+        self._thread = threading.Thread(target=self._maintenance.run, name="nsgraph-maintenance", daemon=True)
         self._thread.start()
         if self.refresh is not None:
             # Its own thread: a full reconcile (seconds on a busy host) must not hold it up.
@@ -295,22 +295,6 @@ class NsgraphService:
         """Confirm which orphaned namespaces ended (pins are invisible to the tracer)."""
         self.reconcile(full=False)
 
-    def _maintain(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(0.25)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.tick()
-            except Exception as exc:
-                if self._health.reconcile_error is None:
-                    log.exception("maintenance failed")      # once per outage, not every 0.25 s
-                self._health.maintenance_failed(exc)
-                self._stop.wait(1.0)
-            else:
-                self._health.maintenance_ok()
-
     def _refresh_loop(self) -> None:
         """Targeted refreshes (host/nsrefresh.py), a round every min_interval at most."""
         failed, interval = False, self.refresh.min_interval
@@ -329,42 +313,12 @@ class NsgraphService:
                 failed = True
 
     def tick(self) -> None:
-        """One round of maintenance (the timer thread runs it about 4 times a second):
-        a reconcile when the graph needs repair or the interval passed, else settling
-        orphans; closing quiet join sessions; docker exec commands for sessions."""
-        cfg = self.config
-        graph = self.graph
-        now = time.monotonic()
-        if graph.needs_repair or now - self._last_reconcile >= cfg.reconcile_s:
-            self.reconcile()
-            self._last_reconcile = self._last_settle = time.monotonic()
-        else:
-            # Never spend more than 10 % of a CPU on settling: paced by the CPU its snapshot
-            # took (on a loaded host the wall time is mostly waiting for a CPU).
-            timings = self.timings
-            interval = max(cfg.settle_s, 10 * timings.get("last_settle_cpu", timings.get("last_snapshot_cpu", 0.0)))
-            if (graph.orphans or graph.pinned_only()) and now - self._last_settle >= interval:
-                self.settle()
-                self._last_settle = time.monotonic()
-        wall = time.time()
-        self.watch_zombies(wall)
-        with graph.lock:
-            due = graph.joins.flush_due(wall)
-            pending = [(s.id, s.container, s.start, s.end) for s in graph.joins.pending_hints(wall)] \
-                if self.hints is not None else []
-        ops = []
-        if due:
-            ops.append({"op": "joins_flush", "now": wall})
-        for ident, container, start, end in pending:
-            command = self.hints.lookup(container, start, end)
-            if command:
-                ops.append({"op": "join_command", "id": ident, "command": command, "source": "docker"})
-        if ops:
-            graph.apply_ops(ops)
+        """One round of maintenance (the maintenance thread runs it: tracer/maintenance.py)."""
+        self._maintenance.tick()
 
     def watch_zombies(self, wall: float) -> None:
         """Zombies as members: see zombie_watch.py (called by tick())."""
-        self._zombies.check(self.graph, self._resolve, wall)
+        self._maintenance.zombies.check(self.graph, self._resolve, wall)
 
     # -- numbers ------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ class ZombieWatch:
     def __init__(self):
         self.exits_seen = 0         # graph version up to which exits were checked for zombies
         self.exits_pending = []     # exits of the last tick: checked at the next (parents reap at once)
+        self.held = 0               # zombies the model held at the last check (their reaping makes no event)
 
     def check(self, graph, resolve, wall: float) -> None:
         from .graph.reconcile import proc_op
@@ -31,7 +32,10 @@ class ZombieWatch:
                 info = read_process(pid, slots=("pid", "user"))
                 if info is not None and info.state == "Z" and info.ns:
                     ops.append(proc_op(info, resolve, False, wall))
-        ops += [{"op": "proc_gone", "pid": pid, "zombie": True, "ts": wall}
-                for pid, start in graph.zombies() if not is_zombie(pid, start)]
+        zombies = graph.zombies()
+        gone = [{"op": "proc_gone", "pid": pid, "zombie": True, "ts": wall}
+                for pid, start in zombies if not is_zombie(pid, start)]
+        self.held = len(zombies) - len(gone) + len(ops)
+        ops += gone
         if ops:
             graph.apply_ops(ops)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import logging
 import threading
 import time
@@ -34,6 +33,7 @@ from tracer.events.encode import EventEncoder
 
 from .auth import error
 from .contract import GraphReader, Service
+from .ssewire import sse_message
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,6 @@ bp = Blueprint("stream", __name__)
 
 STATUS_EVERY_S = 2.0
 CHUNKS_KEPT = 16              # shared stream chunks (StreamHub._take): at most 16 x sse_chunk_bytes
-
-
-def sse_message(kind: str, data, msg_id=None) -> str:
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), default=str)
-    head = ("id: %s\n" % msg_id if msg_id is not None else "") + "event: %s\n" % kind
-    # JSON never contains raw newlines, but a plain string might.
-    return head + "".join("data: %s\n" % line for line in text.split("\n")) + "\n"
 
 
 class StreamHub:
@@ -162,9 +155,8 @@ class StreamHub:
             self._stop.wait(self.publish_interval())
 
     def publish_interval(self) -> float:
-        """sse_min_interval_s, longer in proportion beyond sse_streams_at_min_interval open
-        streams (at most sse_max_interval_s): every step wakes every client's thread, and 200 tabs
-        at 30 steps/s were 6 000 wake-ups a second that the authenticated user waited behind."""
+        """sse_min_interval_s, longer in proportion beyond sse_streams_at_min_interval streams (at most
+        sse_max_interval_s): each step wakes every tab's thread (200 tabs x 30/s = 6 000 wake-ups/s)."""
         config = self.config
         base, calm = config.sse_min_interval_s, max(1, config.sse_streams_at_min_interval)
         if self.open_streams <= calm:
@@ -174,6 +166,14 @@ class StreamHub:
     def pump(self) -> None:
         """One publishing step (the thread's body; tests and benches call it directly)."""
         self._attach()
+        # No tab: a new stream gets its own status and catch-up (client_stream), so no JSON for the
+        # ring, only the baseline moves.  Version read BEFORE open_streams: a diff may overlap, never gap.
+        graph = self._graph()
+        version = graph.version if graph is not None else None
+        if not self.open_streams and version is not None and self.graph_version is not None:
+            self.graph_version = version
+            self._publish_events()
+            return
         self._publish_status()
         self._publish_events()
         self._publish_diff()

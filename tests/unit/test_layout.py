@@ -155,7 +155,7 @@ LAYERS = (
     ("tracer.kernel", "tracer.events", "tracer.host", "tracer.containers"),
     ("tracer.graph",),
     ("tracer.history",),
-    ("tracer.health", "tracer.service", "tracer.event_tags", "tracer.zombie_watch"),
+    ("tracer.health", "tracer.service", "tracer.event_tags", "tracer.zombie_watch", "tracer.maintenance"),
     # the fleet: the agent runs the service; the dashboard's replicas are graphs
     ("tracer.fleet",),
     ("tracer.commands", "tracer.cli"),

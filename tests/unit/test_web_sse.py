@@ -104,6 +104,32 @@ def test_closing_the_response_frees_the_stream():
     assert "nsgraph_sse_clients 0" in client.get("/metrics").data.decode()
 
 
+def test_with_no_tab_connected_nothing_is_encoded_and_a_tab_that_connects_catches_up():
+    world = World()
+    app, client = authed(serving(world))
+    hub = app.extensions["nsgraph"].hub
+    hub.pump()                                  # first sight: the "graph is ready" resync
+    published = hub.published
+    browser = client.get("/api/graph").get_json()
+    early = world.new_namespace("uts")
+    hub.on_event(world.unshare_event())
+    hub.pump()
+    assert hub.published == published and hub.graph_version == world.graph.version   # no JSON for nobody
+    assert len(hub.events) == 1                                  # /api/events still has it
+    r = client.get("/stream?since=%d" % browser["version"])      # the page reconnects from its version
+    it = iter(r.response)
+    diffs = [m for m in _first(it) if m[0] == "diff"]
+    late = world.new_namespace("net")
+    hub.pump()
+    diffs += [m for m in parse_sse(_next(it)) if m[0] == "diff"]
+    for _, _, data in diffs:
+        browser = apply_diff(browser, json.loads(data))
+    ids = sorted(n["id"] for n in browser["namespaces"])
+    assert early in ids and late in ids
+    assert ids == sorted(n["id"] for n in world.graph.to_json()["namespaces"])
+    r.close()
+
+
 # -- reconnects ----------------------------------------------------------------------------------
 
 def test_reconnect_with_last_event_id_gets_a_consistent_state():

@@ -22,6 +22,7 @@ many inputs, decoding only those (bench/bench_history.py).  One rebuild runs at 
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import json
 import logging
@@ -76,6 +77,7 @@ class HistoryStore:
         self.batch = batch
         self.flush_s = flush_s
         self._queue = queue.Queue(maxsize=queue_size)
+        self._queued = self._handled = 0    # inputs queued, and taken by the writer (flush())
         self._graph = None
         self._thread = None
         self._stop = threading.Event()
@@ -144,21 +146,19 @@ class HistoryStore:
 
     def close(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)        # the writer may sleep in its idle wait
         if self._thread is not None:
             self._thread.join(timeout)
         if self._graph is not None:
             self._graph.remove_journal(self._on_input)
         with self._writer_lock:              # the writer may still be in a batch if the join timed out
             if self._db is not None:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     self._db.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (time.time(), self.run_id))
                     self._db.commit()
-                except sqlite3.Error:
-                    pass
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     self._db.close()
-                except sqlite3.Error:
-                    pass
                 self._db = None
             with self._reader_lock:
                 if self._reader is not None:
@@ -175,6 +175,7 @@ class HistoryStore:
             self._capture(seq)
         try:
             self._queue.put_nowait((seq, time.time(), kind, payload))
+            self._queued += 1
         except queue.Full:
             self.counters["dropped"] += 1
             self._force_checkpoint = True
@@ -193,11 +194,14 @@ class HistoryStore:
         while not self._stop.is_set() or not self._queue.empty():
             rows = []
             try:
-                rows.append(self._queue.get(timeout=self.flush_s))
+                rows.append(self._queue.get(timeout=5.0))   # idle: an input or close() wakes it
+                if self._queue.qsize() < self.batch:    # one block and commit per flush_s, not per poll
+                    self._stop.wait(self.flush_s)
                 while len(rows) < self.batch:
                     rows.append(self._queue.get_nowait())
             except queue.Empty:
                 pass
+            rows = [row for row in rows if row is not None]     # None: close() waking the writer
             try:
                 with self._writer_lock:
                     if self._db is None:           # closed under us (shutdown)
@@ -205,6 +209,7 @@ class HistoryStore:
                     if rows:
                         self._write(rows)
                     self._write_changes()
+                    self._db.commit()               # the block and its changes: one transaction
                     stored = False
                     while self._captured:
                         self._store_checkpoint(*self._captured.popleft())
@@ -219,6 +224,7 @@ class HistoryStore:
             except (sqlite3.Error, OSError, ValueError) as exc:
                 self._write_failed(exc, len(rows))
                 self._stop.wait(1.0)
+            self._handled += len(rows)
 
     def _write_failed(self, exc, lost: int) -> None:
         """A failed batch is lost (counted); the next checkpoint makes history exact again."""
@@ -232,10 +238,8 @@ class HistoryStore:
             if full else " (check the file and its disk)"))
         if self.counters["write_errors"] == 1:
             log.error("%s", self.error)
-        try:
+        with contextlib.suppress(sqlite3.Error, AttributeError):
             self._db.rollback()
-        except (sqlite3.Error, AttributeError):
-            pass
 
     def _recovered(self) -> None:
         log.warning("history writes work again after %d failure(s)", self.counters["write_errors"])
@@ -243,10 +247,9 @@ class HistoryStore:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < deadline:
+        deadline, queued = time.monotonic() + timeout, self._queued
+        while self._handled < queued and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(self.flush_s + 0.05)
 
     def _write(self, rows) -> None:
         """One input block per writer batch: zlib'd JSON lines (blocks.py)."""
@@ -257,7 +260,6 @@ class HistoryStore:
         self._db.execute("INSERT OR IGNORE INTO input_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (self.run_id, rows[0][0], rows[-1][0], rows[0][1], rows[-1][1], len(rows),
                           len(data), data))
-        self._db.commit()
         self.counters["written"] += len(rows)
         self._inputs_since_checkpoint += len(rows)
 
@@ -269,12 +271,10 @@ class HistoryStore:
         if not records:
             return
         self._last_change_version = records[-1][0]
-        rows = [(v, op, entity, str(ident)) for v, op, entity, ident in records]
         now = time.time()
         self._db.executemany("INSERT INTO changes VALUES (?, ?, ?, ?, ?)",
-                             [(v, now, op, entity, ident) for v, op, entity, ident in rows])
-        self._db.commit()
-        self.counters["changes"] += len(rows)
+                             [(v, now, op, entity, str(ident)) for v, op, entity, ident in records])
+        self.counters["changes"] += len(records)
 
     def _checkpoint_due(self) -> bool:
         if self._force_checkpoint:
