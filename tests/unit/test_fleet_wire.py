@@ -411,3 +411,50 @@ def test_jumping_to_a_newer_checkpoint_is_not_counted_as_loss():
     assert replica.counters["missed"] == 0 and replica.counters["skipped_ahead"] == len(
         [r for m in first for r in m.records])
     assert _strip(replica.graph.to_json()) == _strip(agent.graph.to_json())
+
+
+class _Msg:
+    """What nats-py hands the consumer: subject, headers, data, metadata.sequence.stream."""
+
+    def __init__(self, subject, headers, data, stream_seq):
+        import types
+        self.subject, self.headers, self.data = subject, headers, data
+        self.metadata = types.SimpleNamespace(sequence=types.SimpleNamespace(stream=stream_seq))
+
+
+def test_the_dashboard_counts_and_logs_unreadable_messages_in_one_line_each(caplog):
+    from tracer.fleet.consumer import FleetConsumer
+    from tracer.fleet.fleet import Fleet
+
+    fleet = Fleet()
+    consumer = FleetConsumer(None, [], fleet)
+    replica = fleet.node("n1", create=True).replica
+    agent = Agent()
+    workload(agent.graph)
+    agent.batcher.flush()
+    start, events = [(m.subject, m.headers, m.body) for m in _drain_raw(agent)]
+    assert consumer.apply_message("n1", replica, _Msg(*start, 1)) == "checkpoint"
+    assert consumer.apply_message("n1", replica, _Msg(*events, 2)) == "events" and replica.synced
+    newer = json.loads(zlib.decompress(events[2]))
+    newer["v"] = 3
+    caplog.set_level("WARNING", logger="tracer.fleet.consumer")
+    for i, (headers, data) in enumerate([({}, b"\x00garbage"), ({}, zlib.compress(json.dumps(newer).encode())),
+                                         ({"Nsgraph-Wire": "3"}, events[2])]):
+        assert consumer.apply_message("n1", replica, _Msg("nsgraph.n1.events", headers, data, 3 + i)) == "skipped"
+    assert fleet.counters["bad_messages"] == 3 and replica.counters["bad_messages"] == 3
+    assert not replica.synced                      # it waits for the next checkpoint
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all("\n" not in line for line in lines)
+    assert "body is not zlib data" in lines[0]
+    assert "wire version 3; this nsgraph reads versions 1-2 (upgrade the dashboard)" in lines[1]
+    assert "wire version '3' in the header" in lines[2]
+
+
+def _drain_raw(agent):
+    out = []
+    while True:
+        msg = agent.outbox.peek()
+        if msg is None:
+            return out
+        agent.outbox.pop(msg)
+        out.append(msg)
