@@ -109,7 +109,10 @@ def measure(records: int) -> dict:
     from webapp.config import WebConfig
     from webapp.stream import StreamHub
 
+    from tracer import malloc
     start, messages = agent_messages(records)
+    malloc.tune_gc()                # as `serve` runs: no automatic full collection (tracer/malloc.py)
+    malloc.freeze_startup()
     fleet = Fleet()
     replica = fleet.node("bench", create=True).replica
     replica.on_checkpoint(wire.decode(start.subject, start.headers, start.body))
@@ -179,7 +182,7 @@ def main() -> int:
     load.append(os.getloadavg()[0])
     result = {"load": load, "records": args.records, "pairs": args.pairs, "trees": trees, "runs": runs,
               "median": {name: {"records_per_s_per_core": statistics.median(r["records_per_s_per_core"] for r in rows),
-                                "us_per_record": {k: statistics.median(r["us_per_record"][k] for r in rows)
+                                "us_per_record": {k: round(statistics.median(r["us_per_record"][k] for r in rows), 2)
                                                   for k in rows[0]["us_per_record"]},
                                 "bytes_per_record": rows[0]["bytes_per_record"], "wire": rows[0]["wire"]}
                          for name, rows in runs.items()}}
