@@ -41,15 +41,19 @@ class Agent:
         self.outbox.put_checkpoint(wire.encode_checkpoint(node, run, state, "start", 60.0))
         self.batcher.mark_checkpointed()
 
-    def drain(self):
-        """Every queued message, decoded as a reader would, in order (as if published)."""
+    def drain_raw(self):
+        """Every queued message as published (OutMessage), in order."""
         out = []
         while True:
             msg = self.outbox.peek()
             if msg is None:
                 return out
             self.outbox.pop(msg)
-            out.append(wire.decode(msg.subject, msg.headers, msg.body))
+            out.append(msg)
+
+    def drain(self):
+        """Every queued message, decoded as a reader would, in order (as if published)."""
+        return [wire.decode(msg.subject, msg.headers, msg.body) for msg in self.drain_raw()]
 
 
 def feed(replica, messages):
@@ -432,7 +436,7 @@ def test_the_dashboard_counts_and_logs_unreadable_messages_in_one_line_each(capl
     agent = Agent()
     workload(agent.graph)
     agent.batcher.flush()
-    start, events = [(m.subject, m.headers, m.body) for m in _drain_raw(agent)]
+    start, events = [(m.subject, m.headers, m.body) for m in agent.drain_raw()]
     assert consumer.apply_message("n1", replica, _Msg(*start, 1)) == "checkpoint"
     assert consumer.apply_message("n1", replica, _Msg(*events, 2)) == "events" and replica.synced
     newer = json.loads(zlib.decompress(events[2]))
@@ -448,13 +452,3 @@ def test_the_dashboard_counts_and_logs_unreadable_messages_in_one_line_each(capl
     assert "body is not zlib data" in lines[0]
     assert "wire version 3; this nsgraph reads versions 1-2 (upgrade the dashboard)" in lines[1]
     assert "wire version '3' in the header" in lines[2]
-
-
-def _drain_raw(agent):
-    out = []
-    while True:
-        msg = agent.outbox.peek()
-        if msg is None:
-            return out
-        agent.outbox.pop(msg)
-        out.append(msg)
