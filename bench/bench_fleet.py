@@ -205,7 +205,7 @@ def phase_restart(base, workload, minutes, rate):
         wait_live(dashboard, NODES)
         load = subprocess.Popen([workload, "setns-rate", str(rate), str(minutes * 60)], stdout=subprocess.PIPE)
         load.communicate(timeout=minutes * 60 + 60)
-        stream = asyncio.run(stream_info(cluster))
+        stream = as_admin(cluster, stream_info)
         # What each node had published when the dashboard died: "live again" also means every
         # record up to there replayed (health turns live up to 10 s of records before that).
         published = {n: dashboard.get("/api/fleet/nodes/%s" % n)["heartbeat"]["seq"] for n in NODES}
@@ -227,14 +227,24 @@ def phase_restart(base, workload, minutes, rate):
         stop_all(cluster, agents, dashboard)
 
 
-async def stream_info(cluster):
+def as_admin(cluster, ask):
+    """ask(jetstream) with the admin identity, on a connection of its own."""
     import nats
 
     from tracer.fleet.natsconn import Credentials, connect_options
-    creds = Credentials.load(cluster.creds("admin"))
-    nc = await nats.connect(**connect_options(creds, cluster.urls.split(","), "bench"))
-    info = await nc.jetstream().stream_info("NSGRAPH")
-    await nc.close()
+
+    async def run():
+        creds = Credentials.load(cluster.creds("admin"))
+        nc = await nats.connect(**connect_options(creds, cluster.urls.split(","), "bench"))
+        try:
+            return await ask(nc.jetstream())
+        finally:
+            await nc.close()
+    return asyncio.run(run())
+
+
+async def stream_info(js):
+    info = await js.stream_info("NSGRAPH")
     return {"messages": info.state.messages, "bytes": info.state.bytes}
 
 
@@ -286,7 +296,8 @@ def phase_memory(base, processes, replicas):
         agents["mem"].signal()                     # a restart publishes a start checkpoint with them all
         agents["mem"] = Agent(cluster, "mem", base).start()
         wait_live(dashboard, ["mem"])
-        subj, headers, body = asyncio.run(last_checkpoint(cluster, "mem"))
+        last = as_admin(cluster, lambda js: js.get_last_msg("NSGRAPH", "nsgraph.mem.checkpoints"))
+        subj, headers, body = last.subject, last.headers, last.data
         import gc
 
         from tracer.fleet.replica import NodeReplica
@@ -312,17 +323,6 @@ def phase_memory(base, processes, replicas):
             p.kill()
             p.wait()
         stop_all(cluster, agents, dashboard)
-
-
-async def last_checkpoint(cluster, node):
-    import nats
-
-    from tracer.fleet.natsconn import Credentials, connect_options
-    creds = Credentials.load(cluster.creds("admin"))
-    nc = await nats.connect(**connect_options(creds, cluster.urls.split(","), "bench"))
-    msg = await nc.jetstream().get_last_msg("NSGRAPH", "nsgraph.%s.checkpoints" % node)
-    await nc.close()
-    return msg.subject, msg.headers, msg.data
 
 
 def estimate(results):
