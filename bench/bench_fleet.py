@@ -201,10 +201,20 @@ def stop_all(cluster, agents, dashboard):
 def phase_restart(base, workload, minutes, rate):
     # The agents' default checkpoint interval (the tests' 15 s would shorten the tail to replay).
     cluster, agents, dashboard = start_fleet(base, NODES, agent_extra=["--checkpoint-interval", "60"])
+    load = None
     try:
         wait_live(dashboard, NODES)
-        load = subprocess.Popen([workload, "setns-rate", str(rate), str(minutes * 60)], stdout=subprocess.PIPE)
-        load.communicate(timeout=minutes * 60 + 60)
+        load = subprocess.Popen([workload, "setns-rate", str(rate), str(minutes * 60 + 180)], stdout=subprocess.DEVNULL)
+        time.sleep(minutes * 60)
+        # The worst moment: every node's newest checkpoint 45-58 s old, so that a restart has
+        # nearly a whole interval of records to replay (killed right after the checkpoints, as
+        # a run of exactly N minutes would be, it replays almost nothing).
+        deadline = time.monotonic() + 90
+        while True:
+            ages = as_admin(cluster, checkpoint_ages)
+            if (min(ages.values()) >= 45 and max(ages.values()) < 58) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         stream = as_admin(cluster, stream_info)
         # What each node had published when the dashboard died: "live again" also means every
         # record up to there replayed (health turns live up to 10 s of records before that).
@@ -215,16 +225,30 @@ def phase_restart(base, workload, minutes, rate):
         listening_s = time.monotonic() - t0
         wait_live(dashboard, NODES, timeout=120)
         live_s = time.monotonic() - t0
+        at_live = {n: dashboard.node(n)["replica"]["records"] for n in NODES}
         wait_until(lambda: all(dashboard.node(n)["replica"]["seq"] >= published[n] for n in NODES),
                    "every record published before the restart replayed", 120, step=0.2)
         caught_up_s = time.monotonic() - t0
-        replayed = {n: dashboard.node(n)["replica"]["records"] for n in NODES}
-        return {"history_minutes": minutes, "rate_per_agent": rate, "stream": stream, "listening_s": round(listening_s, 2),
-                "live_again_s": round(live_s, 2), "caught_up_s": round(caught_up_s, 2),
-                "records_replayed_after_checkpoint": replayed, "checkpoint_interval_s": 60,
+        return {"history_minutes": minutes, "rate_per_agent": rate, "stream": stream,
+                "checkpoint_age_at_kill_s": {n: round(v, 1) for n, v in ages.items()}, "checkpoint_interval_s": 60,
+                "listening_s": round(listening_s, 2), "live_again_s": round(live_s, 2), "caught_up_s": round(caught_up_s, 2),
+                "records_replayed_when_live": at_live,
+                "records_replayed_when_caught_up": {n: dashboard.node(n)["replica"]["records"] for n in NODES},
                 "load_at_restart": os.getloadavg()[0]}
     finally:
+        if load is not None:
+            load.kill()
+            load.wait()
         stop_all(cluster, agents, dashboard)
+
+
+async def checkpoint_ages(js):
+    """Seconds since each node's newest checkpoint reached the stream."""
+    out = {}
+    for node in NODES:
+        msg = await js.get_last_msg("NSGRAPH", "nsgraph.%s.checkpoints" % node)
+        out[node] = time.time() - msg.time.timestamp() if msg.time else 0.0
+    return out
 
 
 def as_admin(cluster, ask):
