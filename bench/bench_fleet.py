@@ -161,7 +161,11 @@ def phase_latency(base, workload, seconds, rate):
             p.kill()
             p.wait()
         out = {"rate_per_agent": rate, "seconds": seconds, "workload_calls": calls, "markers": len(markers),
-               "cores_during_load": cores, "where": where.summary(), "nodes": {}}
+               "cores_during_load": cores, "where": where.summary(), "nodes": {},
+               # The dashboard's CPU per record, all in (NATS client, decode, replay, SSE, HTTP):
+               # its cores over the records/s it was sent (3 agents x rate, plus their /proc reads).
+               "dashboard_us_per_record": round(cores["dashboard"] * 1e6 / (len(NODES) * rate), 1)
+               if cores.get("dashboard") else None}
         for w in watches:
             w.stop = True
             row = dashboard.node(w.node)
@@ -197,32 +201,74 @@ def stop_all(cluster, agents, dashboard):
 def phase_restart(base, workload, minutes, rate):
     # The agents' default checkpoint interval (the tests' 15 s would shorten the tail to replay).
     cluster, agents, dashboard = start_fleet(base, NODES, agent_extra=["--checkpoint-interval", "60"])
+    load = None
     try:
         wait_live(dashboard, NODES)
-        load = subprocess.Popen([workload, "setns-rate", str(rate), str(minutes * 60)], stdout=subprocess.PIPE)
-        load.communicate(timeout=minutes * 60 + 60)
-        stream = asyncio.run(stream_info(cluster))
+        load = subprocess.Popen([workload, "setns-rate", str(rate), str(minutes * 60 + 180)], stdout=subprocess.DEVNULL)
+        time.sleep(minutes * 60)
+        # The worst moment: every node's newest checkpoint 45-58 s old, so that a restart has
+        # nearly a whole interval of records to replay (killed right after the checkpoints, as
+        # a run of exactly N minutes would be, it replays almost nothing).
+        deadline = time.monotonic() + 90
+        while True:
+            ages = as_admin(cluster, checkpoint_ages)
+            if (min(ages.values()) >= 45 and max(ages.values()) < 58) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        stream = as_admin(cluster, stream_info)
+        # What each node had published when the dashboard died: "live again" also means every
+        # record up to there replayed (health turns live up to 10 s of records before that).
+        published = {n: dashboard.get("/api/fleet/nodes/%s" % n)["heartbeat"]["seq"] for n in NODES}
         dashboard.kill()
         t0 = time.monotonic()
         dashboard = Dashboard(cluster, base).start()
+        listening_s = time.monotonic() - t0
         wait_live(dashboard, NODES, timeout=120)
         live_s = time.monotonic() - t0
-        replayed = {n: dashboard.node(n)["replica"]["records"] for n in NODES}
-        return {"history_minutes": minutes, "rate_per_agent": rate, "stream": stream, "live_again_s": round(live_s, 2),
-                "records_replayed_after_checkpoint": replayed, "checkpoint_interval_s": 60,
+        at_live = {n: dashboard.node(n)["replica"]["records"] for n in NODES}
+        wait_until(lambda: all(dashboard.node(n)["replica"]["seq"] >= published[n] for n in NODES),
+                   "every record published before the restart replayed", 120, step=0.2)
+        caught_up_s = time.monotonic() - t0
+        return {"history_minutes": minutes, "rate_per_agent": rate, "stream": stream,
+                "checkpoint_age_at_kill_s": {n: round(v, 1) for n, v in ages.items()}, "checkpoint_interval_s": 60,
+                "listening_s": round(listening_s, 2), "live_again_s": round(live_s, 2), "caught_up_s": round(caught_up_s, 2),
+                "records_replayed_when_live": at_live,
+                "records_replayed_when_caught_up": {n: dashboard.node(n)["replica"]["records"] for n in NODES},
                 "load_at_restart": os.getloadavg()[0]}
     finally:
+        if load is not None:
+            load.kill()
+            load.wait()
         stop_all(cluster, agents, dashboard)
 
 
-async def stream_info(cluster):
+async def checkpoint_ages(js):
+    """Seconds since each node's newest checkpoint reached the stream."""
+    out = {}
+    for node in NODES:
+        msg = await js.get_last_msg("NSGRAPH", "nsgraph.%s.checkpoints" % node)
+        out[node] = time.time() - msg.time.timestamp() if msg.time else 0.0
+    return out
+
+
+def as_admin(cluster, ask):
+    """ask(jetstream) with the admin identity, on a connection of its own."""
     import nats
 
     from tracer.fleet.natsconn import Credentials, connect_options
-    creds = Credentials.load(cluster.creds("admin"))
-    nc = await nats.connect(**connect_options(creds, cluster.urls.split(","), "bench"))
-    info = await nc.jetstream().stream_info("NSGRAPH")
-    await nc.close()
+
+    async def run():
+        creds = Credentials.load(cluster.creds("admin"))
+        nc = await nats.connect(**connect_options(creds, cluster.urls.split(","), "bench"))
+        try:
+            return await ask(nc.jetstream())
+        finally:
+            await nc.close()
+    return asyncio.run(run())
+
+
+async def stream_info(js):
+    info = await js.stream_info("NSGRAPH")
     return {"messages": info.state.messages, "bytes": info.state.bytes}
 
 
@@ -274,7 +320,8 @@ def phase_memory(base, processes, replicas):
         agents["mem"].signal()                     # a restart publishes a start checkpoint with them all
         agents["mem"] = Agent(cluster, "mem", base).start()
         wait_live(dashboard, ["mem"])
-        subj, headers, body = asyncio.run(last_checkpoint(cluster, "mem"))
+        last = as_admin(cluster, lambda js: js.get_last_msg("NSGRAPH", "nsgraph.mem.checkpoints"))
+        subj, headers, body = last.subject, last.headers, last.data
         import gc
 
         from tracer.fleet.replica import NodeReplica
@@ -300,17 +347,6 @@ def phase_memory(base, processes, replicas):
             p.kill()
             p.wait()
         stop_all(cluster, agents, dashboard)
-
-
-async def last_checkpoint(cluster, node):
-    import nats
-
-    from tracer.fleet.natsconn import Credentials, connect_options
-    creds = Credentials.load(cluster.creds("admin"))
-    nc = await nats.connect(**connect_options(creds, cluster.urls.split(","), "bench"))
-    msg = await nc.jetstream().get_last_msg("NSGRAPH", "nsgraph.%s.checkpoints" % node)
-    await nc.close()
-    return msg.subject, msg.headers, msg.data
 
 
 def estimate(results):
@@ -383,12 +419,15 @@ def summary(r) -> str:
                                                            r["latency"]["markers"], row["losses"],
                                                            row["calls_counted"], r["latency"]["workload_calls"]))
     if "latency" in r:
-        lines.append("CPU cores during the load: %s" % json.dumps(r["latency"]["cores_during_load"]))
+        lines.append("CPU cores during the load: %s; dashboard %s us per record"
+                     % (json.dumps(r["latency"]["cores_during_load"]), r["latency"]["dashboard_us_per_record"]))
         for node, row in r["latency"]["where"].items():
             lines.append("where %s: %s" % (node, json.dumps(row)))
     if "restart" in r:
-        lines.append("dashboard restart with %.0f min of history on 3 nodes: live again in %.2f s (target <= 10)"
-                     % (r["restart"]["history_minutes"], r["restart"]["live_again_s"]))
+        lines.append("dashboard restart with %.0f min of history on 3 nodes: listening after %.2f s, every node live "
+                     "again after %.2f s (target <= 10), every record published before the restart replayed after %.2f s"
+                     % (r["restart"]["history_minutes"], r["restart"]["listening_s"], r["restart"]["live_again_s"],
+                        r["restart"]["caught_up_s"]))
     if "overhead" in r:
         o = r["overhead"]
         lines.append("agent vs serve: CPU x%.3f, RSS x%.3f (target <= 1.10); serve %s CPU-s %s MB, agent %s CPU-s %s MB"

@@ -224,7 +224,7 @@ class StreamHub:
             self.events.append(event)
             if encode is not None:
                 try:
-                    texts.append(sse_message("event", encode(event)))
+                    texts.append("event: event\ndata: %s\n\n" % encode(event))   # sse_message (JSON: no newline)
                 except Exception:   # a bug in an Event: say so, and keep streaming the others
                     self._unencodable(event)
         self._append(texts)

@@ -61,3 +61,26 @@ def test_timestamps_near_whole_seconds():
         ts = rng.randrange(1_700_000_000, 1_800_000_000) + rng.choice((0.0, 0.9999995, 0.0000005, 0.9999999))
         event = Event(kind="exit", seq=1, ts=ts, pid=1, tid=1, ppid=None, uid=None, vpid=None, comm="x")
         assert encoder.encode(event) == reference(event)
+
+
+def test_events_that_share_everything_after_seq_but_one_field_each_encode_as_to_json():
+    """A storm's events share their text after "seq" (cached): any field that differs,
+    a map that is another object with other values, or a container tag, must show."""
+    encoder = EventEncoder()
+    ns, before = {"net": 7}, {"net": 6}
+    base = dict(kind="setns", seq=1, ts=1.25, pid=10, tid=10, ppid=1, uid=0, vpid=10, comm="storm", syscall="setns",
+                raw_flags=0x40000000, ret=-9, fd=3, ns=ns, ns_before=before, ns_id=ns, node="n", cgroup_id=4)
+    variants = [{}, {"seq": 2, "ts": 2.5}, {"ret": 0}, {"fd": 4}, {"pid": 11}, {"comm": "other"}, {"cgroup_id": 5},
+                {"ns": {"net": 8}}, {"ns_before": {"net": 9}}, {"ns_id_before": {"net": 1}}, {"node": "m"},
+                {"kind": "unshare", "syscall": "unshare"}, {"raw_flags": 0x20000000}, {"brief": True}]
+    events = [Event(**dict(base, **change)) for change in variants]
+    tagged = Event(**base)
+    tagged.container, tagged.container_id, tagged.target_container = "web", "c0ffee", "db"
+    events.append(tagged)
+    for _ in range(2):
+        for event in events:
+            assert encoder.encode(event) == reference(event)
+    again = dict(ns)                # equal values, another object: encoded from it, not from the cache
+    again["net"] = 70
+    ns_changed = Event(**dict(base, ns=again, ns_id=again))
+    assert encoder.encode(ns_changed) == reference(ns_changed)

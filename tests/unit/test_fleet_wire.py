@@ -2,7 +2,7 @@
 
 A replica fed the messages an agent's graph produced must end up as that graph,
 through checkpoints, gaps, duplicates, drops and restarts; the wire decoder must
-refuse what is not version-1 nsgraph data, with a reason.
+refuse what is not nsgraph wire data (versions 1 and 2), with a reason.
 """
 
 from __future__ import annotations
@@ -41,15 +41,19 @@ class Agent:
         self.outbox.put_checkpoint(wire.encode_checkpoint(node, run, state, "start", 60.0))
         self.batcher.mark_checkpointed()
 
-    def drain(self):
-        """Every queued message, decoded as a reader would, in order (as if published)."""
+    def drain_raw(self):
+        """Every queued message as published (OutMessage), in order."""
         out = []
         while True:
             msg = self.outbox.peek()
             if msg is None:
                 return out
             self.outbox.pop(msg)
-            out.append(wire.decode(msg.subject, msg.headers, msg.body))
+            out.append(msg)
+
+    def drain(self):
+        """Every queued message, decoded as a reader would, in order (as if published)."""
+        return [wire.decode(msg.subject, msg.headers, msg.body) for msg in self.drain_raw()]
 
 
 def feed(replica, messages):
@@ -242,33 +246,115 @@ def _events_message():
     return agent.outbox.peek()
 
 
-def test_encoding_is_documented_version_1():
+def test_encoding_is_documented_version_2():
     msg = _events_message()
     assert msg.subject == "nsgraph.n1.events"
-    assert msg.headers["Nsgraph-Wire"] == "1" and msg.headers["Content-Encoding"] == "zlib"
+    assert msg.headers["Nsgraph-Wire"] == "2" and msg.headers["Content-Encoding"] == "zlib"
     assert msg.headers["Nats-Msg-Id"] == "n1.r1.e.%d" % msg.first
     body = json.loads(zlib.decompress(msg.body))
-    assert body["v"] == 1 and body["node"] == "n1" and body["run"] == "r1"
-    seq, ts, kind, data = body["records"][0]
-    assert seq == msg.first and kind == "event" and isinstance(ts, float)
-    event = dict(zip(body["fields"], data))
-    assert event["kind"] == "unshare" and event["pid"] == 50
-    assert body["maps"][event["ns"]]["uts"] == 300 and body["maps"][event["ns_before"]]["uts"] == 103
+    assert body["v"] == 2 and body["node"] == "n1" and body["run"] == "r1"
+    assert (body["first"], body["last"]) == (msg.first, msg.last)
+    count = msg.last - msg.first + 1
+    assert len(body["ts"]) == count and all(isinstance(t, float) for t in body["ts"])
+    inputs = {index for index, kind, _data in body["inputs"]}
+    assert all(kind in ("op", "ops") for _i, kind, _d in body["inputs"])
+    events = count - len(inputs)
+    column = dict(zip(body["fields"], body["columns"]))
+    assert column["kind"][:2] == ["unshare", "unshare"] and len(column["seq"]) == events
+    assert column["node"] == {"all": ""}                  # one value all along: written once
+    assert column["container_id"] == {"all": None}
+    assert body["maps"][column["ns"][0]]["uts"] == 300 and body["maps"][column["ns_before"][0]]["uts"] == 103
+
+
+def _varied_events():
+    g = fresh_graph(pids=(1, 50))
+    tap = JournalTap()
+    g.add_journal(tap)
+    workload(g, n=3)
+    tagged = ev("setns", 50, ns=HOST, before=HOST, raw_flags=nstypes.CLONE_NEWNET, comm="nsenter")
+    tagged.container, tagged.container_id, tagged.target_container = "web", "c0ffee", "db"
+    g.apply(tagged)
+    g.apply(ev("exec", 50, ns=HOST, filename="/bin/sh", comm="sh", args=["sh", "-c", "true"]))
+    g.apply_ops([{"op": "procread", "pid": 50, "cmdline": ["sh"]}])
+    return tap.take()
+
+
+def test_events_and_inputs_come_back_exactly_with_their_container_tags():
+    records = _varied_events()
+    msg = wire.encode_events("n1", "r1", records)
+    batch = wire.decode(msg.subject, msg.headers, msg.body)
+    assert (batch.first, batch.last, batch.inputs) == (records[0][0], records[-1][0], 1)
+    assert [(s, t, k) for s, t, k, _p in batch.records] == [(s, t, k) for s, t, k, _p in records]
+    for (_s, _t, kind, sent), (_s2, _t2, _k, got) in zip(records, batch.records):
+        if kind == "event":
+            assert tuple(got) == tuple(sent) and type(got) is type(sent)
+            assert (got.container, got.container_id, got.target_container) == (
+                sent.container, sent.container_id, sent.target_container)
+        else:
+            assert got == sent
+    tagged = [p for k, p in zip(batch.kinds, batch.payloads) if k == "event" and p.container]
+    assert [(e.container, e.container_id, e.target_container) for e in tagged] == [("web", "c0ffee", "db")]
+
+
+def _v1_body(records):
+    """An events body as an agent of version 1 wrote it: one list per record."""
+    fields = ["kind", "seq", "ts", "pid", "tid", "ppid", "uid", "vpid", "comm", "syscall", "raw_flags", "ret",
+              "fd", "child_pid", "child_vpid", "exit_code", "filename", "ns", "ns_before", "ns_id",
+              "ns_id_before", "node", "cgroup_id", "args", "container"]
+    maps, rows = [], []
+    for seq, ts, kind, payload in records:
+        if kind == "event":
+            values = [getattr(payload, name) for name in fields]
+            for i, name in enumerate(fields):
+                if name.startswith("ns") and values[i] is not None:
+                    maps.append(dict(values[i]))
+                    values[i] = len(maps) - 1
+            rows.append([seq, ts, kind, values])
+        else:
+            rows.append([seq, ts, kind, payload])
+    return {"v": 1, "node": "n1", "run": "r1", "first": records[0][0], "last": records[-1][0],
+            "fields": fields, "maps": maps, "records": rows}
+
+
+def test_a_version_1_message_of_an_agent_not_yet_upgraded_is_still_read():
+    records = _varied_events()
+    body = zlib.compress(json.dumps(_v1_body(records)).encode())
+    batch = wire.decode("nsgraph.n1.events", {"Nsgraph-Wire": "1"}, body)
+    assert batch.kinds == [k for _s, _t, k, _p in records]
+    for (_s, _t, kind, sent), got in zip(records, batch.payloads):
+        if kind == "event":
+            assert tuple(got)[:-1] == tuple(sent)[:-1] and got.container == sent.container
+    broken = _v1_body(records)
+    broken["records"].pop(1)
+    with pytest.raises(wire.WireError, match="out of sequence"):
+        wire.decode("nsgraph.n1.events", {}, zlib.compress(json.dumps(broken).encode()))
 
 
 @pytest.mark.parametrize("mutate, reason", [
-    (lambda o: o.update(v=2), "wire version"),
+    (lambda o: o.update(v=3), "wire version 3; this nsgraph reads versions 1-2"),
     (lambda o: o.update(node="n2"), "came on node"),
-    (lambda o: o["records"].pop(1), "out of sequence"),
-    (lambda o: o.update(records=[]), "without records"),
-    (lambda o: o["records"][0].pop(), "malformed record"),
+    (lambda o: o.update(last=o["last"] + 1), "journal times for"),
+    (lambda o: o.update(first="1"), "first and last record numbers"),
+    (lambda o: o["ts"].__setitem__(0, "noon"), "malformed records"),
+    (lambda o: o["columns"].pop(), "columns for"),
+    (lambda o: o["columns"][1].pop(), "column seq: not"),
+    (lambda o: o["columns"].__setitem__(0, {"some": 1}), "column kind"),
+    (lambda o: o["columns"][o["fields"].index("ns")].__setitem__(0, 99), "malformed records"),
+    (lambda o: o.update(inputs=[[0, "exec", {}]]), "no such record index or kind"),
+    (lambda o: o.update(inputs=[[0, "op", "text"]]), "op data that is not an object"),
+    (lambda o: o["inputs"][0].__setitem__(0, len(o["ts"])), "no such record index"),
 ])
 def test_decoder_refuses_bad_messages_with_a_reason(mutate, reason):
-    msg = _events_message()
+    msg = wire.encode_events("n1", "r1", _varied_events())
     body = json.loads(zlib.decompress(msg.body))
     mutate(body)
     with pytest.raises(wire.WireError, match=reason):
         wire.decode(msg.subject, {}, zlib.compress(json.dumps(body).encode()))
+
+
+def test_a_header_of_an_unknown_version_is_refused_before_the_body_is_read():
+    with pytest.raises(wire.WireError, match="wire version '3' in the header; this nsgraph reads versions 1-2"):
+        wire.decode("nsgraph.n1.events", {"Nsgraph-Wire": "3"}, b"not even zlib")
 
 
 def test_decoder_refuses_garbage_bombs_and_foreign_subjects():
@@ -281,8 +367,6 @@ def test_decoder_refuses_garbage_bombs_and_foreign_subjects():
         wire.decode("nsgraph.n1.other", {}, b"{}")
     with pytest.raises(wire.WireError, match="not JSON"):
         wire.decode("nsgraph.n1.status", {}, b"\xff")
-    with pytest.raises(wire.WireError, match="header"):
-        wire.decode("nsgraph.n1.events", {"Nsgraph-Wire": "9"}, b"")
 
 
 def test_status_round_trip():
@@ -331,3 +415,40 @@ def test_jumping_to_a_newer_checkpoint_is_not_counted_as_loss():
     assert replica.counters["missed"] == 0 and replica.counters["skipped_ahead"] == len(
         [r for m in first for r in m.records])
     assert _strip(replica.graph.to_json()) == _strip(agent.graph.to_json())
+
+
+class _Msg:
+    """What nats-py hands the consumer: subject, headers, data, metadata.sequence.stream."""
+
+    def __init__(self, subject, headers, data, stream_seq):
+        import types
+        self.subject, self.headers, self.data = subject, headers, data
+        self.metadata = types.SimpleNamespace(sequence=types.SimpleNamespace(stream=stream_seq))
+
+
+def test_the_dashboard_counts_and_logs_unreadable_messages_in_one_line_each(caplog):
+    from tracer.fleet.consumer import FleetConsumer
+    from tracer.fleet.fleet import Fleet
+
+    fleet = Fleet()
+    consumer = FleetConsumer(None, [], fleet)
+    replica = fleet.node("n1", create=True).replica
+    agent = Agent()
+    workload(agent.graph)
+    agent.batcher.flush()
+    start, events = [(m.subject, m.headers, m.body) for m in agent.drain_raw()]
+    assert consumer.apply_message("n1", replica, _Msg(*start, 1)) == "checkpoint"
+    assert consumer.apply_message("n1", replica, _Msg(*events, 2)) == "events" and replica.synced
+    newer = json.loads(zlib.decompress(events[2]))
+    newer["v"] = 3
+    caplog.set_level("WARNING", logger="tracer.fleet.consumer")
+    for i, (headers, data) in enumerate([({}, b"\x00garbage"), ({}, zlib.compress(json.dumps(newer).encode())),
+                                         ({"Nsgraph-Wire": "3"}, events[2])]):
+        assert consumer.apply_message("n1", replica, _Msg("nsgraph.n1.events", headers, data, 3 + i)) == "skipped"
+    assert fleet.counters["bad_messages"] == 3 and replica.counters["bad_messages"] == 3
+    assert not replica.synced                      # it waits for the next checkpoint
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all("\n" not in line for line in lines)
+    assert "body is not zlib data" in lines[0]
+    assert "wire version 3; this nsgraph reads versions 1-2 (upgrade the dashboard)" in lines[1]
+    assert "wire version '3' in the header" in lines[2]

@@ -246,7 +246,7 @@ class FleetConsumer:
         """("reread", _) at the first hole to read again, else ("applied", the last message)."""
         last = None
         for msg in msgs:
-            if self._apply(node, replica, msg, reread_at) == "reread":
+            if self.apply_message(node, replica, msg, reread_at) == "reread":
                 return "reread", last
             last = msg
         return "applied", last
@@ -280,8 +280,10 @@ class FleetConsumer:
             return replica.run is not None and last.seq > replica.stream_seq
         return seq - replica.seq > SKIP_RECORDS
 
-    def _apply(self, node: str, replica, msg, reread_at) -> str:
-        """One message of a node's stream (a replay thread; one at a time per node)."""
+    def apply_message(self, node: str, replica, msg, reread_at=None) -> str:
+        """One message of a node's stream (a replay thread; one at a time per node): what it
+        was ("events", "checkpoint", "status", "skipped" when unreadable: counted and logged in
+        one line) or "reread" (a hole: read again from after the last message applied)."""
         stream_seq = msg.metadata.sequence.stream
         try:
             item = decode(msg.subject, msg.headers, msg.data)

@@ -64,7 +64,7 @@ async def _replay_window(js, node: str, start: float, at: float, replica: NodeRe
                         return
                     replica.on_checkpoint(item)
                 else:
-                    if item.records[0][1] > at:
+                    if item.ts[0] > at:
                         return
                     replica.on_events(item, until=at)
             if not msgs or msgs[-1].metadata.num_pending == 0:

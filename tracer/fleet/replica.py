@@ -27,7 +27,7 @@ import time
 from typing import Callable, List, Optional
 
 from ..graph.model import NamespaceGraph
-from ..history.replay import replay_records
+from ..history.replay import replay_input
 from .wire import Checkpoint, EventsBatch
 
 LATENCY_SAMPLES = 4096
@@ -132,25 +132,33 @@ class NodeReplica:
             self.gap_since = time.time()
             self._notify()
             return 0
-        fresh = [r for r in batch.records if r[0] > self.seq and (until is None or r[1] <= until)]
-        if not fresh:
+        start = max(0, self.seq + 1 - batch.first)      # records at or before the position: applied
+        end = len(batch.ts)
+        if until is not None:                            # history: the graph at a time
+            end = start
+            while end < len(batch.ts) and batch.ts[end] <= until:
+                end += 1
+        if end <= start:
             return 0
-        replay_records(self.graph, ((kind, payload) for _, _, kind, payload in fresh))
+        kinds = batch.kinds[start:end] if batch.inputs else None
+        payloads = batch.payloads[start:end] if (start or end < len(batch.ts)) else batch.payloads
+        _replay(self.graph, kinds, payloads)
         now = time.time()
-        self.seq = fresh[-1][0]
+        count = end - start
+        self.seq = batch.first + end - 1
         self.stream_seq = max(self.stream_seq, stream_seq)
-        self.last_record_ts = fresh[-1][1]
+        self.last_record_ts = batch.ts[end - 1]
         self.last_applied_at = now
-        self.latencies.append(now - fresh[-1][1])
-        events = [payload for _, _, kind, payload in fresh if kind == "event"]
-        self.counters["records"] += len(fresh)
+        self.latencies.append(now - self.last_record_ts)
+        events = payloads if kinds is None else [p for k, p in zip(kinds, payloads) if k == "event"]
+        self.counters["records"] += count
         self.counters["events"] += len(events)
         self.counters["batches"] += 1
         for callback in list(self._event_listeners):
             for event in events:
                 callback(event)
         self._notify()
-        return len(fresh)
+        return count
 
     def bad_message(self) -> None:
         """An undecodable message on this node's subjects: counted; the replica waits for a checkpoint."""
@@ -178,6 +186,45 @@ class NodeReplica:
                     "last_record_ts": self.last_record_ts, "stream_seq": self.stream_seq,
                     "latency_p50_s": _pct(lat, 0.50), "latency_p99_s": _pct(lat, 0.99)})
         return out
+
+
+def _replay(graph, kinds, payloads) -> None:
+    """Journal records into the replica's graph, as tracer.history.replay.replay_records
+    would, but runs of tracer events go in through one apply_batch (one lock hold, one
+    listener call) instead of one apply each.  kinds None: every record is an event.
+
+    An event followed by nested /proc reads (made while the node applied it) goes alone,
+    after them: the reads are stashed first, so that the graph finds them when it asks."""
+    if kinds is None:
+        graph.apply_batch(payloads)
+        return
+    n = len(kinds)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and kinds[j] == "event" and not (j + 1 < n and _nested(kinds[j + 1], payloads[j + 1])):
+            j += 1
+        if j > i:
+            graph.apply_batch(payloads[i:j])
+            i = j
+            continue
+        if _nested(kinds[i], payloads[i]):         # a read whose input an earlier message held
+            graph.reader.stash(payloads[i])
+            i += 1
+            continue
+        k = i + 1
+        while k < n and _nested(kinds[k], payloads[k]):
+            graph.reader.stash(payloads[k])
+            k += 1
+        replay_input(graph, kinds[i], payloads[i])
+        i = k
+    leftover = graph.reader.drain()                 # reads no replayed input asked for
+    if leftover:
+        graph.apply_ops(leftover)
+
+
+def _nested(kind: str, payload) -> bool:
+    return kind == "op" and bool(payload.get("nested"))
 
 
 def _pct(sorted_values: list, q: float) -> Optional[float]:

@@ -1,4 +1,4 @@
-"""The fleet's wire encoding, version 1 (docs/fleet.md is the reference).
+"""The fleet's wire encoding, version 2 (docs/fleet.md is the reference).
 
 Three kinds of message, one subject each per node:
 
@@ -11,39 +11,31 @@ Headers carry what a reader needs without opening the body:
 
   Nats-Msg-Id     "<node>.<run>.e.<first seq>" / "<node>.<run>.c.<seq>": a resend of the
                   same message is dropped by JetStream's duplicate window
-  Nsgraph-Wire    "1", the encoding version (a reader refuses versions it does not know)
+  Nsgraph-Wire    "2", the encoding version (a reader refuses versions it does not know)
   Nsgraph-Run     the agent run (a new random id at every agent start)
   Nsgraph-Seq     "first-last" (events) or "seq" (checkpoints): journal sequence numbers
 
-A journal record is [seq, ts, kind, data]: the graph's input number, the time it was
-journaled, and the input.  Ops and /proc reads are written as recordings and the
-SQLite history write them (tracer.history.recording.encode_input), and they replay
-through the same path.  Tracer events, the bulk of the traffic (thousands a second),
-are written compactly: `data` is the list of the Event's attribute values in the order
-the message's "fields" names, not Event.to_json() (whose derived fields - ISO time,
-flag and errno names - cost the agent and the dashboard more than everything else
-together).  A reader builds Events from the names it knows, so fields added to Event
-later reach a newer reader and an older one ignores them.  The sequence numbers of
-one run are contiguous: a reader that sees a hole knows exactly how much it missed,
-and waits for the next checkpoint to repair it.
+The records of an events message are the graph's inputs first..last (contiguous within
+a run: a reader that sees a hole knows exactly how much it missed, and waits for the
+next checkpoint to repair it), written by column (columns.py): tracer events, thousands
+a second, as one list per Event field; ops and /proc reads as recordings and the SQLite
+history write them (tracer.history.recording.encode_input).  Version 1 (one list per
+record) is still read; checkpoints and heartbeats are the same in both versions.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import operator
 import time
 import zlib
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from ..events import event as event_module
-from ..events.event import Event
-from ..history.recording import decode_input, encode_input
+from .columns import decode_body, decode_rows, encode_body
 from .subjects import check_node, parse_subject, subject
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+READABLE = (1, 2)                   # version 1: agents not yet upgraded (events one list per record)
 HEADER_WIRE = "Nsgraph-Wire"
 HEADER_RUN = "Nsgraph-Run"
 HEADER_SEQ = "Nsgraph-Seq"
@@ -52,68 +44,8 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 
 MAX_EVENTS_BYTES = 64 << 20         # decompressed size a reader accepts (zlib bombs)
 MAX_CHECKPOINT_BYTES = 512 << 20
+MAX_RECORDS = 1 << 20               # records in one events message (the agent sends at most 2 000)
 ZLIB_LEVEL = 1                      # fast: the agent's CPU matters more than the bytes
-
-
-# Event's tuple fields in their order, then the container the tagger set (an attribute).
-EVENT_FIELDS = tuple(name for name, _default in event_module.EVENT_FIELDS) + ("container",)
-MAP_FIELDS = ("ns", "ns_before", "ns_id", "ns_id_before")
-_EVENT_VALUES = operator.attrgetter(*EVENT_FIELDS)
-_MAPS = tuple(i for i, name in enumerate(EVENT_FIELDS) if name in MAP_FIELDS)
-_KNOWN = frozenset(EVENT_FIELDS)
-_TUPLE_LEN = len(event_module.EVENT_FIELDS)     # the container comes after the tuple's fields
-_tuple_new = tuple.__new__
-
-
-class MapTable:
-    """The namespace maps of one message, each written once: events refer to them by index.
-
-    Nearly every event of a host carries one of a few maps (the host's own, a container's),
-    four times (before/after, inodes/ids): sent whole, they would be most of the bytes and
-    of the encoding time.  Decoded events share the map objects, as the decoder's do."""
-
-    def __init__(self, maps=None):
-        self.maps = list(maps or [])
-        self._index = {}
-        self._by_id = {}
-
-    def ref(self, mapping) -> int:
-        hit = self._by_id.get(id(mapping))
-        if hit is not None and hit[0] is mapping:
-            return hit[1]
-        key = tuple(mapping.items())
-        i = self._index.get(key)
-        if i is None:
-            i = self._index[key] = len(self.maps)
-            self.maps.append(dict(mapping))
-        self._by_id[id(mapping)] = (mapping, i)
-        return i
-
-
-def event_row(event, table: MapTable) -> list:
-    """An Event as the list of its attribute values (EVENT_FIELDS order), maps by reference."""
-    row = list(_EVENT_VALUES(event))
-    for i in _MAPS:
-        if row[i] is not None:
-            row[i] = table.ref(row[i])
-    return row
-
-
-def event_from_row(fields, maps_at, row, maps) -> Event:
-    if len(row) != len(fields):
-        raise ValueError("%d values for %d fields" % (len(row), len(fields)))
-    for i in maps_at:
-        if row[i] is not None:
-            row[i] = maps[row[i]]
-    if fields is EVENT_FIELDS:
-        # This version's own layout (every agent of the same version): the row is the
-        # Event's tuple plus the container, so it is built as the decoder builds Events,
-        # without Event()'s keyword handling (most of the dashboard's decoding time).
-        event = _tuple_new(Event, row[:_TUPLE_LEN])
-        if row[_TUPLE_LEN] is not None:
-            event.container = row[_TUPLE_LEN]
-        return event
-    return Event(**{name: value for name, value in zip(fields, row) if name in _KNOWN})
 
 
 class WireError(ValueError):
@@ -139,11 +71,20 @@ class OutMessage:
 
 @dataclass
 class EventsBatch:
+    """Records first..last by column: journal time, kind and decoded input of each."""
     node: str
     run: str
     first: int
     last: int
-    records: List[tuple] = field(default_factory=list)   # (seq, ts, kind, payload), decoded
+    ts: List[float] = field(default_factory=list)
+    kinds: List[str] = field(default_factory=list)          # "event", "op" or "ops"
+    payloads: list = field(default_factory=list)            # Event, op dict, list of ops
+    inputs: int = 0                                         # records that are not events
+
+    @property
+    def records(self) -> List[tuple]:
+        """(seq, ts, kind, payload) per record."""
+        return list(zip(range(self.first, self.last + 1), self.ts, self.kinds, self.payloads))
 
 
 @dataclass
@@ -165,6 +106,10 @@ class Status:
     body: dict
 
 
+_READABLE_HEADERS = tuple(str(v) for v in READABLE)
+_READABLE_TEXT = "-".join(_READABLE_HEADERS[::len(READABLE) - 1])
+
+
 def _pack(obj) -> bytes:
     return zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), ZLIB_LEVEL)
 
@@ -176,15 +121,12 @@ def _headers(msg_id: str, run: str, seq: str) -> dict:
 
 def encode_events(node: str, run: str, records: list) -> OutMessage:
     """records: (seq, ts, kind, payload) as the graph journaled them, contiguous."""
-    table = MapTable()
-    rows = [[seq, ts, kind, event_row(payload, table) if kind == "event" else encode_input(kind, payload)]
-            for seq, ts, kind, payload in records]
     first, last = records[0][0], records[-1][0]
-    body = _pack({"v": WIRE_VERSION, "node": node, "run": run, "first": first, "last": last,
-                  "fields": EVENT_FIELDS, "maps": table.maps, "records": rows})
-    return OutMessage(subject(node, "events"), body,
+    obj = {"v": WIRE_VERSION, "node": node, "run": run, "first": first, "last": last}
+    obj.update(encode_body(records))
+    return OutMessage(subject(node, "events"), _pack(obj),
                       _headers("%s.%s.e.%d" % (node, run, first), run, "%d-%d" % (first, last)),
-                      "events", first, last, len(rows), records[-1][1])
+                      "events", first, last, len(records), records[-1][1])
 
 
 def encode_checkpoint(node: str, run: str, state: dict, reason: str, interval: float) -> OutMessage:
@@ -226,9 +168,9 @@ def _json(raw: bytes):
 
 
 def _common(obj: dict, node: str) -> str:
-    if obj.get("v") != WIRE_VERSION:
-        raise WireError("wire version %r; this nsgraph reads version %d (upgrade the dashboard)"
-                        % (obj.get("v"), WIRE_VERSION))
+    if obj.get("v") not in READABLE:
+        raise WireError("wire version %r; this nsgraph reads versions %s (upgrade the dashboard)"
+                        % (obj.get("v"), _READABLE_TEXT))
     if obj.get("node") != node:
         raise WireError("body names node %r but came on node %r's subject" % (obj.get("node"), node))
     run = obj.get("run")
@@ -245,8 +187,9 @@ def decode(subj: str, headers: Optional[dict], data: bytes):
     node, kind = parsed
     check_node(node)
     version = (headers or {}).get(HEADER_WIRE)
-    if kind != "status" and version is not None and version != str(WIRE_VERSION):
-        raise WireError("wire version %r in the header; this nsgraph reads version %d" % (version, WIRE_VERSION))
+    if kind != "status" and version is not None and version not in _READABLE_HEADERS:
+        raise WireError("wire version %r in the header; this nsgraph reads versions %s (upgrade the dashboard)"
+                        % (version, _READABLE_TEXT))
     if kind == "status":
         obj = _json(data)
         run = _common(obj, node)
@@ -261,32 +204,21 @@ def decode(subj: str, headers: Optional[dict], data: bytes):
                           str(obj.get("reason", "")), state, obj.get("interval"))
     obj = _unpack(data, MAX_EVENTS_BYTES)
     run = _common(obj, node)
-    rows = obj.get("records")
-    if not isinstance(rows, list) or not rows:
-        raise WireError("events message without records")
-    fields = obj.get("fields")
-    maps = obj.get("maps")
-    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields) or not isinstance(maps, list):
-        raise WireError("events message without its lists of event fields and namespace maps")
-    fields = EVENT_FIELDS if tuple(fields) == EVENT_FIELDS else tuple(fields)
-    maps_at = [i for i, name in enumerate(fields) if name in MAP_FIELDS]
-    records = []
-    expect = obj.get("first")
-    for row in rows:
-        try:
-            seq, ts, kind_, payload = row
-            if seq != expect:
-                raise WireError("records out of sequence (%r where %r was due)" % (seq, expect))
-            value = event_from_row(fields, maps_at, payload, maps) if kind_ == "event" else decode_input(kind_, payload)
-            records.append((int(seq), float(ts), kind_, value))
-        except WireError:
-            raise
-        except (TypeError, ValueError, KeyError) as exc:
-            raise WireError("malformed record %r: %s" % (str(row)[:80], exc)) from None
-        expect += 1
-    if records[-1][0] != obj.get("last"):
-        raise WireError("records end at %d, the message says %r" % (records[-1][0], obj.get("last")))
-    return EventsBatch(node, run, records[0][0], records[-1][0], records)
+    first, last = obj.get("first"), obj.get("last")
+    if type(first) is not int or type(last) is not int or not 0 < first <= last:
+        raise WireError("events message without its first and last record numbers")
+    if last - first >= MAX_RECORDS:
+        raise WireError("events message of %d records (at most %d)" % (last - first + 1, MAX_RECORDS))
+    try:
+        if obj["v"] == 1:
+            columns = decode_rows(obj, first)
+        else:
+            columns = decode_body(obj, first, last)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise WireError("malformed records: %s" % (str(exc)[:200] or type(exc).__name__)) from None
+    if len(columns[0]) != last - first + 1:
+        raise WireError("%d records, the message says %d-%d" % (len(columns[0]), first, last))
+    return EventsBatch(node, run, first, last, *columns)
 
 
 def _number(value, what: str) -> float:
