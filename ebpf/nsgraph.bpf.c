@@ -1,12 +1,15 @@
 /*
  * nsgraph probes: namespace events from clone/clone3/unshare/setns, plus the
- * fork/exec/exit events that let a model follow processes.
+ * fork/exec/exit events that let a model follow processes.  Clones are seen at
+ * sched_process_fork alone (no clone/clone3 syscall probe: the fork shows which
+ * namespaces the clone made, and the parent's registers which call it was).
  *
  * Cost is the design constraint: these programs run on every fork, exec and
  * exit of the machine.  So each does only what its record needs:
- *   - a fork that asks for no new namespace sends a brief record (who forked
- *     whom; the consumer knows the parent's namespaces and derives the child's),
- *     and nothing at all when process events are off;
+ *   - a fork whose child got its parent's nsproxy and user namespace (pointer
+ *     compares) sends a brief record (who forked whom; the consumer knows the
+ *     parent's namespaces and derives the child's), and nothing at all when
+ *     process events are off;
  *   - unshare/setns compare namespace pointers before and after the call and
  *     read inode numbers and ids only for the slots that changed (before values
  *     only for the slots the flags named: the old namespace may be freed once
@@ -36,10 +39,12 @@
  *   NSG_CALL_ARRAY        1: syscall entries wait for their exit in a direct-mapped
  *                         array claimed by compare-and-swap (5.12+); 0: a hash
  *   NSG_EXIT_GROUP_DEAD   1: sched_process_exit carries group_dead (6.x kernels)
- *   NSG_HOOKS_FENTRY      1: unshare/setns/clone are hooked with fentry/fexit
+ *   NSG_HOOKS_FENTRY      1: unshare/setns are hooked with fentry/fexit
  *                         instead of syscall tracepoints (where trampolines load)
  *   NSG_HAVE_NS_ID        1: ns_common has ns_id (Linux 6.18+)
  *   NSG_HAVE_TIME_NS, NSG_HAVE_CGROUP_NS
+ *   NSG_HAVE_CLONE_REGS   1: bpf_task_pt_regs (5.15+) and this architecture's syscall
+ *                         registers (OFF_PT_REGS_SYSNR/ARG0, NSG_NR_CLONE/CLONE3) known
  *   NSG_COMMON_START/NSG_COMMON_LEN: the span of ns_common holding inum (and ns_id)
  *   NSG_NSPROXY_START/NSG_NSPROXY_LEN: the span of struct nsproxy holding its pointers
  */
@@ -86,21 +91,17 @@ static __always_inline void count(u32 slot)
 }
 
 /*
- * Global gates, read on hot paths to skip work that cannot be needed:
- *   GATE_NS_CLONES  namespace clones between their entry and their exit; zero
- *                   means no fork can have entry state to look up;
+ * A global gate, read on hot paths to skip work that cannot be needed:
  *   GATE_DIVERGED   tasks whose children will not get their own namespaces: their
  *                   pid_for_children is not their pid namespace, or their
  *                   time_for_children not their time namespace (after unshare or
  *                   setns of pid/time); zero means every fork and exec is plain.
  */
-#define GATE_NS_CLONES 0
-#define GATE_DIVERGED 1
-BPF_ARRAY(gates, u64, 2);
+#define GATE_DIVERGED 0
+BPF_ARRAY(gates, u64, 1);
 
 /*
- * What a syscall's entry saw, kept until its exit (and, for clone, the fork), by
- * thread id.
+ * What an unshare's or setns's entry saw, kept until its exit, by thread id.
  */
 struct nsg_call {
 	u64 tid;            /* the owner thread (call table: and the claim time, see call_begin); 0: free */
@@ -872,96 +873,100 @@ static __always_inline int ns_call_exit(void *ctx, u8 kind, long ret)
 
 /* -- clone, clone3 and fork --------------------------------------------------- */
 
-/* Entry of a clone that asks for new namespaces: keep its flags for the fork. */
-static __always_inline int clone_enter(u8 syscall, u64 flags)
+/*
+ * The system call behind a fork and its flags, from the parent's saved user
+ * registers: clone's first argument is its flags, clone3's points to its struct
+ * clone_args (flags first).  Read only for a fork that made namespaces, so that
+ * the record says what was asked for, as the syscall's own probes used to.
+ * Elsewhere (kernels without bpf_task_pt_regs, 5.15, or another architecture's
+ * registers) the record has NSG_SYS_NONE and the flags the namespaces show.
+ */
+#define NSG_PF_KTHREAD 0x00200000
+static __always_inline u8 fork_syscall(const char *task, u64 *flags)
 {
-	if (!(flags & NSG_CLONE_NS_FLAGS))
-		return 0;
-	u32 tid = current_tid();
-	struct nsg_call *c = call_begin(tid);
-	if (!c) {
-		count(NSG_CNT_PENDING_FULL);
-		return 0;
+#if NSG_HAVE_CLONE_REGS && NSG_TASK_STORAGE
+	if (CUR_U32(task + OFF_TASK_FLAGS) & NSG_PF_KTHREAD)
+		return NSG_SYS_NONE;    /* a kernel thread's registers are not a system call's */
+	const char *regs = (const char *)bpf_task_pt_regs((struct task_struct *)task);
+	/* The syscall number's low half: orig_ax on x86-64 (8 bytes), syscallno on arm64 (4). */
+	s32 nr = *(const s32 *)(regs + OFF_PT_REGS_SYSNR);
+	u64 arg0 = *(const u64 *)(regs + OFF_PT_REGS_ARG0);
+	if (nr == NSG_NR_CLONE) {
+		*flags = arg0;
+		return NSG_SYS_CLONE;
 	}
-	c->flags = flags;
-	c->fd = 0;
-	c->syscall = syscall;
-	c->read_mask = 0;
-	if (call_commit(tid, c) != 0) {
-		count(NSG_CNT_PENDING_FULL);
-		return 0;
-	}
-	gate_add(GATE_NS_CLONES, 1);
-	return 0;
-}
-
-/* The entry of the current task's clone, if it asked for new namespaces. */
-static __always_inline struct nsg_call *ns_clone_entry(u32 tid)
-{
-	if (!gate(GATE_NS_CLONES))
-		return NULL;
-	struct nsg_call *c = call_find(tid);
-	if (c && (c->syscall == NSG_SYS_CLONE || c->syscall == NSG_SYS_CLONE3))
-		return c;
-	return NULL;
-}
-
-/* A successful clone is reported at sched_process_fork; its exit reports failures. */
-static __always_inline int clone_exit(void *ctx, long ret)
-{
-	u32 tid = current_tid();
-	struct nsg_call *c = ns_clone_entry(tid);
-	if (ret >= 0) {
-		if (c) {
-			call_end(tid, c);
-			gate_add(GATE_NS_CLONES, -1);
-		}
-		return 0;
-	}
-	if (!c) {
-#if NSG_PROC_EVENTS
-		struct nsg_event *e = brief_reserve();
-		if (e) {
-			fill_brief(e, NSG_KIND_CLONE);
-			cur_comm(e->comm, cur_task());
-			e->ret = ret;
-			brief_submit(ctx, e);
-		}
+	if (nr == NSG_NR_CLONE3 && bpf_probe_read_user(flags, sizeof(*flags), (const void *)arg0) == 0)
+		return NSG_SYS_CLONE3;
 #endif
-		return 0;
-	}
-	char *rec = record_start();
-	if (rec) {
-		struct nsg_event *e = (struct nsg_event *)rec;
-		fill_full(e, NSG_KIND_CLONE, cur_task());
-		e->syscall = c->syscall;
-		e->flags = c->flags;
-		e->info = NSG_INFO_FLAGS_SEEN;
-		e->ret = ret;
-		record_submit(ctx, rec, sizeof(*e));
-	}
-	call_end(tid, c);
-	gate_add(GATE_NS_CLONES, -1);
-	return 0;
+	return NSG_SYS_NONE;
 }
 
 /*
- * Runs in the parent after copy_process() and before the child is woken, so the
- * record is in the buffer before anything the child does.
+ * The CLONE_NEW* flags a fork's namespaces show: a slot of the child that is not
+ * its parent's is a namespace the clone made.  pid and time are read from the
+ * *_for_children slots: a child of a task that unshared pid or time lands in
+ * namespaces its parent made earlier, which this clone did not create.
+ */
+static __always_inline u64 made_flags(const u64 *parent, const u64 *child)
+{
+	u64 flags = 0;
+	if (parent[NSG_NS_MNT] != child[NSG_NS_MNT])
+		flags |= NSG_CLONE_NEWNS;
+	if (parent[NSG_NS_PID_FOR_CHILDREN] != child[NSG_NS_PID_FOR_CHILDREN])
+		flags |= NSG_CLONE_NEWPID;
+	if (parent[NSG_NS_NET] != child[NSG_NS_NET])
+		flags |= NSG_CLONE_NEWNET;
+	if (parent[NSG_NS_UTS] != child[NSG_NS_UTS])
+		flags |= NSG_CLONE_NEWUTS;
+	if (parent[NSG_NS_IPC] != child[NSG_NS_IPC])
+		flags |= NSG_CLONE_NEWIPC;
+	if (parent[NSG_NS_USER] != child[NSG_NS_USER])
+		flags |= NSG_CLONE_NEWUSER;
+	if (parent[NSG_NS_CGROUP] != child[NSG_NS_CGROUP])
+		flags |= NSG_CLONE_NEWCGROUP;
+	if (parent[NSG_NS_TIME_FOR_CHILDREN] != child[NSG_NS_TIME_FOR_CHILDREN])
+		flags |= NSG_CLONE_NEWTIME;
+	return flags;
+}
+
+/*
+ * The child's credentials and nsproxy pointers: one read of the span of the task
+ * struct that holds both (they sit ~120 bytes apart on 5.x/6.x kernels), into
+ * scratch (the stack is kept for the record's arrays).
+ */
+#define NSG_CRED_LO (OFF_TASK_REAL_CRED < OFF_TASK_NSPROXY ? OFF_TASK_REAL_CRED : OFF_TASK_NSPROXY)
+#define NSG_CRED_HI (OFF_TASK_REAL_CRED < OFF_TASK_NSPROXY ? OFF_TASK_NSPROXY : OFF_TASK_REAL_CRED)
+static __always_inline void child_cred_nsproxy(const char *child, u64 *cred, u64 *nsproxy)
+{
+#if NSG_CRED_HI - NSG_CRED_LO <= 248 && OFF_TASK_REAL_CRED % 8 == 0 && OFF_TASK_NSPROXY % 8 == 0
+	int zero = 0;
+	u64 *span = (u64 *)scratch.lookup(&zero);
+	if (!span || bpf_probe_read_kernel(span, NSG_CRED_HI - NSG_CRED_LO + 8, child + NSG_CRED_LO) != 0) {
+		*cred = *nsproxy = 0;
+		return;
+	}
+	*cred = span[(OFF_TASK_REAL_CRED - NSG_CRED_LO) / 8];
+	*nsproxy = span[(OFF_TASK_NSPROXY - NSG_CRED_LO) / 8];
+#else
+	*cred = (u64)read_ptr(child + OFF_TASK_REAL_CRED);
+	*nsproxy = (u64)read_ptr(child + OFF_TASK_NSPROXY);
+#endif
+}
+
+/*
+ * Every fork and clone, namespace-making ones included: runs in the parent after
+ * copy_process() has given the child its nsproxy and credentials, and before the
+ * child is woken, so the record is in the buffer before anything the child does.
+ * A clone made namespaces exactly when the child's nsproxy or user namespace is
+ * not its parent's; no syscall probe is needed for that (a failed clone made
+ * nothing and is not reported).
  */
 RAW_TRACEPOINT_PROBE(sched_process_fork)
 {
 	/* args[0] is the parent: the current task, read as such (cur_task). */
 	const u64 parent = ctx->args[0];
 	const char *child = (const char *)ctx->args[1];
-	struct nsg_call *c = ns_clone_entry(current_tid());
-	u8 full = c != NULL;
-	if (!full && gate(GATE_DIVERGED))
-		full = diverged(task_get(0));
-#if !NSG_PROC_EVENTS
-	if (!full)
-		return 0;       /* a plain fork, and no process events wanted */
-#endif
+	const char *task = cur_task();
 	/* The child's pid, tgid and real_parent: one read where they sit close together. */
 	u32 child_tid, child_tgid;
 	u64 child_parent;
@@ -977,16 +982,27 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	child_tgid = read_u32(child + OFF_TASK_TGID);
 	child_parent = (u64)read_ptr(child + OFF_TASK_REAL_PARENT);
 #endif
+	u64 child_cred, child_nsproxy;
+	child_cred_nsproxy(child, &child_cred, &child_nsproxy);
+	const char *parent_cred = CUR_PTR(task + OFF_TASK_REAL_CRED);
+	u8 full = child_nsproxy != (u64)CUR_PTR(task + OFF_TASK_NSPROXY);
+	/* A new thread shares its creator's credentials; a new process has its own copy,
+	 * whose user namespace is its parent's unless the clone made one. */
+	if (!full && child_cred != (u64)parent_cred)
+		full = read_u64((const char *)child_cred + OFF_CRED_USER_NS) !=
+		       (parent_cred ? CUR_U64(parent_cred + OFF_CRED_USER_NS) : 0);
+	if (!full && child_tid != child_tgid)
+		return 0;       /* a new thread in its creator's namespaces */
+	if (!full && gate(GATE_DIVERGED))
+		full = diverged(task_get(0));
 	if (!full) {
 		/* No new namespace: the child's are its parent's, as the consumer can derive. */
-		if (child_tid != child_tgid)
-			return 0;       /* a new thread */
 #if NSG_PROC_EVENTS
 		struct nsg_event *e = brief_reserve();
 		if (!e)
 			return 0;
 		fill_brief(e, NSG_KIND_CLONE);
-		cur_comm(e->comm, cur_task());
+		cur_comm(e->comm, task);
 		e->child_pid = child_tgid;
 		/* CLONE_PARENT: the child is its grandparent's (runc's first child is). */
 		if (child_parent != parent)
@@ -995,19 +1011,24 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 #endif
 		return 0;
 	}
-	if (!c && child_tid != child_tgid)
-		return 0;       /* a new thread shares its creator's namespaces */
+	u64 before[NSG_NS_COUNT], after[NSG_NS_COUNT];
+	cur_ns_ptrs(task, before, 1);
+	task_ns_ptrs(child, after, 1);
 	char *rec = record_start();
 	if (!rec)
 		return 0;
-	const char *task = cur_task();
 	struct nsg_event *e = (struct nsg_event *)rec;
 	fill_full(e, NSG_KIND_CLONE, task);
-	if (c) {
-		e->syscall = c->syscall;
-		e->flags = c->flags;
+	u64 flags = 0;
+	e->syscall = fork_syscall(task, &flags);
+	if (e->syscall != NSG_SYS_NONE) {
 		e->info = NSG_INFO_FLAGS_SEEN;
+	} else {
+		flags = made_flags(before, after);
+		if (child_parent != parent)
+			flags |= NSG_CLONE_PARENT;
 	}
+	e->flags = flags;
 	u32 parent_level = 0, child_level = 0, nr = 0;
 	u64 pid_ns = 0;
 	cur_pid_struct(task, &parent_level);
@@ -1018,9 +1039,6 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	/* What clone() returns in the parent: the child's pid in the parent's pid namespace. */
 	pid_upid_at(child_pid, parent_level, &nr, &pid_ns);
 	e->ret = nr;
-	u64 before[NSG_NS_COUNT], after[NSG_NS_COUNT];
-	cur_ns_ptrs(task, before, 1);
-	task_ns_ptrs(child, after, 1);
 	u32 n = append_changes(rec, before, after, NSG_ALL_SLOTS, NULL, NULL);
 	e->nchanges = n;
 	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change);
@@ -1067,29 +1085,6 @@ NSG_FEXIT(NSG_FN_SETNS, const void *regs, long ret)
 	return ns_call_exit(ctx, NSG_KIND_SETNS, ret);
 }
 
-NSG_FENTRY(NSG_FN_CLONE, const void *regs)
-{
-	return clone_enter(NSG_SYS_CLONE, syscall_arg(regs, OFF_PT_REGS_DI));
-}
-
-/* fexit runs in the parent only: the child starts at ret_from_fork. */
-NSG_FEXIT(NSG_FN_CLONE, const void *regs, long ret)
-{
-	return clone_exit(ctx, ret);
-}
-
-NSG_FENTRY(NSG_FN_CLONE3, const void *regs)
-{
-	u64 flags = 0;
-	/* struct clone_args starts with the u64 flags. */
-	bpf_probe_read_user(&flags, sizeof(flags), (const void *)syscall_arg(regs, OFF_PT_REGS_DI));
-	return clone_enter(NSG_SYS_CLONE3, flags);
-}
-
-NSG_FEXIT(NSG_FN_CLONE3, const void *regs, long ret)
-{
-	return clone_exit(ctx, ret);
-}
 #else
 /* Exits are defined (so attached) before entries: a call in flight while the
  * probes attach then has no entry, rather than an entry whose exit never comes. */
@@ -1103,15 +1098,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_setns)
 	return ns_call_exit(args, NSG_KIND_SETNS, args->ret);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_clone)
-{
-	return clone_exit(args, args->ret);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
-{
-	return clone_exit(args, args->ret);
-}
 TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
 {
 	return ns_call_enter(NSG_SYS_UNSHARE, args->unshare_flags, 0, flag_slots(args->unshare_flags));
@@ -1122,19 +1108,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setns)
 	/* The tracepoint calls the nstype argument "flags". */
 	u64 nstype = (u32)args->flags;
 	return ns_call_enter(NSG_SYS_SETNS, nstype, (s32)args->fd, setns_slots(nstype));
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_clone)
-{
-	return clone_enter(NSG_SYS_CLONE, args->clone_flags);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
-{
-	u64 flags = 0;
-	/* struct clone_args starts with the u64 flags. */
-	bpf_probe_read_user(&flags, sizeof(flags), (const void *)args->uargs);
-	return clone_enter(NSG_SYS_CLONE3, flags);
 }
 
 #endif
