@@ -39,6 +39,9 @@
  *   NSG_CALL_ARRAY        1: syscall entries wait for their exit in a direct-mapped
  *                         array claimed by compare-and-swap (5.12+); 0: a hash
  *   NSG_EXIT_GROUP_DEAD   1: sched_process_exit carries group_dead (6.x kernels)
+ *   NSG_TP_BTF            1: sched_process_fork/exec/exit are plain functions that
+ *                         tracer/kernel/tpbtf.py attaches as tp_btf (typed arguments,
+ *                         no trace record built); 0: a raw tracepoint and two tracepoints
  *   NSG_HOOKS_FENTRY      1: unshare/setns are hooked with fentry/fexit
  *                         instead of syscall tracepoints (where trampolines load)
  *   NSG_HAVE_NS_ID        1: ns_common has ns_id (Linux 6.18+)
@@ -954,6 +957,58 @@ static __always_inline void child_cred_nsproxy(const char *child, u64 *cred, u64
 }
 
 /*
+ * The child's fields the fork probe needs.  On the tp_btf path (NSG_TP_BTF) the
+ * child is a BTF pointer and these are plain loads, a few ns each; on the raw
+ * tracepoint, one bpf_probe_read_kernel per span of the task struct (~70 ns each
+ * on a 6.18 VM).  child_user_ns is read only when the child has credentials of
+ * its own (a new process; a new thread shares its creator's).
+ */
+struct nsg_child {
+	u32 tid;
+	u32 tgid;
+	u64 real_parent;
+	u64 cred;
+	u64 nsproxy;
+};
+
+static __always_inline void child_fields(const char *child, struct nsg_child *c)
+{
+#if NSG_TP_BTF
+	c->tid = *(const u32 *)(child + OFF_TASK_PID);
+	c->tgid = *(const u32 *)(child + OFF_TASK_TGID);
+	c->real_parent = *(const u64 *)(child + OFF_TASK_REAL_PARENT);
+	c->nsproxy = *(const u64 *)(child + OFF_TASK_NSPROXY);
+	c->cred = *(const u64 *)(child + OFF_TASK_REAL_CRED);
+#else
+	/* pid, tgid and real_parent: one read where they sit close together. */
+#if OFF_TASK_TGID == OFF_TASK_PID + 4 && OFF_TASK_REAL_PARENT > OFF_TASK_PID && \
+    OFF_TASK_REAL_PARENT - OFF_TASK_PID <= 56 && (OFF_TASK_REAL_PARENT - OFF_TASK_PID) % 8 == 0
+	u64 ids[(OFF_TASK_REAL_PARENT - OFF_TASK_PID) / 8 + 1] = {};
+	bpf_probe_read_kernel(ids, sizeof(ids), child + OFF_TASK_PID);
+	c->tid = (u32)ids[0];
+	c->tgid = ids[0] >> 32;
+	c->real_parent = ids[(OFF_TASK_REAL_PARENT - OFF_TASK_PID) / 8];
+#else
+	c->tid = read_u32(child + OFF_TASK_PID);
+	c->tgid = read_u32(child + OFF_TASK_TGID);
+	c->real_parent = (u64)read_ptr(child + OFF_TASK_REAL_PARENT);
+#endif
+	child_cred_nsproxy(child, &c->cred, &c->nsproxy);
+#endif
+}
+
+static __always_inline u64 child_user_ns(const char *child)
+{
+#if NSG_TP_BTF
+	const char *cred = *(const char *const *)(child + OFF_TASK_REAL_CRED);
+	return cred ? *(const u64 *)(cred + OFF_CRED_USER_NS) : 0;
+#else
+	const char *cred = read_ptr(child + OFF_TASK_REAL_CRED);
+	return cred ? read_u64(cred + OFF_CRED_USER_NS) : 0;
+#endif
+}
+
+/*
  * Every fork and clone, namespace-making ones included: runs in the parent after
  * copy_process() has given the child its nsproxy and credentials, and before the
  * child is woken, so the record is in the buffer before anything the child does.
@@ -961,36 +1016,20 @@ static __always_inline void child_cred_nsproxy(const char *child, u64 *cred, u64
  * not its parent's; no syscall probe is needed for that (a failed clone made
  * nothing and is not reported).
  */
-RAW_TRACEPOINT_PROBE(sched_process_fork)
+static __always_inline int fork_event(void *ctx, u64 parent, const char *child)
 {
-	/* args[0] is the parent: the current task, read as such (cur_task). */
-	const u64 parent = ctx->args[0];
-	const char *child = (const char *)ctx->args[1];
+	/* `parent` is the current task, read as such (cur_task). */
 	const char *task = cur_task();
-	/* The child's pid, tgid and real_parent: one read where they sit close together. */
-	u32 child_tid, child_tgid;
-	u64 child_parent;
-#if OFF_TASK_TGID == OFF_TASK_PID + 4 && OFF_TASK_REAL_PARENT > OFF_TASK_PID && \
-    OFF_TASK_REAL_PARENT - OFF_TASK_PID <= 56 && (OFF_TASK_REAL_PARENT - OFF_TASK_PID) % 8 == 0
-	u64 ids[(OFF_TASK_REAL_PARENT - OFF_TASK_PID) / 8 + 1] = {};
-	bpf_probe_read_kernel(ids, sizeof(ids), child + OFF_TASK_PID);
-	child_tid = (u32)ids[0];
-	child_tgid = ids[0] >> 32;
-	child_parent = ids[(OFF_TASK_REAL_PARENT - OFF_TASK_PID) / 8];
-#else
-	child_tid = read_u32(child + OFF_TASK_PID);
-	child_tgid = read_u32(child + OFF_TASK_TGID);
-	child_parent = (u64)read_ptr(child + OFF_TASK_REAL_PARENT);
-#endif
-	u64 child_cred, child_nsproxy;
-	child_cred_nsproxy(child, &child_cred, &child_nsproxy);
+	struct nsg_child kid;
+	child_fields(child, &kid);
+	u32 child_tid = kid.tid, child_tgid = kid.tgid;
+	u64 child_parent = kid.real_parent;
 	const char *parent_cred = CUR_PTR(task + OFF_TASK_REAL_CRED);
-	u8 full = child_nsproxy != (u64)CUR_PTR(task + OFF_TASK_NSPROXY);
+	u8 full = kid.nsproxy != (u64)CUR_PTR(task + OFF_TASK_NSPROXY);
 	/* A new thread shares its creator's credentials; a new process has its own copy,
 	 * whose user namespace is its parent's unless the clone made one. */
-	if (!full && child_cred != (u64)parent_cred)
-		full = read_u64((const char *)child_cred + OFF_CRED_USER_NS) !=
-		       (parent_cred ? CUR_U64(parent_cred + OFF_CRED_USER_NS) : 0);
+	if (!full && kid.cred != (u64)parent_cred)
+		full = child_user_ns(child) != (parent_cred ? CUR_U64(parent_cred + OFF_CRED_USER_NS) : 0);
 	if (!full && child_tid != child_tgid)
 		return 0;       /* a new thread in its creator's namespaces */
 	if (!full && gate(GATE_DIVERGED))
@@ -1045,6 +1084,20 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	record_submit(ctx, rec, e->size);
 	return 0;
 }
+
+#if NSG_TP_BTF
+/* Loaded and attached as tp_btf by tracer/kernel/tpbtf.py (BCC cannot): its
+ * arguments are BTF pointers to the parent and the child. */
+int nsg_btf_fork(u64 *ctx)
+{
+	return fork_event(ctx, ctx[0], (const char *)ctx[1]);
+}
+#else
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+	return fork_event(ctx, ctx->args[0], (const char *)ctx->args[1]);
+}
+#endif
 
 #if NSG_HOOKS_FENTRY
 /*
@@ -1115,15 +1168,15 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setns)
 /* -- exec and exit ------------------------------------------------------------- */
 
 #if NSG_PROC_EVENTS
-TRACEPOINT_PROBE(sched, sched_process_exec)
+/*
+ * The exec record up to its tail (the filename, filled by the caller from its
+ * tracepoint's arguments); returns the number of namespace changes written.
+ */
+static __always_inline u32 exec_head(char *rec, const char *task, s32 old_pid)
 {
-	char *rec = record_start();
-	if (!rec)
-		return 0;
-	const char *task = cur_task();
 	struct nsg_event *e = (struct nsg_event *)rec;
 	fill_full(e, NSG_KIND_EXEC, task);
-	e->ret = args->old_pid;
+	e->ret = old_pid;
 	u32 n = 0;
 #if NSG_HAVE_TIME_NS
 	/* exec moves a task whose time_for_children differs into that namespace. */
@@ -1145,10 +1198,14 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		}
 	}
 #endif
-	struct nsg_exec_tail *tail = (struct nsg_exec_tail *)change_at(rec, n);
-	TP_DATA_LOC_READ_STR(tail->filename, filename, sizeof(tail->filename));
+	return n;
+}
+
+/* argv of the new program (the join-session summary names the command that ran), then out. */
+static __always_inline int exec_finish(void *ctx, char *rec, const char *task, struct nsg_exec_tail *tail, u32 n)
+{
+	struct nsg_event *e = (struct nsg_event *)rec;
 	tail->args[0] = 0;
-	/* argv of the new program: the join-session summary names the command that ran. */
 	const char *mm = CUR_PTR(task + OFF_TASK_MM);
 	if (mm) {
 		u64 arg_start = CUR_U64(mm + OFF_MM_ARG_START), arg_end = CUR_U64(mm + OFF_MM_ARG_END);
@@ -1161,12 +1218,14 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	}
 	e->nchanges = n;
 	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change) + sizeof(struct nsg_exec_tail);
-	record_submit(args, rec, e->size);
+	record_submit(ctx, rec, e->size);
 	return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_process_exit)
+/* group_dead: 1 when the last thread of the process is exiting, 0 when not, -1 unknown. */
+static __always_inline int exit_event(void *ctx, int group_dead)
 {
+	const char *task = cur_task();
 	if (gate(GATE_DIVERGED)) {
 		struct nsg_task *t = task_get(0);
 		if (diverged(t)) {
@@ -1175,23 +1234,74 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 		}
 	}
 	/* Only the last thread of a process ends the process. */
-#if NSG_EXIT_GROUP_DEAD
-	if (!args->group_dead)
+	if (group_dead == 0)
 		return 0;
-#else
-	const char *signal = CUR_PTR(cur_task() + OFF_TASK_SIGNAL);
-	if (signal && CUR_U32(signal + OFF_SIGNAL_STRUCT_LIVE) != 0)
-		return 0;
-#endif
+	if (group_dead < 0) {
+		const char *signal = CUR_PTR(task + OFF_TASK_SIGNAL);
+		if (signal && CUR_U32(signal + OFF_SIGNAL_STRUCT_LIVE) != 0)
+			return 0;
+	}
 	struct nsg_event *e = brief_reserve();
 	if (!e)
 		return 0;
 	fill_brief(e, NSG_KIND_EXIT);
-	__builtin_memcpy(e->comm, args->comm, sizeof(e->comm));
-	e->exit_code = (s32)CUR_U32(cur_task() + OFF_TASK_EXIT_CODE);
-	brief_submit(args, e);
+	cur_comm(e->comm, task);
+	e->exit_code = (s32)CUR_U32(task + OFF_TASK_EXIT_CODE);
+	brief_submit(ctx, e);
 	return 0;
 }
+
+#if NSG_TP_BTF
+/* tp_btf programs (tracer/kernel/tpbtf.py attaches them): no trace record is built
+ * for them, and their arguments are typed pointers. */
+int nsg_btf_exec(u64 *ctx)
+{
+	/* (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
+	char *rec = record_start();
+	if (!rec)
+		return 0;
+	const char *task = cur_task();
+	u32 n = exec_head(rec, task, (s32)ctx[1]);
+	struct nsg_exec_tail *tail = (struct nsg_exec_tail *)change_at(rec, n);
+	const char *bprm = (const char *)ctx[2];
+	const char *filename = *(const char *const *)(bprm + OFF_BPRM_FILENAME);
+	tail->filename[0] = 0;
+	if (filename)
+		bpf_probe_read_kernel_str(tail->filename, sizeof(tail->filename), filename);
+	return exec_finish(ctx, rec, task, tail, n);
+}
+
+int nsg_btf_exit(u64 *ctx)
+{
+	/* (struct task_struct *p, bool group_dead) where the tracepoint has group_dead */
+#if NSG_EXIT_GROUP_DEAD
+	return exit_event(ctx, (u8)ctx[1] != 0);
+#else
+	return exit_event(ctx, -1);
+#endif
+}
+#else
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	char *rec = record_start();
+	if (!rec)
+		return 0;
+	const char *task = cur_task();
+	u32 n = exec_head(rec, task, args->old_pid);
+	struct nsg_exec_tail *tail = (struct nsg_exec_tail *)change_at(rec, n);
+	TP_DATA_LOC_READ_STR(tail->filename, filename, sizeof(tail->filename));
+	return exec_finish(args, rec, task, tail, n);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+#if NSG_EXIT_GROUP_DEAD
+	return exit_event(args, args->group_dead != 0);
+#else
+	return exit_event(args, -1);
+#endif
+}
+#endif
 #endif
 
 /* Only the v2 hierarchy (id 0): its ids are what bpf_get_current_cgroup_id() returns. */

@@ -55,6 +55,8 @@ OPTIONAL_OFFSETS = {
     "NSG_HAVE_NS_ID": (("OFF_NS_COMMON_NS_ID", "ns_common", "ns_id"),),
     "NSG_HAVE_CGROUP_NS": (("OFF_NSPROXY_CGROUP_NS", "nsproxy", "cgroup_ns"),
                            ("OFF_CGROUP_NAMESPACE_NS", "cgroup_namespace", "ns")),
+    # The exec probe's filename on the tp_btf path (bprm->filename).
+    "NSG_HAVE_BPRM": (("OFF_BPRM_FILENAME", "linux_binprm", "filename"),),
     # x86-64 syscall wrappers' register block, for the fentry path's arguments.
     "NSG_HAVE_PT_REGS": (("OFF_PT_REGS_DI", "pt_regs", "di"), ("OFF_PT_REGS_SI", "pt_regs", "si")),
     "NSG_HAVE_TIME_NS": (("OFF_NSPROXY_TIME_NS", "nsproxy", "time_ns"),
