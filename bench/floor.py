@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The floor: BPF programs that return at once, on exactly the hooks given.
 
-    floor.py HOOK...       e.g. tracepoint__syscalls__sys_enter_clone raw_tracepoint__sched_process_fork
+    floor.py HOOK...       e.g. tracepoint__syscalls__sys_enter_unshare tp_btf__sched_process_fork
 
 Each HOOK is a program name as BCC spells it (what bench_probe_cost.py reads from
 a running nsgraph's programs), so the floor attaches to the same hooks, the same

@@ -974,7 +974,10 @@ struct nsg_child {
 static __always_inline void child_fields(const char *child, struct nsg_child *c)
 {
 #if NSG_TP_BTF
+	/* Each load must be one member as BTF has it: the barrier keeps the compiler from
+	 * merging the two 4-byte ids into one 8-byte load, which the verifier refuses. */
 	c->tid = *(const u32 *)(child + OFF_TASK_PID);
+	asm volatile("" ::: "memory");
 	c->tgid = *(const u32 *)(child + OFF_TASK_TGID);
 	c->real_parent = *(const u64 *)(child + OFF_TASK_REAL_PARENT);
 	c->nsproxy = *(const u64 *)(child + OFF_TASK_NSPROXY);
