@@ -77,7 +77,10 @@ def test_counters_map_is_read_from_outside(probes):
     before = bpfstats.percpu_array_sums(map_ids, "counters")
     unshare_in_children(7)
     after = bpfstats.percpu_array_sums(map_ids, "counters")
-    assert after[abi.CNT_EVENTS] - before[abi.CNT_EVENTS] >= 7
+    # Nothing drains this ring: once other processes' namespace calls have filled it,
+    # records count as dropped (ringbuf_full) instead of handed over.
+    handled = [c[abi.CNT_EVENTS] + c[abi.CNT_RINGBUF_FULL] for c in (before, after)]
+    assert handled[1] - handled[0] >= 7
     assert after[abi.CNT_EVENTS] == probes.counters()["submitted"]
 
 
