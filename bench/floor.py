@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The floor: BPF programs that return at once, on exactly the hooks given.
 
-    floor.py HOOK...       e.g. tracepoint__syscalls__sys_enter_clone raw_tracepoint__sched_process_fork
+    floor.py HOOK...       e.g. tracepoint__syscalls__sys_enter_unshare tp_btf__sched_process_fork
 
 Each HOOK is a program name as BCC spells it (what bench_probe_cost.py reads from
 a running nsgraph's programs), so the floor attaches to the same hooks, the same
-way (tracepoint, raw tracepoint, fentry/fexit, LSM), as the tracer it is compared
-with.  What a hook costs with an empty program is the part of nsgraph's overhead
+way (tracepoint, raw tracepoint, tp_btf, fentry/fexit, LSM), as the tracer it is
+compared with.  What a hook costs with an empty program is the part of nsgraph's overhead
 nsgraph cannot remove; everything above it is nsgraph's own.
 
 Prints "floor ready: N programs" on stdout when attached; detaches on SIGINT,
@@ -33,10 +33,21 @@ PREFIXES = (
 )
 
 
+TP_BTF = "tp_btf__"
+
+
+def btf_func(index: int) -> str:
+    """The C name of the index-th tp_btf floor program (BCC compiles it, tracer.kernel.tpbtf attaches it)."""
+    return "floor_btf_%d" % index
+
+
 def floor_source(hooks) -> str:
     """C text with one empty program per hook name."""
     parts = []
-    for hook in hooks:
+    for index, hook in enumerate(hooks):
+        if hook.startswith(TP_BTF):
+            parts.append("int %s(void *ctx)\n{\n\treturn 0;\n}\n" % btf_func(index))
+            continue
         for prefix, macro in PREFIXES:
             if hook.startswith(prefix):
                 parts.append("%s\n{\n\treturn 0;\n}\n" % macro(hook[len(prefix):]))
@@ -52,13 +63,19 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return EXIT_USAGE
     from bcc import BPF
+    from tracer.kernel import tpbtf
+    from tracer.kernel.btf import BTF
     bpf = BPF(text=floor_source(hooks).encode())
+    attached = [tpbtf.attach(tpbtf.bcc_instructions(bpf, btf_func(index)), hook[len(TP_BTF):], BTF.from_file())
+                for index, hook in enumerate(hooks) if hook.startswith(TP_BTF)]
     print("floor ready: %d programs" % len(hooks), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     done.wait()
+    for program in attached:
+        program.close()
     bpf.cleanup()
     return EXIT_OK
 

@@ -1,12 +1,15 @@
 /*
  * nsgraph probes: namespace events from clone/clone3/unshare/setns, plus the
- * fork/exec/exit events that let a model follow processes.
+ * fork/exec/exit events that let a model follow processes.  Clones are seen at
+ * sched_process_fork alone (no clone/clone3 syscall probe: the fork shows which
+ * namespaces the clone made, and the parent's registers which call it was).
  *
  * Cost is the design constraint: these programs run on every fork, exec and
  * exit of the machine.  So each does only what its record needs:
- *   - a fork that asks for no new namespace sends a brief record (who forked
- *     whom; the consumer knows the parent's namespaces and derives the child's),
- *     and nothing at all when process events are off;
+ *   - a fork whose child got its parent's nsproxy and user namespace (pointer
+ *     compares) sends a brief record (who forked whom; the consumer knows the
+ *     parent's namespaces and derives the child's), and nothing at all when
+ *     process events are off;
  *   - unshare/setns compare namespace pointers before and after the call and
  *     read inode numbers and ids only for the slots that changed (before values
  *     only for the slots the flags named: the old namespace may be freed once
@@ -36,10 +39,15 @@
  *   NSG_CALL_ARRAY        1: syscall entries wait for their exit in a direct-mapped
  *                         array claimed by compare-and-swap (5.12+); 0: a hash
  *   NSG_EXIT_GROUP_DEAD   1: sched_process_exit carries group_dead (6.x kernels)
- *   NSG_HOOKS_FENTRY      1: unshare/setns/clone are hooked with fentry/fexit
+ *   NSG_TP_BTF            1: sched_process_fork/exec/exit are plain functions that
+ *                         tracer/kernel/tpbtf.py attaches as tp_btf (typed arguments,
+ *                         no trace record built); 0: a raw tracepoint and two tracepoints
+ *   NSG_HOOKS_FENTRY      1: unshare/setns are hooked with fentry/fexit
  *                         instead of syscall tracepoints (where trampolines load)
  *   NSG_HAVE_NS_ID        1: ns_common has ns_id (Linux 6.18+)
  *   NSG_HAVE_TIME_NS, NSG_HAVE_CGROUP_NS
+ *   NSG_HAVE_CLONE_REGS   1: bpf_task_pt_regs (5.15+) and this architecture's syscall
+ *                         registers (OFF_PT_REGS_SYSNR/ARG0, NSG_NR_CLONE/CLONE3) known
  *   NSG_COMMON_START/NSG_COMMON_LEN: the span of ns_common holding inum (and ns_id)
  *   NSG_NSPROXY_START/NSG_NSPROXY_LEN: the span of struct nsproxy holding its pointers
  */
@@ -86,21 +94,17 @@ static __always_inline void count(u32 slot)
 }
 
 /*
- * Global gates, read on hot paths to skip work that cannot be needed:
- *   GATE_NS_CLONES  namespace clones between their entry and their exit; zero
- *                   means no fork can have entry state to look up;
+ * A global gate, read on hot paths to skip work that cannot be needed:
  *   GATE_DIVERGED   tasks whose children will not get their own namespaces: their
  *                   pid_for_children is not their pid namespace, or their
  *                   time_for_children not their time namespace (after unshare or
  *                   setns of pid/time); zero means every fork and exec is plain.
  */
-#define GATE_NS_CLONES 0
-#define GATE_DIVERGED 1
-BPF_ARRAY(gates, u64, 2);
+#define GATE_DIVERGED 0
+BPF_ARRAY(gates, u64, 1);
 
 /*
- * What a syscall's entry saw, kept until its exit (and, for clone, the fork), by
- * thread id.
+ * What an unshare's or setns's entry saw, kept until its exit, by thread id.
  */
 struct nsg_call {
 	u64 tid;            /* the owner thread (call table: and the claim time, see call_begin); 0: free */
@@ -872,121 +876,175 @@ static __always_inline int ns_call_exit(void *ctx, u8 kind, long ret)
 
 /* -- clone, clone3 and fork --------------------------------------------------- */
 
-/* Entry of a clone that asks for new namespaces: keep its flags for the fork. */
-static __always_inline int clone_enter(u8 syscall, u64 flags)
+/*
+ * The system call behind a fork and its flags, from the parent's saved user
+ * registers: clone's first argument is its flags, clone3's points to its struct
+ * clone_args (flags first).  Read only for a fork that made namespaces, so that
+ * the record says what was asked for, as the syscall's own probes used to.
+ * Elsewhere (kernels without bpf_task_pt_regs, 5.15, or another architecture's
+ * registers) the record has NSG_SYS_NONE and the flags the namespaces show.
+ */
+#define NSG_PF_KTHREAD 0x00200000
+static __always_inline u8 fork_syscall(const char *task, u64 *flags)
 {
-	if (!(flags & NSG_CLONE_NS_FLAGS))
-		return 0;
-	u32 tid = current_tid();
-	struct nsg_call *c = call_begin(tid);
-	if (!c) {
-		count(NSG_CNT_PENDING_FULL);
-		return 0;
+#if NSG_HAVE_CLONE_REGS && NSG_TASK_STORAGE
+	if (CUR_U32(task + OFF_TASK_FLAGS) & NSG_PF_KTHREAD)
+		return NSG_SYS_NONE;    /* a kernel thread's registers are not a system call's */
+	const char *regs = (const char *)bpf_task_pt_regs((struct task_struct *)task);
+	/* The syscall number's low half: orig_ax on x86-64 (8 bytes), syscallno on arm64 (4). */
+	s32 nr = *(const s32 *)(regs + OFF_PT_REGS_SYSNR);
+	u64 arg0 = *(const u64 *)(regs + OFF_PT_REGS_ARG0);
+	if (nr == NSG_NR_CLONE) {
+		*flags = arg0;
+		return NSG_SYS_CLONE;
 	}
-	c->flags = flags;
-	c->fd = 0;
-	c->syscall = syscall;
-	c->read_mask = 0;
-	if (call_commit(tid, c) != 0) {
-		count(NSG_CNT_PENDING_FULL);
-		return 0;
-	}
-	gate_add(GATE_NS_CLONES, 1);
-	return 0;
-}
-
-/* The entry of the current task's clone, if it asked for new namespaces. */
-static __always_inline struct nsg_call *ns_clone_entry(u32 tid)
-{
-	if (!gate(GATE_NS_CLONES))
-		return NULL;
-	struct nsg_call *c = call_find(tid);
-	if (c && (c->syscall == NSG_SYS_CLONE || c->syscall == NSG_SYS_CLONE3))
-		return c;
-	return NULL;
-}
-
-/* A successful clone is reported at sched_process_fork; its exit reports failures. */
-static __always_inline int clone_exit(void *ctx, long ret)
-{
-	u32 tid = current_tid();
-	struct nsg_call *c = ns_clone_entry(tid);
-	if (ret >= 0) {
-		if (c) {
-			call_end(tid, c);
-			gate_add(GATE_NS_CLONES, -1);
-		}
-		return 0;
-	}
-	if (!c) {
-#if NSG_PROC_EVENTS
-		struct nsg_event *e = brief_reserve();
-		if (e) {
-			fill_brief(e, NSG_KIND_CLONE);
-			cur_comm(e->comm, cur_task());
-			e->ret = ret;
-			brief_submit(ctx, e);
-		}
+	if (nr == NSG_NR_CLONE3 && bpf_probe_read_user(flags, sizeof(*flags), (const void *)arg0) == 0)
+		return NSG_SYS_CLONE3;
 #endif
-		return 0;
-	}
-	char *rec = record_start();
-	if (rec) {
-		struct nsg_event *e = (struct nsg_event *)rec;
-		fill_full(e, NSG_KIND_CLONE, cur_task());
-		e->syscall = c->syscall;
-		e->flags = c->flags;
-		e->info = NSG_INFO_FLAGS_SEEN;
-		e->ret = ret;
-		record_submit(ctx, rec, sizeof(*e));
-	}
-	call_end(tid, c);
-	gate_add(GATE_NS_CLONES, -1);
-	return 0;
+	return NSG_SYS_NONE;
 }
 
 /*
- * Runs in the parent after copy_process() and before the child is woken, so the
- * record is in the buffer before anything the child does.
+ * The CLONE_NEW* flags a fork's namespaces show: a slot of the child that is not
+ * its parent's is a namespace the clone made.  pid and time are read from the
+ * *_for_children slots: a child of a task that unshared pid or time lands in
+ * namespaces its parent made earlier, which this clone did not create.
  */
-RAW_TRACEPOINT_PROBE(sched_process_fork)
+static __always_inline u64 made_flags(const u64 *parent, const u64 *child)
 {
-	/* args[0] is the parent: the current task, read as such (cur_task). */
-	const u64 parent = ctx->args[0];
-	const char *child = (const char *)ctx->args[1];
-	struct nsg_call *c = ns_clone_entry(current_tid());
-	u8 full = c != NULL;
-	if (!full && gate(GATE_DIVERGED))
-		full = diverged(task_get(0));
-#if !NSG_PROC_EVENTS
-	if (!full)
-		return 0;       /* a plain fork, and no process events wanted */
+	u64 flags = 0;
+	if (parent[NSG_NS_MNT] != child[NSG_NS_MNT])
+		flags |= NSG_CLONE_NEWNS;
+	if (parent[NSG_NS_PID_FOR_CHILDREN] != child[NSG_NS_PID_FOR_CHILDREN])
+		flags |= NSG_CLONE_NEWPID;
+	if (parent[NSG_NS_NET] != child[NSG_NS_NET])
+		flags |= NSG_CLONE_NEWNET;
+	if (parent[NSG_NS_UTS] != child[NSG_NS_UTS])
+		flags |= NSG_CLONE_NEWUTS;
+	if (parent[NSG_NS_IPC] != child[NSG_NS_IPC])
+		flags |= NSG_CLONE_NEWIPC;
+	if (parent[NSG_NS_USER] != child[NSG_NS_USER])
+		flags |= NSG_CLONE_NEWUSER;
+	if (parent[NSG_NS_CGROUP] != child[NSG_NS_CGROUP])
+		flags |= NSG_CLONE_NEWCGROUP;
+	if (parent[NSG_NS_TIME_FOR_CHILDREN] != child[NSG_NS_TIME_FOR_CHILDREN])
+		flags |= NSG_CLONE_NEWTIME;
+	return flags;
+}
+
+/*
+ * The child's credentials and nsproxy pointers: one read of the span of the task
+ * struct that holds both (they sit ~120 bytes apart on 5.x/6.x kernels), into
+ * scratch (the stack is kept for the record's arrays).
+ */
+#define NSG_CRED_LO (OFF_TASK_REAL_CRED < OFF_TASK_NSPROXY ? OFF_TASK_REAL_CRED : OFF_TASK_NSPROXY)
+#define NSG_CRED_HI (OFF_TASK_REAL_CRED < OFF_TASK_NSPROXY ? OFF_TASK_NSPROXY : OFF_TASK_REAL_CRED)
+static __always_inline void child_cred_nsproxy(const char *child, u64 *cred, u64 *nsproxy)
+{
+#if NSG_CRED_HI - NSG_CRED_LO <= 248 && OFF_TASK_REAL_CRED % 8 == 0 && OFF_TASK_NSPROXY % 8 == 0
+	int zero = 0;
+	u64 *span = (u64 *)scratch.lookup(&zero);
+	if (!span || bpf_probe_read_kernel(span, NSG_CRED_HI - NSG_CRED_LO + 8, child + NSG_CRED_LO) != 0) {
+		*cred = *nsproxy = 0;
+		return;
+	}
+	*cred = span[(OFF_TASK_REAL_CRED - NSG_CRED_LO) / 8];
+	*nsproxy = span[(OFF_TASK_NSPROXY - NSG_CRED_LO) / 8];
+#else
+	*cred = (u64)read_ptr(child + OFF_TASK_REAL_CRED);
+	*nsproxy = (u64)read_ptr(child + OFF_TASK_NSPROXY);
 #endif
-	/* The child's pid, tgid and real_parent: one read where they sit close together. */
-	u32 child_tid, child_tgid;
-	u64 child_parent;
+}
+
+/*
+ * The child's fields the fork probe needs.  On the tp_btf path (NSG_TP_BTF) the
+ * child is a BTF pointer and these are plain loads, a few ns each; on the raw
+ * tracepoint, one bpf_probe_read_kernel per span of the task struct (~70 ns each
+ * on a 6.18 VM).  child_user_ns is read only when the child has credentials of
+ * its own (a new process; a new thread shares its creator's).
+ */
+struct nsg_child {
+	u32 tid;
+	u32 tgid;
+	u64 real_parent;
+	u64 cred;
+	u64 nsproxy;
+};
+
+static __always_inline void child_fields(const char *child, struct nsg_child *c)
+{
+#if NSG_TP_BTF
+	/* Each load must be one member as BTF has it: the barrier keeps the compiler from
+	 * merging the two 4-byte ids into one 8-byte load, which the verifier refuses. */
+	c->tid = *(const u32 *)(child + OFF_TASK_PID);
+	asm volatile("" ::: "memory");
+	c->tgid = *(const u32 *)(child + OFF_TASK_TGID);
+	c->real_parent = *(const u64 *)(child + OFF_TASK_REAL_PARENT);
+	c->nsproxy = *(const u64 *)(child + OFF_TASK_NSPROXY);
+	c->cred = *(const u64 *)(child + OFF_TASK_REAL_CRED);
+#else
+	/* pid, tgid and real_parent: one read where they sit close together. */
 #if OFF_TASK_TGID == OFF_TASK_PID + 4 && OFF_TASK_REAL_PARENT > OFF_TASK_PID && \
     OFF_TASK_REAL_PARENT - OFF_TASK_PID <= 56 && (OFF_TASK_REAL_PARENT - OFF_TASK_PID) % 8 == 0
 	u64 ids[(OFF_TASK_REAL_PARENT - OFF_TASK_PID) / 8 + 1] = {};
 	bpf_probe_read_kernel(ids, sizeof(ids), child + OFF_TASK_PID);
-	child_tid = (u32)ids[0];
-	child_tgid = ids[0] >> 32;
-	child_parent = ids[(OFF_TASK_REAL_PARENT - OFF_TASK_PID) / 8];
+	c->tid = (u32)ids[0];
+	c->tgid = ids[0] >> 32;
+	c->real_parent = ids[(OFF_TASK_REAL_PARENT - OFF_TASK_PID) / 8];
 #else
-	child_tid = read_u32(child + OFF_TASK_PID);
-	child_tgid = read_u32(child + OFF_TASK_TGID);
-	child_parent = (u64)read_ptr(child + OFF_TASK_REAL_PARENT);
+	c->tid = read_u32(child + OFF_TASK_PID);
+	c->tgid = read_u32(child + OFF_TASK_TGID);
+	c->real_parent = (u64)read_ptr(child + OFF_TASK_REAL_PARENT);
 #endif
+	child_cred_nsproxy(child, &c->cred, &c->nsproxy);
+#endif
+}
+
+static __always_inline u64 child_user_ns(const char *child)
+{
+#if NSG_TP_BTF
+	const char *cred = *(const char *const *)(child + OFF_TASK_REAL_CRED);
+	return cred ? *(const u64 *)(cred + OFF_CRED_USER_NS) : 0;
+#else
+	const char *cred = read_ptr(child + OFF_TASK_REAL_CRED);
+	return cred ? read_u64(cred + OFF_CRED_USER_NS) : 0;
+#endif
+}
+
+/*
+ * Every fork and clone, namespace-making ones included: runs in the parent after
+ * copy_process() has given the child its nsproxy and credentials, and before the
+ * child is woken, so the record is in the buffer before anything the child does.
+ * A clone made namespaces exactly when the child's nsproxy or user namespace is
+ * not its parent's; no syscall probe is needed for that (a failed clone made
+ * nothing and is not reported).
+ */
+static __always_inline int fork_event(void *ctx, u64 parent, const char *child)
+{
+	/* `parent` is the current task, read as such (cur_task). */
+	const char *task = cur_task();
+	struct nsg_child kid;
+	child_fields(child, &kid);
+	u32 child_tid = kid.tid, child_tgid = kid.tgid;
+	u64 child_parent = kid.real_parent;
+	const char *parent_cred = CUR_PTR(task + OFF_TASK_REAL_CRED);
+	u8 full = kid.nsproxy != (u64)CUR_PTR(task + OFF_TASK_NSPROXY);
+	/* A new thread shares its creator's credentials; a new process has its own copy,
+	 * whose user namespace is its parent's unless the clone made one. */
+	if (!full && kid.cred != (u64)parent_cred)
+		full = child_user_ns(child) != (parent_cred ? CUR_U64(parent_cred + OFF_CRED_USER_NS) : 0);
+	if (!full && child_tid != child_tgid)
+		return 0;       /* a new thread in its creator's namespaces */
+	if (!full && gate(GATE_DIVERGED))
+		full = diverged(task_get(0));
 	if (!full) {
 		/* No new namespace: the child's are its parent's, as the consumer can derive. */
-		if (child_tid != child_tgid)
-			return 0;       /* a new thread */
 #if NSG_PROC_EVENTS
 		struct nsg_event *e = brief_reserve();
 		if (!e)
 			return 0;
 		fill_brief(e, NSG_KIND_CLONE);
-		cur_comm(e->comm, cur_task());
+		cur_comm(e->comm, task);
 		e->child_pid = child_tgid;
 		/* CLONE_PARENT: the child is its grandparent's (runc's first child is). */
 		if (child_parent != parent)
@@ -995,19 +1053,24 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 #endif
 		return 0;
 	}
-	if (!c && child_tid != child_tgid)
-		return 0;       /* a new thread shares its creator's namespaces */
+	u64 before[NSG_NS_COUNT], after[NSG_NS_COUNT];
+	cur_ns_ptrs(task, before, 1);
+	task_ns_ptrs(child, after, 1);
 	char *rec = record_start();
 	if (!rec)
 		return 0;
-	const char *task = cur_task();
 	struct nsg_event *e = (struct nsg_event *)rec;
 	fill_full(e, NSG_KIND_CLONE, task);
-	if (c) {
-		e->syscall = c->syscall;
-		e->flags = c->flags;
+	u64 flags = 0;
+	e->syscall = fork_syscall(task, &flags);
+	if (e->syscall != NSG_SYS_NONE) {
 		e->info = NSG_INFO_FLAGS_SEEN;
+	} else {
+		flags = made_flags(before, after);
+		if (child_parent != parent)
+			flags |= NSG_CLONE_PARENT;
 	}
+	e->flags = flags;
 	u32 parent_level = 0, child_level = 0, nr = 0;
 	u64 pid_ns = 0;
 	cur_pid_struct(task, &parent_level);
@@ -1018,15 +1081,26 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	/* What clone() returns in the parent: the child's pid in the parent's pid namespace. */
 	pid_upid_at(child_pid, parent_level, &nr, &pid_ns);
 	e->ret = nr;
-	u64 before[NSG_NS_COUNT], after[NSG_NS_COUNT];
-	cur_ns_ptrs(task, before, 1);
-	task_ns_ptrs(child, after, 1);
 	u32 n = append_changes(rec, before, after, NSG_ALL_SLOTS, NULL, NULL);
 	e->nchanges = n;
 	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change);
 	record_submit(ctx, rec, e->size);
 	return 0;
 }
+
+#if NSG_TP_BTF
+/* Loaded and attached as tp_btf by tracer/kernel/tpbtf.py (BCC cannot): its
+ * arguments are BTF pointers to the parent and the child. */
+int nsg_btf_fork(u64 *ctx)
+{
+	return fork_event(ctx, ctx[0], (const char *)ctx[1]);
+}
+#else
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+	return fork_event(ctx, ctx->args[0], (const char *)ctx->args[1]);
+}
+#endif
 
 #if NSG_HOOKS_FENTRY
 /*
@@ -1067,29 +1141,6 @@ NSG_FEXIT(NSG_FN_SETNS, const void *regs, long ret)
 	return ns_call_exit(ctx, NSG_KIND_SETNS, ret);
 }
 
-NSG_FENTRY(NSG_FN_CLONE, const void *regs)
-{
-	return clone_enter(NSG_SYS_CLONE, syscall_arg(regs, OFF_PT_REGS_DI));
-}
-
-/* fexit runs in the parent only: the child starts at ret_from_fork. */
-NSG_FEXIT(NSG_FN_CLONE, const void *regs, long ret)
-{
-	return clone_exit(ctx, ret);
-}
-
-NSG_FENTRY(NSG_FN_CLONE3, const void *regs)
-{
-	u64 flags = 0;
-	/* struct clone_args starts with the u64 flags. */
-	bpf_probe_read_user(&flags, sizeof(flags), (const void *)syscall_arg(regs, OFF_PT_REGS_DI));
-	return clone_enter(NSG_SYS_CLONE3, flags);
-}
-
-NSG_FEXIT(NSG_FN_CLONE3, const void *regs, long ret)
-{
-	return clone_exit(ctx, ret);
-}
 #else
 /* Exits are defined (so attached) before entries: a call in flight while the
  * probes attach then has no entry, rather than an entry whose exit never comes. */
@@ -1103,15 +1154,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_setns)
 	return ns_call_exit(args, NSG_KIND_SETNS, args->ret);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_clone)
-{
-	return clone_exit(args, args->ret);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
-{
-	return clone_exit(args, args->ret);
-}
 TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
 {
 	return ns_call_enter(NSG_SYS_UNSHARE, args->unshare_flags, 0, flag_slots(args->unshare_flags));
@@ -1124,33 +1166,20 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setns)
 	return ns_call_enter(NSG_SYS_SETNS, nstype, (s32)args->fd, setns_slots(nstype));
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_clone)
-{
-	return clone_enter(NSG_SYS_CLONE, args->clone_flags);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
-{
-	u64 flags = 0;
-	/* struct clone_args starts with the u64 flags. */
-	bpf_probe_read_user(&flags, sizeof(flags), (const void *)args->uargs);
-	return clone_enter(NSG_SYS_CLONE3, flags);
-}
-
 #endif
 
 /* -- exec and exit ------------------------------------------------------------- */
 
 #if NSG_PROC_EVENTS
-TRACEPOINT_PROBE(sched, sched_process_exec)
+/*
+ * The exec record up to its tail (the filename, filled by the caller from its
+ * tracepoint's arguments); returns the number of namespace changes written.
+ */
+static __always_inline u32 exec_head(char *rec, const char *task, s32 old_pid)
 {
-	char *rec = record_start();
-	if (!rec)
-		return 0;
-	const char *task = cur_task();
 	struct nsg_event *e = (struct nsg_event *)rec;
 	fill_full(e, NSG_KIND_EXEC, task);
-	e->ret = args->old_pid;
+	e->ret = old_pid;
 	u32 n = 0;
 #if NSG_HAVE_TIME_NS
 	/* exec moves a task whose time_for_children differs into that namespace. */
@@ -1172,10 +1201,14 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		}
 	}
 #endif
-	struct nsg_exec_tail *tail = (struct nsg_exec_tail *)change_at(rec, n);
-	TP_DATA_LOC_READ_STR(tail->filename, filename, sizeof(tail->filename));
+	return n;
+}
+
+/* argv of the new program (the join-session summary names the command that ran), then out. */
+static __always_inline int exec_finish(void *ctx, char *rec, const char *task, struct nsg_exec_tail *tail, u32 n)
+{
+	struct nsg_event *e = (struct nsg_event *)rec;
 	tail->args[0] = 0;
-	/* argv of the new program: the join-session summary names the command that ran. */
 	const char *mm = CUR_PTR(task + OFF_TASK_MM);
 	if (mm) {
 		u64 arg_start = CUR_U64(mm + OFF_MM_ARG_START), arg_end = CUR_U64(mm + OFF_MM_ARG_END);
@@ -1188,12 +1221,14 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	}
 	e->nchanges = n;
 	e->size = sizeof(*e) + n * sizeof(struct nsg_ns_change) + sizeof(struct nsg_exec_tail);
-	record_submit(args, rec, e->size);
+	record_submit(ctx, rec, e->size);
 	return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_process_exit)
+/* group_dead: 1 when the last thread of the process is exiting, 0 when not, -1 unknown. */
+static __always_inline int exit_event(void *ctx, int group_dead)
 {
+	const char *task = cur_task();
 	if (gate(GATE_DIVERGED)) {
 		struct nsg_task *t = task_get(0);
 		if (diverged(t)) {
@@ -1202,23 +1237,74 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 		}
 	}
 	/* Only the last thread of a process ends the process. */
-#if NSG_EXIT_GROUP_DEAD
-	if (!args->group_dead)
+	if (group_dead == 0)
 		return 0;
-#else
-	const char *signal = CUR_PTR(cur_task() + OFF_TASK_SIGNAL);
-	if (signal && CUR_U32(signal + OFF_SIGNAL_STRUCT_LIVE) != 0)
-		return 0;
-#endif
+	if (group_dead < 0) {
+		const char *signal = CUR_PTR(task + OFF_TASK_SIGNAL);
+		if (signal && CUR_U32(signal + OFF_SIGNAL_STRUCT_LIVE) != 0)
+			return 0;
+	}
 	struct nsg_event *e = brief_reserve();
 	if (!e)
 		return 0;
 	fill_brief(e, NSG_KIND_EXIT);
-	__builtin_memcpy(e->comm, args->comm, sizeof(e->comm));
-	e->exit_code = (s32)CUR_U32(cur_task() + OFF_TASK_EXIT_CODE);
-	brief_submit(args, e);
+	cur_comm(e->comm, task);
+	e->exit_code = (s32)CUR_U32(task + OFF_TASK_EXIT_CODE);
+	brief_submit(ctx, e);
 	return 0;
 }
+
+#if NSG_TP_BTF
+/* tp_btf programs (tracer/kernel/tpbtf.py attaches them): no trace record is built
+ * for them, and their arguments are typed pointers. */
+int nsg_btf_exec(u64 *ctx)
+{
+	/* (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
+	char *rec = record_start();
+	if (!rec)
+		return 0;
+	const char *task = cur_task();
+	u32 n = exec_head(rec, task, (s32)ctx[1]);
+	struct nsg_exec_tail *tail = (struct nsg_exec_tail *)change_at(rec, n);
+	const char *bprm = (const char *)ctx[2];
+	const char *filename = *(const char *const *)(bprm + OFF_BPRM_FILENAME);
+	tail->filename[0] = 0;
+	if (filename)
+		bpf_probe_read_kernel_str(tail->filename, sizeof(tail->filename), filename);
+	return exec_finish(ctx, rec, task, tail, n);
+}
+
+int nsg_btf_exit(u64 *ctx)
+{
+	/* (struct task_struct *p, bool group_dead) where the tracepoint has group_dead */
+#if NSG_EXIT_GROUP_DEAD
+	return exit_event(ctx, (u8)ctx[1] != 0);
+#else
+	return exit_event(ctx, -1);
+#endif
+}
+#else
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	char *rec = record_start();
+	if (!rec)
+		return 0;
+	const char *task = cur_task();
+	u32 n = exec_head(rec, task, args->old_pid);
+	struct nsg_exec_tail *tail = (struct nsg_exec_tail *)change_at(rec, n);
+	TP_DATA_LOC_READ_STR(tail->filename, filename, sizeof(tail->filename));
+	return exec_finish(args, rec, task, tail, n);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+#if NSG_EXIT_GROUP_DEAD
+	return exit_event(args, args->group_dead != 0);
+#else
+	return exit_event(args, -1);
+#endif
+}
+#endif
 #endif
 
 /* Only the v2 hierarchy (id 0): its ids are what bpf_get_current_cgroup_id() returns. */

@@ -46,9 +46,11 @@
 #define NSG_KIND_EXEC 4
 #define NSG_KIND_EXIT 5
 
-/* The system call behind an event.  A clone seen only at sched_process_fork
- * (fork/vfork system calls, kernel threads, and every clone that asked for no
- * new namespace) has NSG_SYS_NONE. */
+/* The system call behind an event.  Every clone is seen at sched_process_fork;
+ * one that made namespaces is named after the call in its parent's registers
+ * (clone or clone3); plain forks, fork/vfork, kernel threads, and kernels or
+ * architectures where the registers cannot be read have NSG_SYS_NONE.  A failed
+ * clone made nothing and has no record. */
 #define NSG_SYS_NONE 0
 #define NSG_SYS_CLONE 1
 #define NSG_SYS_CLONE3 2
@@ -58,8 +60,9 @@
 /* Bits of nsg_event.info. */
 #define NSG_INFO_BRIEF 1        /* a plain fork or an exit: only ts, pid, tid, comm, child_pid,
                                    flags (fork) and exit_code (exit) are filled in */
-#define NSG_INFO_FLAGS_SEEN 2   /* a clone whose flags come from the system call itself;
-                                   otherwise flags holds only what the fork showed (CLONE_PARENT) */
+#define NSG_INFO_FLAGS_SEEN 2   /* a clone whose flags are the system call's own (read from the
+                                   parent's registers); otherwise flags holds what the fork showed:
+                                   CLONE_NEW* of the namespaces it made, and CLONE_PARENT */
 
 /* Slots of the per-CPU counters map. */
 #define NSG_CNT_RINGBUF_FULL 0   /* record dropped: ring buffer reserve failed */

@@ -118,6 +118,31 @@ def test_clone3_reads_flags_from_user_struct(workload):
     assert event.changed_types() == ["net"]
 
 
+def test_clone_of_a_user_namespace_alone(workload):
+    """CLONE_NEWUSER alone leaves the child its parent's nsproxy: the fork probe sees the
+    clone through the child's credentials, and names the call from the parent's registers."""
+    truth, _events, ns_events, _stats = workload
+    t = next(t for t in truth if t["op"] == "clone_user")
+    assert t["errno"] is None
+    got = [e for e in ns_events if e.kind == "clone" and e.child_pid == t["child_pid"]]
+    assert len(got) == 1
+    event = got[0]
+    assert event.syscall == "clone" and event.flags == ["CLONE_NEWUSER"]
+    assert event.ret == t["ret"]
+    same_changes(event, t["parent_ns"], t["child_ns"])
+    assert event.changed_types() == ["user"]
+
+
+def test_a_failed_clone_has_no_record(workload):
+    """A clone refused before copy_process() made nothing: no record (the syscall probes
+    that used to report it are gone; sched_process_fork never runs for it)."""
+    truth, events, _ns_events, _stats = workload
+    t = next(t for t in truth if t["op"] == "clone_failed")
+    assert t["errno"] == 22
+    failed = [e for e in events if e.kind == "clone" and e.pid == t["pid"] and e.failed]
+    assert failed == [], failed
+
+
 def test_setns_into_another_process(workload):
     truth, _events, ns_events, _stats = workload
     holder = next(t for t in truth if t["op"] == "unshare_holder")
@@ -156,7 +181,7 @@ def test_unprivileged_unshare_fails_with_eperm(workload):
 def test_exactly_the_expected_namespace_events(workload):
     """No extra and no missing namespace events from the workload's processes."""
     truth, _events, ns_events, _stats = workload
-    expected = sum(1 for t in truth if t["op"] in ("unshare", "clone", "clone3", "setns",
+    expected = sum(1 for t in truth if t["op"] in ("unshare", "clone", "clone3", "clone_user", "setns",
                                                      "unshare_holder", "unshare_eperm"))
     assert len(ns_events) == expected, [(e.kind, e.pid, e.flags) for e in ns_events]
 

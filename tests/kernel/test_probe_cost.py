@@ -77,7 +77,10 @@ def test_counters_map_is_read_from_outside(probes):
     before = bpfstats.percpu_array_sums(map_ids, "counters")
     unshare_in_children(7)
     after = bpfstats.percpu_array_sums(map_ids, "counters")
-    assert after[abi.CNT_EVENTS] - before[abi.CNT_EVENTS] >= 7
+    # Nothing drains this ring: once other processes' namespace calls have filled it,
+    # records count as dropped (ringbuf_full) instead of handed over.
+    handled = [c[abi.CNT_EVENTS] + c[abi.CNT_RINGBUF_FULL] for c in (before, after)]
+    assert handled[1] - handled[0] >= 7
     assert after[abi.CNT_EVENTS] == probes.counters()["submitted"]
 
 
@@ -159,6 +162,12 @@ def test_probes_load_on_the_fast_path_this_kernel_has(probes):
     from tracer.kernel.layout import kernel_has_task_storage, kernel_version
     assert probes.task_storage == kernel_has_task_storage(), probes.fallback_reason
     assert probes.call_table == ("array" if kernel_version() >= (5, 12) else "hash"), probes.fallback_reason
+    # tp_btf (5.5+) is tried with the BTF-typed build (5.11+); it needs no trampolines.
+    assert probes.fork_hook == ("tp_btf" if kernel_has_task_storage() else "raw_tracepoint"), probes.fallback_reason
+    names = [s.name for s in bpfstats.sample_all(probes.test_prog_ids).values()]
+    fork = [n for n in names if n.endswith("sched_process_fork")]
+    assert fork == ["tp_btf__sched_process_fork" if probes.fork_hook == "tp_btf"
+                    else "raw_tracepoint__sched_process_fork"], names
 
 
 def test_a_small_call_table_is_freed_after_every_call(root):

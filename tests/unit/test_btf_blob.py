@@ -128,3 +128,17 @@ def test_functions_are_found_by_name_and_kind():
     assert btf.func_id("switch_task_namespaces") == first
     for absent in ("free_nsprox", "nsproxy", "missing"):      # substrings of a name are not names
         assert btf.func_id(absent) is None
+
+
+def test_typedefs_are_found_by_whole_name_and_kind():
+    """tp_btf attaches to tracepoint X through the typedef btf_trace_X (tracer/kernel/tpbtf.py)."""
+    b = BTFBuilder()
+    b.func("btf_trace_sched_process_fork")               # a FUNC of the same name is not it
+    u32 = b.int_type("unsigned int", 4)
+    fork = b.typedef("btf_trace_sched_process_fork", u32)
+    exit_ = b.typedef("btf_trace_sched_process_exit", u32)
+    btf = BTF(b.blob())
+    assert btf.typedef_id("btf_trace_sched_process_fork") == fork
+    assert btf.typedef_id("btf_trace_sched_process_exit") == exit_
+    for absent in ("btf_trace_sched_process", "sched_process_fork", "btf_trace_sched_process_exec"):
+        assert btf.typedef_id(absent) is None

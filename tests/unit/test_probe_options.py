@@ -23,3 +23,27 @@ def test_default_ring_wakes_rarely_on_a_small_machine():
 def test_call_table_size_is_a_power_of_two_at_least_as_asked():
     for wanted, size in ((0, 1), (1, 1), (3, 4), (16384, 16384), (16385, 32768)):
         assert pending_entries(wanted) == size
+
+
+def test_tp_btf_programs_are_named_back_after_their_tracepoints():
+    """Kernel program names keep 15 characters: the alias each tp_btf program is loaded
+    under maps back to one BCC-style name per tracepoint, and nothing else is renamed."""
+    from tracer.kernel import bpfstats, tpbtf
+    names = {tracepoint: tpbtf.kernel_name(tracepoint) for tracepoint in tpbtf.ALIASES}
+    assert all(len(n) <= 15 for n in names.values()) and len(set(names.values())) == len(names)
+    for tracepoint, name in names.items():
+        assert tpbtf.full_name(name) == "tp_btf__" + tracepoint
+        assert bpfstats.short_name(tpbtf.full_name(name)) == tracepoint
+    assert tpbtf.full_name("sched_process_f") == "sched_process_f"
+
+
+def test_floor_attaches_tp_btf_hooks_as_plain_functions():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "floor.py")
+    spec = importlib.util.spec_from_file_location("floor", path)
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    text = floor.floor_source(["tp_btf__sched_process_fork", "raw_tracepoint__sched_process_fork"])
+    assert "int %s(void *ctx)" % floor.btf_func(0) in text
+    assert "RAW_TRACEPOINT_PROBE(sched_process_fork)" in text

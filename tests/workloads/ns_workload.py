@@ -26,6 +26,8 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+CLONE_FS = 0x00000200
 SIGCHLD = 17
 
 SYS_CLONE = 56
@@ -114,7 +116,8 @@ def child_report(write_fd, extra):
         os._exit(0)
 
 
-def do_clone(flags, use_clone3):
+def do_clone(flags, use_clone3, op=None):
+    op = op or ("clone3" if use_clone3 else "clone")
     parent_ns = own_ns()
     read_fd, write_fd = os.pipe()
     if use_clone3:
@@ -130,7 +133,7 @@ def do_clone(flags, use_clone3):
         child_report(write_fd, {})
     os.close(write_fd)
     if ret < 0:
-        emit({"op": "clone3" if use_clone3 else "clone", "pid": os.getpid(), "flags": flags,
+        emit({"op": op, "pid": os.getpid(), "flags": flags,
               "ret": -1, "errno": -ret, "parent_ns": parent_ns})
         return
     chunks = []
@@ -142,7 +145,7 @@ def do_clone(flags, use_clone3):
     os.close(read_fd)
     _, status = os.waitpid(ret, 0)
     child = json.loads(b"".join(chunks))
-    emit({"op": "clone3" if use_clone3 else "clone", "pid": os.getpid(), "flags": flags,
+    emit({"op": op, "pid": os.getpid(), "flags": flags,
           "ret": ret, "errno": None, "child_pid": child["pid"], "child_vpid": child["vpid"],
           "child_ns": child["ns"], "child_ns_ids": child["ns_ids"],
           "parent_ns": parent_ns, "child_status": status})
@@ -181,6 +184,14 @@ def do_setns_into_other():
     os.close(fd)
     os.kill(holder, signal.SIGKILL)
     os.waitpid(holder, 0)
+
+
+def do_failed_clone():
+    """clone(CLONE_NEWUSER | CLONE_FS) is refused (EINVAL) before any namespace is made."""
+    ret = syscall(SYS_CLONE, CLONE_NEWUSER | CLONE_FS | SIGCHLD, 0, 0, 0, 0)
+    if ret == 0:
+        os._exit(1)
+    emit({"op": "clone_failed", "pid": os.getpid(), "ret": ret, "errno": -ret if ret < 0 else None})
 
 
 def do_unprivileged_unshare():
@@ -223,6 +234,9 @@ def main():
     do_unshare(CLONE_NEWNET | CLONE_NEWIPC)
     do_clone(CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWNS, use_clone3=False)
     do_clone(CLONE_NEWNET, use_clone3=True)
+    # A user namespace alone: the child keeps its parent's nsproxy, only its credentials differ.
+    do_clone(CLONE_NEWUSER, use_clone3=False, op="clone_user")
+    do_failed_clone()
     do_setns_into_other()
     do_unprivileged_unshare()
     emit({"op": "end", "pid": os.getpid()})

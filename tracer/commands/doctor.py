@@ -263,9 +263,11 @@ def check_probe_load(layout) -> Check:
         probes.close()
     except ProbeError as exc:
         return Check("probes", FAIL, str(exc), "fix the FAIL lines above first; then see the message")
-    return Check("probes", OK, "compiled and attached every probe in %.1f s; hooks: %s" % (
+    return Check("probes", OK, "compiled and attached every probe in %.1f s; hooks: %s; fork/exec/exit: %s" % (
         time.monotonic() - started, "fentry/fexit (untraced system calls pay nothing)" if probes.hook_path == "fentry"
-        else "syscall tracepoints (%s)" % probes.hook_reason.split(";")[0]))
+        else "syscall tracepoints (%s)" % probes.hook_reason.split(";")[0],
+        "tp_btf (typed reads)" if probes.fork_hook == "tp_btf"
+        else "raw tracepoint" + (" (%s)" % probes.fallback_reason[:120] if probes.fallback_reason else "")))
 
 
 def gather_checks(quick: bool) -> List[Check]:

@@ -26,6 +26,7 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 from .bpfsys import (BPF_BTF_GET_FD_BY_ID, BPF_ENABLE_STATS, BPF_MAP_GET_FD_BY_ID, BPF_MAP_LOOKUP_ELEM,
                      BPF_PROG_GET_FD_BY_ID, bpf, fd_by_id, obj_info)
+from . import tpbtf
 from .btf import BTF, BTFError
 
 BPF_STATS_RUN_TIME = 0
@@ -180,7 +181,8 @@ def sample(prog_id: int) -> Optional[ProgramSample]:
             struct.pack_into("<Q", ask, _PROG_MAP_IDS, ctypes.addressof(ids))
             obj_info(fd, _PROG_INFO_SIZE, ask)
             map_ids = tuple(ids)
-        name = _func_name(fd, info) or info[_PROG_NAME:_PROG_NAME + 16].split(b"\0")[0].decode("ascii", "replace")
+        name = _func_name(fd, info) or \
+            tpbtf.full_name(info[_PROG_NAME:_PROG_NAME + 16].split(b"\0")[0].decode("ascii", "replace"))
         return ProgramSample(
             id=prog_id, name=name, prog_type=struct.unpack_from("<I", info, _PROG_TYPE)[0],
             run_cnt=struct.unpack_from("<Q", info, _PROG_RUN_CNT)[0],
@@ -274,7 +276,7 @@ def diff(before: Dict[int, ProgramSample], after: Dict[int, ProgramSample]) -> L
 def short_name(name: str) -> str:
     """"tracepoint__syscalls__sys_enter_clone" -> "sys_enter_clone" (BCC's naming)."""
     for prefix in ("tracepoint__syscalls__", "tracepoint__sched__", "tracepoint__cgroup__",
-                   "raw_tracepoint__", "kfunc__vmlinux__", "kretfunc__vmlinux__", "kfunc__", "kretfunc__",
+                   "raw_tracepoint__", "tp_btf__", "kfunc__vmlinux__", "kretfunc__vmlinux__", "kfunc__", "kretfunc__",
                    "lsm__"):
         if name.startswith(prefix):
             kind = "fexit " if prefix.startswith("kret") else "fentry " if prefix.startswith("kfunc") else \

@@ -217,6 +217,21 @@ class BTF:
             self._funcs = {self._string(off): tid for off, tid in self._func_offsets.items()}
         return self._funcs.get(name)
 
+    def typedef_id(self, name: str) -> Optional[int]:
+        """The BTF id of the typedef `name`, or None.  A tp_btf program attaches to
+        tracepoint X through the typedef btf_trace_X; looked up on demand (one pass)."""
+        needle = b"\0" + name.encode("ascii") + b"\0"
+        offsets = set()    # every copy of the string (vmlinux's BTF has one; others may not dedupe)
+        at = self._data.find(needle, self._strings_start, self._strings_end)
+        while at >= 0:
+            offsets.add(at + 1 - self._strings_start)
+            at = self._data.find(needle, at + 1, self._strings_end)
+        for type_id in range(1, len(self._positions)) if offsets else ():
+            got_off, info, _size = _TYPE.unpack_from(self._data, self._positions[type_id])
+            if got_off in offsets and (info >> 24) & 0x1F == KIND_TYPEDEF:
+                return type_id
+        return None
+
     def has_member(self, struct_name: str, member_path: str) -> bool:
         try:
             self.member_offset(struct_name, member_path)

@@ -26,6 +26,7 @@ REQUIRED_OFFSETS = (
     ("OFF_TASK_SIGNAL", "task_struct", "signal"),
     ("OFF_TASK_EXIT_CODE", "task_struct", "exit_code"),
     ("OFF_TASK_MM", "task_struct", "mm"),
+    ("OFF_TASK_FLAGS", "task_struct", "flags"),
     ("OFF_MM_ARG_START", "mm_struct", "arg_start"),
     ("OFF_MM_ARG_END", "mm_struct", "arg_end"),
     ("OFF_SIGNAL_STRUCT_LIVE", "signal_struct", "live"),
@@ -54,12 +55,39 @@ OPTIONAL_OFFSETS = {
     "NSG_HAVE_NS_ID": (("OFF_NS_COMMON_NS_ID", "ns_common", "ns_id"),),
     "NSG_HAVE_CGROUP_NS": (("OFF_NSPROXY_CGROUP_NS", "nsproxy", "cgroup_ns"),
                            ("OFF_CGROUP_NAMESPACE_NS", "cgroup_namespace", "ns")),
+    # The exec probe's filename on the tp_btf path (bprm->filename).
+    "NSG_HAVE_BPRM": (("OFF_BPRM_FILENAME", "linux_binprm", "filename"),),
     # x86-64 syscall wrappers' register block, for the fentry path's arguments.
     "NSG_HAVE_PT_REGS": (("OFF_PT_REGS_DI", "pt_regs", "di"), ("OFF_PT_REGS_SI", "pt_regs", "si")),
     "NSG_HAVE_TIME_NS": (("OFF_NSPROXY_TIME_NS", "nsproxy", "time_ns"),
                          ("OFF_NSPROXY_TIME_NS_FOR_CHILDREN", "nsproxy", "time_ns_for_children"),
                          ("OFF_TIME_NAMESPACE_NS", "time_namespace", "ns")),
 }
+
+# Where a fork's parent's saved user registers hold the system call number and its
+# first argument, and the numbers of clone and clone3, by architecture: the fork
+# probe reads them to name the call behind a namespace-making clone and its flags.
+CLONE_REGS = {
+    "x86_64": {"members": (("OFF_PT_REGS_SYSNR", "orig_ax"), ("OFF_PT_REGS_ARG0", "di")),
+               "NSG_NR_CLONE": 56, "NSG_NR_CLONE3": 435},
+    "aarch64": {"members": (("OFF_PT_REGS_SYSNR", "syscallno"), ("OFF_PT_REGS_ARG0", "orig_x0")),
+                "NSG_NR_CLONE": 220, "NSG_NR_CLONE3": 435},
+}
+
+
+def clone_regs(btf, machine: Optional[str] = None) -> Optional[dict]:
+    """OFF_PT_REGS_SYSNR/ARG0 and NSG_NR_CLONE/CLONE3 for this kernel, or None (unknown
+    architecture, or a pt_regs without those members)."""
+    known = CLONE_REGS.get(machine or platform.machine())
+    if known is None:
+        return None
+    try:
+        found = {macro: btf.member_offset("pt_regs", member) for macro, member in known["members"]}
+    except BTFError:
+        return None
+    found.update(NSG_NR_CLONE=known["NSG_NR_CLONE"], NSG_NR_CLONE3=known["NSG_NR_CLONE3"])
+    return found
+
 
 class ProbeError(Exception):
     """The probes could not be built or attached; the message says how to fix it."""
@@ -122,6 +150,10 @@ def resolve_layout(btf_path: str = VMLINUX_BTF) -> KernelLayout:
             continue
         offsets.update(found)
         features[feature] = True
+    regs = clone_regs(btf)
+    # bpf_task_pt_regs came in 5.15.
+    features["NSG_HAVE_CLONE_REGS"] = regs is not None and kernel_version() >= (5, 15)
+    offsets.update(regs or {})
     return KernelLayout(offsets=offsets, features=features, source="btf", upid_size=upid_size, btf=btf)
 
 

@@ -3,7 +3,8 @@ half of `nsgraph doctor --cost` (bench/bench_probe_cost.py is the lab half).
 
 A tracer is any process holding BPF programs whose names are nsgraph's probes
 (BCC names them after their hooks: tracepoint__syscalls__sys_enter_unshare,
-raw_tracepoint__sched_process_fork, kfunc__ksys_unshare...).  Its programs are
+raw_tracepoint__sched_process_fork, kfunc__ksys_unshare...; tpbtf.full_name gives
+the tp_btf fork probe the name tp_btf__sched_process_fork).  Its programs are
 sampled twice with the kernel's statistics switched on in between; the
 difference is each program's runs and run time over the window, and the
 records it sent come from its `counters` map.
@@ -26,8 +27,8 @@ PROBE_HOOKS = ("sched_process_fork", "sched_process_exec", "sched_process_exit",
 
 
 def is_probe_name(name: str) -> bool:
-    return name.endswith(PROBE_HOOKS) and name.startswith(("tracepoint__", "raw_tracepoint__", "kfunc__",
-                                                           "kretfunc__"))
+    return name.endswith(PROBE_HOOKS) and name.startswith(("tracepoint__", "raw_tracepoint__", "tp_btf__",
+                                                           "kfunc__", "kretfunc__"))
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """Loading the BPF probes and draining their buffer.
 
 Offsets of every kernel struct member the probes read come from the running
-kernel's BTF (layout.py); the header tree BCC compiles against is used for
-nothing but the compiler's own includes.  Where BPF trampolines load
-(trampolines.py), unshare/setns/clone are hooked with fentry/fexit, elsewhere
-with syscall tracepoints; hook_path and hook_reason say which and why.
+kernel's BTF (layout.py), not from the header tree BCC compiles against.  Where
+BPF trampolines load (trampolines.py), unshare/setns are hooked with fentry/fexit,
+else with syscall tracepoints (hook_path and hook_reason say which and why); fork,
+exec and exit with tp_btf where it loads (tpbtf.py), else tracepoints (fork_hook).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Optional
 
-from . import abi, ringbuf, trampolines
+from . import abi, ringbuf, tpbtf, trampolines
 from .layout import (KernelLayout, ProbeError, kernel_has_ringbuf, kernel_has_task_storage, kernel_version,
                      resolve_layout)
 
@@ -24,11 +24,9 @@ DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB: rides out a busy machine not scheduling t
 DEFAULT_PERF_PAGES = 256
 DEFAULT_PENDING_ENTRIES = 16384
 DEFAULT_CGROUP_PATHS = 8192
-# The reader polls every POLL_MS whatever happens, which bounds the latency of a lone
-# event; the probes wake it early only when a CPU has filled a share of the ring
-# (wakeup_events_for).  A wake-up is an interrupt and a cross-CPU wake, tens of
-# microseconds on a VM, which the probe that asks for it pays: one per 64 records
-# made a fork+exit cost the kernel ~1 us more (bench/bench_probe_cost.py).
+# The reader polls every POLL_MS whatever happens (bounding a lone event's latency); the
+# probes wake it early only when a CPU has filled a share of the ring (wakeup_events_for):
+# a wake-up (interrupt, cross-CPU wake) costs the probe asking for it tens of us on a VM.
 MAX_WAKEUP_EVENTS = 4096
 LARGEST_RECORD = 512   # bytes a record takes in the ring, rounded up (exec: 328 + header)
 POLL_MS = 20
@@ -57,12 +55,9 @@ def tracepoint_has_field(category: str, name: str, field_name: str) -> bool:
 
 
 def _detaching_on_failure(bpf_class):
-    """bpf_class whose constructor detaches what it attached when a later program fails.
-
-    BCC attaches programs one by one while constructing; when one is refused (say the
-    verifier rejects it on the task-storage path), the object is never returned and BCC
-    has no finaliser, so the programs attached before it would stay attached, doubling
-    the cost of every hook they sit on once the next attempt loads."""
+    """bpf_class whose constructor detaches what it attached when a later program fails:
+    BCC attaches one by one and has no finaliser, so without this the programs attached
+    before a refused one would stay, doubling every hook's cost once the next attempt loads."""
 
     class Detaching(bpf_class):
         def _trace_autoload(self):
@@ -134,13 +129,15 @@ class Probes:
         self.hook_reason = ""
         self.task_storage = kernel_has_task_storage()
         self.fallback_reason = ""   # why a later attempt of _compile was used, if one was
+        self.fork_hook = "raw_tracepoint"   # or "tp_btf": how sched_process_fork/exec/exit are hooked
+        self._attached: list = []           # tp_btf programs loaded here, not by BCC
 
     @property
     def call_table(self) -> str:
         """Where syscall entries wait for their exit: "array" (direct-mapped) or "hash"."""
         return "array" if self.task_storage and kernel_version() >= (5, 12) else "hash"
 
-    def cflags(self, fentry: bool = False) -> list:
+    def cflags(self, fentry: bool = False, tp_btf: bool = False) -> list:
         o = self.options
         flags = self.layout.cflags()
         flags += [
@@ -156,6 +153,7 @@ class Probes:
             "-DNSG_TASK_STORAGE=%d" % int(self.task_storage),
             "-DNSG_EXIT_GROUP_DEAD=%d" % int(tracepoint_has_field("sched", "sched_process_exit", "group_dead")),
             "-DNSG_HOOKS_FENTRY=%d" % int(fentry),
+            "-DNSG_TP_BTF=%d" % int(tp_btf),
         ]
         if fentry:
             functions = trampolines.hook_functions()
@@ -217,18 +215,20 @@ class Probes:
             raise ProbeError("opening the event buffer failed: %s" % exc) from exc
 
     def _compile(self, bpf_class, text: str, fentry: bool):
-        """Compile and attach; falls back from fentry to tracepoints, and from task storage to a hash."""
-        attempts = [(fentry, self.task_storage)]
-        if fentry:
-            attempts.append((False, self.task_storage))
-        if self.task_storage:
-            attempts.append((False, False))
+        """Compile and attach; falls back from fentry to tracepoints, from tp_btf fork/exec/
+        exit probes (typed reads; need the BTF-typed build) to tracepoints, and from task
+        storage to a hash."""
+        tp_btf = self.task_storage and self.use_ringbuf and bool(self.layout.features.get("NSG_HAVE_BPRM"))
+        attempts = []
+        for attempt in ((fentry, self.task_storage, tp_btf), (fentry, self.task_storage, False),
+                        (False, self.task_storage, tp_btf), (False, self.task_storage, False), (False, False, False)):
+            attempts += [attempt] if attempt not in attempts else []
         first_error = None
         cleaning_class = _detaching_on_failure(bpf_class)
-        for use_fentry, use_storage in attempts:
+        for use_fentry, use_storage, use_btf in attempts:
             self.task_storage = use_storage
             try:
-                bpf = cleaning_class(text=text.encode(), cflags=self.cflags(fentry=use_fentry))
+                bpf = cleaning_class(text=text.encode(), cflags=self.cflags(fentry=use_fentry, tp_btf=use_btf))
             except Exception as exc:
                 first_error = first_error or exc
                 self.fallback_reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
@@ -236,6 +236,15 @@ class Probes:
                     self.hook_reason += "; but the full program failed on the fentry path (%s): using " \
                                         "syscall tracepoints" % str(exc).splitlines()[0][:160]
                 continue
+            if use_btf:
+                try:
+                    self._attached = tpbtf.attach_all(bpf, self.layout.btf, self.options.proc_events)
+                except (tpbtf.TpBtfError, OSError) as exc:
+                    bpf.cleanup()
+                    first_error = first_error or exc
+                    self.fallback_reason = str(exc)[:300]
+                    continue
+            self.fork_hook = "tp_btf" if use_btf else "raw_tracepoint"
             return bpf, use_fentry
         raise ProbeError(
             "compiling or loading the probes failed: %s. Run 'nsgraph doctor' to check the "
@@ -286,10 +295,9 @@ class Probes:
 
     def cgroup_path(self, cgroup_id: int) -> Optional[str]:
         """The path a cgroup v2 id had when it was made (since the probes attached), if known."""
-        bpf = self._bpf
-        if bpf is None:
+        if self._bpf is None:
             return None
-        table = bpf[b"cgroup_paths"]
+        table = self._bpf[b"cgroup_paths"]
         try:
             value = table[table.Key(cgroup_id)]
         except KeyError:
@@ -308,6 +316,9 @@ class Probes:
                 if self._mapped is not None:
                     self._mapped.close()
                     self._mapped = None
+                for attached in self._attached:
+                    attached.close()
+                self._attached = []
                 self._bpf.cleanup()
                 self._bpf = None
 

@@ -1,5 +1,5 @@
 """Can this kernel attach BPF trampolines (fentry/fexit) to the functions behind
-unshare, setns and clone?
+unshare and setns?  (Clones need no hook of their own: sched_process_fork sees them.)
 
 Where it can, the probes hook those functions instead of the syscall
 tracepoints, and the rest of the machine's system calls stay on the fast path
@@ -40,8 +40,7 @@ def hook_functions(machine: Optional[str] = None) -> Optional[dict]:
     prefix = SYSCALL_PREFIX.get(machine or platform.machine())
     if prefix is None:
         return None
-    return {"unshare": "ksys_unshare", "setns": prefix + "setns", "clone": prefix + "clone",
-            "clone3": prefix + "clone3"}
+    return {"unshare": "ksys_unshare", "setns": prefix + "setns"}
 
 
 @dataclass
