@@ -27,7 +27,7 @@ class Serve:
     """`nsgraph serve` from the checkout `repo` (its code on PYTHONPATH, this interpreter)."""
 
     def __init__(self, repo: str, tmp: str, extra=(), fd_limit: int = 1024, label: str = "serve",
-                 cpus=None):
+                 cpus=None, env=None):
         self.repo = repo
         self.tmp = tmp
         os.makedirs(tmp, exist_ok=True)
@@ -44,7 +44,7 @@ class Serve:
                 os.sched_setaffinity(0, cpus)
 
         # As the systemd unit (scripts/nsgraph.service) runs it.
-        env = dict(os.environ, PYTHONPATH=repo, MALLOC_ARENA_MAX="2")
+        env = dict(os.environ, PYTHONPATH=repo, MALLOC_ARENA_MAX="2", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tracer.cli", "serve", "--port", str(self.port),
              "--db", os.path.join(tmp, "%s.db" % label)] + list(extra),

@@ -113,6 +113,8 @@ def main() -> int:
     ap.add_argument("--hog", type=int, default=0, help="busy loops to start at --hog-at")
     ap.add_argument("--hog-at", type=float, default=0.0, help="minute the busy loops start")
     ap.add_argument("--hog-minutes", type=float, default=5.0)
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment for serve (e.g. PYTHONMALLOC=malloc); repeatable")
     ap.add_argument("--cpu", type=int, help="serve and the busy loops on this CPU, the workload on the others")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -127,10 +129,12 @@ def main() -> int:
     all_cpus = os.sched_getaffinity(0)
     if args.cpu is not None and (args.cpu not in all_cpus or len(all_cpus) < 2):
         ap.error("--cpu must be one of %s (and leave another for the workload)" % sorted(all_cpus))
+    if any("=" not in item for item in args.env):
+        ap.error("--env takes NAME=VALUE")
     pinned = {args.cpu} if args.cpu is not None else None
     others = (all_cpus - pinned) if pinned else None
     tmp = tempfile.mkdtemp(prefix="nsgsoak-")
-    serve = Serve(args.repo, tmp, label="soak", cpus=pinned)
+    serve = Serve(args.repo, tmp, label="soak", cpus=pinned, env=dict(item.split("=", 1) for item in args.env))
     stop = threading.Event()
     counts = {"bytes": 0, "errors": 0}
     samples = []
@@ -147,7 +151,7 @@ def main() -> int:
         for t in threads:
             t.start()
         start = time.monotonic()
-        print("%s (serve from %s)" % (load_text(), args.repo), flush=True)
+        print("%s (serve from %s%s)" % (load_text(), args.repo, "".join(" " + e for e in args.env)), flush=True)
         print("minute  rss_mb  anon_mb  pyblk_k  hist_q  hist_drop   lost  fds  threads  cpu_s   events  "
               "db_mb  load  hog", flush=True)
         n = 0
@@ -193,8 +197,9 @@ def main() -> int:
     base = next((s for s in samples if s["minute"] >= args.warmup), samples[0] if samples else None)
     if base and samples:
         growth = samples[-1]["rss_mb"] - base["rss_mb"]
-        print("RSS after warm-up %.1f MB, at the end %.1f MB: growth %.1f MB (target <= 50); "
-              "SSE bytes read %d, errors %d; %s" % (base["rss_mb"], samples[-1]["rss_mb"], growth,
+        peak = max(s["rss_mb"] for s in samples if s["minute"] >= args.warmup)
+        print("RSS after warm-up %.1f MB, peak %.1f MB, at the end %.1f MB: growth %.1f MB (target <= 50); "
+              "SSE bytes read %d, errors %d; %s" % (base["rss_mb"], peak, samples[-1]["rss_mb"], growth,
                                                    counts["bytes"], counts["errors"],
                                                    {k: v for k, v in counts.items() if k.startswith("api")}))
     if args.out:
