@@ -202,6 +202,15 @@ def main() -> int:
               "SSE bytes read %d, errors %d; %s" % (base["rss_mb"], peak, samples[-1]["rss_mb"], growth,
                                                    counts["bytes"], counts["errors"],
                                                    {k: v for k, v in counts.items() if k.startswith("api")}))
+    before_hog = [s for s in samples if s["minute"] < args.hog_at]
+    if args.hog and before_hog and samples[-1]["minute"] >= args.hog_at + args.hog_minutes:
+        pre = before_hog[-1]
+        peak = max(s["rss_mb"] for s in samples)
+        print("busy machine (%d busy loops, minutes %g-%g): RSS before %.1f MB, peak %.1f MB, at the end %.1f MB "
+              "(%+.1f MB kept); anonymous %.1f -> %.1f MB; Python blocks %.0fk -> %.0fk" % (
+                  args.hog, args.hog_at, args.hog_at + args.hog_minutes, pre["rss_mb"], peak,
+                  samples[-1]["rss_mb"], samples[-1]["rss_mb"] - pre["rss_mb"], pre["anon_mb"],
+                  samples[-1]["anon_mb"], pre.get("py_blocks_k", -1), samples[-1].get("py_blocks_k", -1)))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"samples": samples, "counts": counts, "args": vars(args)}, f, indent=1)
