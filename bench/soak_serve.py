@@ -78,8 +78,10 @@ class Hog:
     def __init__(self, count: int, cpus=None):
         self.procs = []
         for _ in range(count):
+            # Each in its own session: with sched_autogroup the scheduler shares a CPU between
+            # sessions, so loops in one session would weigh as one.
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-c", "while True: pass"],
+                [sys.executable, "-c", "while True: pass"], start_new_session=True,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None))
 
     def stop(self) -> None:
