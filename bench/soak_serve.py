@@ -154,8 +154,8 @@ def main() -> int:
             t.start()
         start = time.monotonic()
         print("%s (serve from %s%s)" % (load_text(), args.repo, "".join(" " + e for e in args.env)), flush=True)
-        print("minute  rss_mb  anon_mb  pyblk_k  hist_q  hist_drop   lost  fds  threads  cpu_s   events  "
-              "db_mb  load  hog", flush=True)
+        print("minute  rss_mb  anon_mb  pyblk_k  hist_q  hist_drop   lost  recon  procs  fds  threads  cpu_s   "
+              "events  db_mb  load  hog", flush=True)
         n = 0
         end_s = (args.minutes + args.warmup) * 60
         while n * args.sample_s <= end_s:
@@ -169,20 +169,23 @@ def main() -> int:
                 status = serve.status(timeout=30)
             except Exception as exc:     # a sample must not end the soak
                 status = {"error": str(exc)}
+            counters = status.get("counters") or {}
             db = os.path.join(tmp, "soak.db")
             db_mb = sum(os.path.getsize(p) for p in (db, db + "-wal") if os.path.exists(p)) / 2**20
             sample = {"minute": round(minute, 2), "rss_mb": round(serve.rss_mb(), 1),
                       "anon_mb": round(serve.anon_mb(), 1), "fds": serve.fds(),
                       "threads": serve.threads(), "cpu_s": round(serve.cpu_seconds(), 1),
-                      "events": (status.get("counters") or {}).get("events"), "db_mb": round(db_mb, 1),
+                      "events": counters.get("events"), "reconciles": counters.get("reconciles"),
+                      "procs": counters.get("processes"), "ns_kept": counters.get("namespaces_ended_kept"),
+                      "db_mb": round(db_mb, 1),
                       "warnings": status.get("warnings"), "load": os.getloadavg()[0],
                       "hog": bool(hog and hog.procs)}
             sample.update(metric_columns(serve))
             samples.append(sample)
-            print("%6.2f  %6.1f  %7.1f  %7.0f  %6s  %9s  %5s  %4d  %7d  %6.1f  %7s  %5.1f  %4.1f  %s" % (
+            print("%6.2f  %6.1f  %7.1f  %7.0f  %6s  %9s  %5s  %5s  %5s  %4d  %7d  %6.1f  %7s  %5.1f  %4.1f  %s" % (
                 minute, sample["rss_mb"], sample["anon_mb"], sample.get("py_blocks_k", -1),
                 _num(sample.get("hist_queued")), _num(sample.get("hist_dropped")), _num(sample.get("lost")),
-                sample["fds"], sample["threads"], sample["cpu_s"], sample["events"], sample["db_mb"],
+                _num(sample["reconciles"]), _num(sample["procs"]), sample["fds"], sample["threads"], sample["cpu_s"], sample["events"], sample["db_mb"],
                 sample["load"], "hog" if sample["hog"] else ""), flush=True)
             n += 1
             time.sleep(max(0.0, start + n * args.sample_s - time.monotonic()))
