@@ -185,8 +185,9 @@ def main() -> int:
             print("%6.2f  %6.1f  %7.1f  %7.0f  %6s  %9s  %5s  %5s  %5s  %4d  %7d  %6.1f  %7s  %5.1f  %4.1f  %s" % (
                 minute, sample["rss_mb"], sample["anon_mb"], sample.get("py_blocks_k", -1),
                 _num(sample.get("hist_queued")), _num(sample.get("hist_dropped")), _num(sample.get("lost")),
-                _num(sample["reconciles"]), _num(sample["procs"]), sample["fds"], sample["threads"], sample["cpu_s"], sample["events"], sample["db_mb"],
-                sample["load"], "hog" if sample["hog"] else ""), flush=True)
+                _num(sample["reconciles"]), _num(sample["procs"]), sample["fds"], sample["threads"],
+                sample["cpu_s"], sample["events"], sample["db_mb"], sample["load"],
+                "hog" if sample["hog"] else ""), flush=True)
             n += 1
             time.sleep(max(0.0, start + n * args.sample_s - time.monotonic()))
             if serve.proc.poll() is not None:
