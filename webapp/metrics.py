@@ -113,8 +113,8 @@ def render(state) -> str:
     w.metric("nsgraph_sse_refused_total", "counter", "/stream connections refused at the --max-streams cap",
              hub.streams_refused)
     store = state.service.store if state.service is not None else None
-    if store is not None:
-        history = store.stats()
+    history = store.stats() if store is not None else {}
+    if "queued" in history:         # a local SQLite history (a fleet node's is read from NATS)
         w.metric("nsgraph_history_queued_inputs", "gauge",
                  "graph inputs waiting for the history writer (bounded; beyond it they are dropped)",
                  _int(history.get("queued")))
