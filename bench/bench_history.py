@@ -29,7 +29,7 @@ from tracer.exitcodes import EXIT_OK  # noqa: E402
 from bench_web_stream import HOST, event_stream  # noqa: E402
 from loadgen import percentile  # noqa: E402
 from tracer.graph.model import NamespaceGraph  # noqa: E402
-from tracer.history.rebuild import young_graphs  # noqa: E402
+from tracer.history.rebuild import discard, young_graphs  # noqa: E402
 from tracer.history.store import HistoryStore  # noqa: E402
 from tracer import malloc  # noqa: E402
 
@@ -55,8 +55,8 @@ def build_graph(procs: int):
 def sample(store, lo, hi, samples):
     """(wall ms, CPU ms, costs) of graph_at at `samples` random times in [lo, hi].  CPU: this
     thread's (the store's writer may be pruning meanwhile; its time is not the rebuild's).
-    Each graph goes back as the API's would (rebuild.young_graphs): dropped graphs left for a
-    full collection would add that collection to a later sample."""
+    Each graph goes back as the API's does (rebuild.discard, young_graphs): dropped graphs left
+    for a full collection would add that collection to a later sample."""
     times, cpu, costs = [], [], []
     rng = random.Random(1)
     for _ in range(samples):
@@ -65,6 +65,7 @@ def sample(store, lo, hi, samples):
         with young_graphs():
             graph = store.graph_at(at)
             assert graph is not None
+            discard(graph)
             del graph
         # Including the collection that gives the graph back (the API pays it too).
         times.append((time.perf_counter() - t) * 1000)

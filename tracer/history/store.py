@@ -339,7 +339,10 @@ class HistoryStore:
         """graph_at(at) as Graph JSON (webapp.contract.HistoryReader)."""
         with rebuild.young_graphs():    # the rebuilt graph goes back on leaving (dropped first)
             graph = self.graph_at(at)
-            data = graph.to_json() if graph is not None else None
+            data = None
+            if graph is not None:
+                data = graph.to_json()
+                rebuild.discard(graph)
             del graph
         return data
 
@@ -348,7 +351,10 @@ class HistoryStore:
         with rebuild.young_graphs():
             g1, g2 = self.graph_at(t1), self.graph_at(t2)
             data = diff_graphs(g1.to_json(), g2.to_json(), t1, t2) if g1 is not None and g2 is not None else None
-            del g1, g2
+            for graph in (g1, g2):
+                if graph is not None:
+                    rebuild.discard(graph)
+            del g1, g2, graph
         return data
 
     def time_range(self):
