@@ -29,7 +29,9 @@ from tracer.exitcodes import EXIT_OK  # noqa: E402
 from bench_web_stream import HOST, event_stream  # noqa: E402
 from loadgen import percentile  # noqa: E402
 from tracer.graph.model import NamespaceGraph  # noqa: E402
+from tracer.history.rebuild import discard, young_graphs  # noqa: E402
 from tracer.history.store import HistoryStore  # noqa: E402
+from tracer import malloc  # noqa: E402
 
 
 def build_graph(procs: int):
@@ -51,25 +53,39 @@ def build_graph(procs: int):
 
 
 def sample(store, lo, hi, samples):
-    """(wall ms, CPU ms) of graph_at at `samples` random times in [lo, hi].  CPU: this thread's
-    (the store's writer may be pruning meanwhile; its time is not the rebuild's)."""
-    times, cpu = [], []
+    """(wall ms, CPU ms, costs) of graph_at at `samples` random times in [lo, hi].  CPU: this
+    thread's (the store's writer may be pruning meanwhile; its time is not the rebuild's).
+    Each graph goes back as the API's does (rebuild.discard, young_graphs): dropped graphs left
+    for a full collection would add that collection to a later sample."""
+    times, cpu, costs = [], [], []
     rng = random.Random(1)
     for _ in range(samples):
         at = rng.uniform(lo, hi)
         t, c = time.perf_counter(), time.thread_time()
-        graph = store.graph_at(at)
+        with young_graphs():
+            graph = store.graph_at(at)
+            assert graph is not None
+            discard(graph)
+            del graph
+        # Including the collection that gives the graph back (the API pays it too).
         times.append((time.perf_counter() - t) * 1000)
         cpu.append((time.thread_time() - c) * 1000)
-        assert graph is not None
-    return times, cpu
+        costs.append(store.last_rebuild)
+    return times, cpu, costs
 
 
-def report(times, cpu) -> None:
+def report(times, cpu, costs) -> None:
     print("graph_at over %d random T: wall p50 %.0f ms, p99 %.0f ms, max %.0f ms (target <= 200 ms); CPU time "
           "p50 %.0f ms, p99 %.0f ms, max %.0f ms (what it costs without other load); load %.1f (a shared machine)"
           % (len(times), percentile(times, 50), percentile(times, 99), max(times), percentile(cpu, 50),
              percentile(cpu, 99), max(cpu), os.getloadavg()[0]))
+    print("slowest (CPU ms = SQL reads + checkpoint decode + replay + the rest (freeing the graph); "
+          "checkpoint KB, blocks, inputs replayed):")
+    for i in sorted(range(len(cpu)), key=cpu.__getitem__)[-3:]:
+        c = costs[i]
+        print("  %4.0f ms = %.0f + %.0f + %.0f + %.0f; %.0f KB, %d blocks, %d inputs (sample %d)" % (
+            cpu[i], c.read_ms, c.load_ms, c.replay_ms, cpu[i] - c.total_ms, c.checkpoint_bytes / 1024, c.blocks,
+            c.replayed, i))
 
 
 def measure_only(args) -> int:
@@ -80,12 +96,12 @@ def measure_only(args) -> int:
         count = db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
     store = HistoryStore(args.path).open()
     try:
-        times, cpu = sample(store, lo, hi, args.samples)
+        times, cpu, costs = sample(store, lo, hi, args.samples)
     finally:
         store.close()
     print("database %s: %.0f MB, %d checkpoints, %.0f s of history" % (
         args.path, os.path.getsize(args.path) / 2**20, count, hi - lo))
-    report(times, cpu)
+    report(times, cpu, costs)
     return EXIT_OK
 
 
@@ -97,6 +113,7 @@ def main() -> int:
     ap.add_argument("--path", help="database file (default: a temporary one)")
     ap.add_argument("--measure-only", action="store_true", help="do not fill --path: time graph_at on it")
     args = ap.parse_args()
+    malloc.tune_gc()        # serve's policy: no full collection by itself (it runs one a minute)
     if args.measure_only:
         if not args.path or not os.path.exists(args.path):
             ap.error("--measure-only needs --path of an existing history database")
@@ -126,13 +143,13 @@ def main() -> int:
                 break
     store.flush()
     lo, hi = store.time_range()
-    times, cpu = sample(store, lo, hi, args.samples)
+    times, cpu, costs = sample(store, lo, hi, args.samples)
     st = store.stats()
     store.close()
     print("database %.0f MB (limit %.0f), %d inputs written in %.0f s, %d checkpoints kept, graph of %d processes"
           % ((st["bytes"] or 0) / 2**20, args.mb, st["written"], time.monotonic() - t0, st["checkpoints"],
              args.procs))
-    report(times, cpu)
+    report(times, cpu, costs)
     return EXIT_OK
 
 

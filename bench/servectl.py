@@ -26,7 +26,8 @@ def free_port() -> int:
 class Serve:
     """`nsgraph serve` from the checkout `repo` (its code on PYTHONPATH, this interpreter)."""
 
-    def __init__(self, repo: str, tmp: str, extra=(), fd_limit: int = 1024, label: str = "serve"):
+    def __init__(self, repo: str, tmp: str, extra=(), fd_limit: int = 1024, label: str = "serve",
+                 cpus=None, env=None):
         self.repo = repo
         self.tmp = tmp
         os.makedirs(tmp, exist_ok=True)
@@ -39,9 +40,11 @@ class Serve:
         def limit_fds():
             # What a systemd unit without LimitNOFILE= gives: soft 1 024 (the hard stays).
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, hard))
+            if cpus:        # before exec: every thread serve starts inherits it
+                os.sched_setaffinity(0, cpus)
 
         # As the systemd unit (scripts/nsgraph.service) runs it.
-        env = dict(os.environ, PYTHONPATH=repo, MALLOC_ARENA_MAX="2")
+        env = dict(os.environ, PYTHONPATH=repo, MALLOC_ARENA_MAX="2", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tracer.cli", "serve", "--port", str(self.port),
              "--db", os.path.join(tmp, "%s.db" % label)] + list(extra),
@@ -91,6 +94,33 @@ class Serve:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024.0
         return 0.0
+
+    def anon_mb(self) -> float:
+        """Anonymous memory (the heap, Python's arenas; not the mapped files) from smaps_rollup."""
+        try:
+            with open("/proc/%d/smaps_rollup" % self.proc.pid) as f:
+                for line in f:
+                    if line.startswith("Anonymous:"):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+        return 0.0
+
+    def metrics(self, timeout=10.0) -> dict:
+        """/metrics as {name{labels}: value} (unlabelled names are plain keys)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn.request("GET", "/metrics", headers={"Authorization": "Bearer " + self.token})
+        text = conn.getresponse().read().decode()
+        conn.close()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _sep, value = line.rpartition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+        return out
 
     def fds(self) -> int:
         try:

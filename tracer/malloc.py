@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -77,3 +78,26 @@ def freeze_startup() -> None:
 def collect_fully() -> int:
     """A full collection now (what tune_gc stopped from happening by itself); objects freed."""
     return gc.collect()
+
+
+TRACE_ENV = "NSGRAPH_TRACEMALLOC"
+
+
+def trace_from_env() -> bool:
+    """Diagnosis of memory growth (off unless $NSGRAPH_TRACEMALLOC names a file prefix): trace
+    allocations from now on and write a tracemalloc snapshot to PREFIX.N on each SIGUSR2, to
+    compare two moments (`Snapshot.load(...).compare_to(...)`).  Costs CPU and memory: not for
+    normal runs.  Call from the main thread."""
+    prefix = os.environ.get(TRACE_ENV)
+    if not prefix:
+        return False
+    import itertools
+    import signal
+    import tracemalloc
+    tracemalloc.start(1)
+    numbers = itertools.count()
+
+    def dump(_signum, _frame):
+        tracemalloc.take_snapshot().dump("%s.%d" % (prefix, next(numbers)))
+    signal.signal(signal.SIGUSR2, dump)
+    return True

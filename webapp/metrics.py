@@ -8,6 +8,7 @@ on the host, so they are not public by default.
 from __future__ import annotations
 
 import re
+import sys
 
 from flask import Blueprint, Response, current_app
 
@@ -111,6 +112,19 @@ def render(state) -> str:
              "still carry every change)", hub.events_dropped)
     w.metric("nsgraph_sse_refused_total", "counter", "/stream connections refused at the --max-streams cap",
              hub.streams_refused)
+    store = state.service.store if state.service is not None else None
+    history = store.stats() if store is not None else {}
+    if "queued" in history:         # a local SQLite history (a fleet node's is read from NATS)
+        w.metric("nsgraph_history_queued_inputs", "gauge",
+                 "graph inputs waiting for the history writer (bounded; beyond it they are dropped)",
+                 _int(history.get("queued")))
+        w.metric("nsgraph_history_dropped_inputs_total", "counter",
+                 "graph inputs the history could not keep (writer behind or failing; a checkpoint follows)",
+                 _int(history.get("dropped")))
+    # Objects Python holds, against the process's resident memory: RSS far above what these
+    # explain is memory the allocators keep after a peak (fragmentation), not live data.
+    w.metric("nsgraph_python_allocated_blocks", "gauge", "memory blocks Python's allocator has handed out",
+             sys.getallocatedblocks())
     server = state.server_stats()
     if server is not None:
         w.metric("nsgraph_http_connections", "gauge", "open HTTP connections", server["connections"])

@@ -73,5 +73,8 @@ def test_history_on_a_full_disk_is_reported_and_the_service_keeps_running(small_
         assert len(messages) == 1, status
         assert "disk is full" in messages[0] and str(small_disk) in messages[0]
         assert store.stats()["write_errors"] >= 1
+        metrics = client.get("/metrics").get_data(as_text=True)
+        dropped = [line for line in metrics.splitlines() if line.startswith("nsgraph_history_dropped_inputs_total ")]
+        assert len(dropped) == 1 and int(dropped[0].split()[1]) >= 1, metrics
     finally:
         store.close()

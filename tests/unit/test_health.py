@@ -99,3 +99,23 @@ def test_a_failing_reconcile_is_reported_until_it_succeeds_again():
     assert "Too many open files" in problems[0]["message"] and "failing since" in problems[0]["message"]
     health.maintenance_ok()
     assert health.check() == []
+
+
+def test_metrics_show_the_history_queue_and_python_allocations(tmp_path):
+    from tracer.history.store import HistoryStore
+    world = World()
+    store = HistoryStore(str(tmp_path / "history.db")).open()
+    store.attach(world.graph)         # not started: what the graph journals stays queued
+    try:
+        _app, client = authed(serving(world, store))
+        world.graph.apply_batch([world.event("exit", 50, exit_code=0)])
+        values = {}
+        for line in client.get("/metrics").get_data(as_text=True).splitlines():
+            if line.startswith(("nsgraph_history_", "nsgraph_python_")):
+                name, value = line.split()
+                values[name] = float(value)
+        assert values["nsgraph_history_queued_inputs"] == store.stats()["queued"] >= 1
+        assert values["nsgraph_history_dropped_inputs_total"] == 0
+        assert values["nsgraph_python_allocated_blocks"] > 10_000
+    finally:
+        store.close()

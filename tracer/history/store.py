@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -38,9 +37,8 @@ from typing import Optional
 from ..events.encode import EventEncoder
 from ..graph.model import NamespaceGraph
 from ..graph.schema import GraphJSON
-from . import blocks, retention, schema
+from . import blocks, rebuild, retention, schema
 from .diff import diff_graphs
-from .replay import replay_records
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +92,7 @@ class HistoryStore:
         self._captured = collections.deque()  # (ts, state) exported by the journal, to store
         self._force_checkpoint = False
         self._rebuild_lock = threading.Lock()
+        self.last_rebuild: Optional[rebuild.Rebuild] = None     # the cost of the last graph_at
         self.counters = {"written": 0, "dropped": 0, "checkpoints": 0, "changes": 0, "pruned": 0,
                          "pruned_bytes": 0, "write_errors": 0}
         self.error = None
@@ -322,48 +321,41 @@ class HistoryStore:
 
     def graph_at(self, at: float) -> Optional[NamespaceGraph]:
         """The graph as it was at time `at` (seconds since the epoch), or None before the history.
-        The run live at `at` is the one with the newest checkpoint at or before it: a time
-        before a restart shows the old run's graph, a time after it the new run's."""
+        A time before a restart shows the old run's graph, a time after it the new run's
+        (rebuild.py).  Its cost is in `last_rebuild`."""
         with self._rebuild_lock:
+            cost = rebuild.Rebuild(at=at)
+            t = time.thread_time()
             with self._reader_lock:
-                db = self._read_db()
-                row = db.execute("SELECT run_id, seq, state FROM checkpoints WHERE ts <= ? ORDER BY ts DESC "
-                                 "LIMIT 1", (at,)).fetchone()
-                if row is None:
-                    return None
-                run_id, seq, state = row
-                block_data = []
-                # Blocks in sequence order, so times only grow: stop at the first one after `at`
-                # instead of scanning the rest of the run.
-                for first_ts, data in db.execute(
-                        "SELECT first_ts, data FROM input_blocks WHERE run_id = ? AND last_seq > ? "
-                        "ORDER BY last_seq", (run_id, seq)):
-                    if first_ts > at:
-                        break
-                    block_data.append(data)
-            # A rebuild makes ~100 000 objects, none of them garbage yet: the collections they
-            # would trigger (full ones walk the whole process) only add latency.
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
-                graph = NamespaceGraph.from_state(json.loads(zlib.decompress(state)))
-                replay_records(graph, blocks.inputs_between(block_data, seq, at))
-            finally:
-                if collecting:
-                    gc.enable()
+                found = rebuild.find(self._read_db(), at)
+            cost.read_ms = (time.thread_time() - t) * 1000
+            if found is None:
+                return None
+            graph = rebuild.rebuild(found, at, cost)
+            self.last_rebuild = cost
             return graph
 
     def graph_json_at(self, at: float) -> Optional[GraphJSON]:
         """graph_at(at) as Graph JSON (webapp.contract.HistoryReader)."""
-        graph = self.graph_at(at)
-        return graph.to_json() if graph is not None else None
+        with rebuild.young_graphs():    # the rebuilt graph goes back on leaving (dropped first)
+            graph = self.graph_at(at)
+            data = None
+            if graph is not None:
+                data = graph.to_json()
+                rebuild.discard(graph)
+            del graph
+        return data
 
     def diff(self, t1: float, t2: float) -> Optional[dict]:
         """What changed between two times, in the diff format of graph.diff_since."""
-        g1, g2 = self.graph_at(t1), self.graph_at(t2)
-        if g1 is None or g2 is None:
-            return None
-        return diff_graphs(g1.to_json(), g2.to_json(), t1, t2)
+        with rebuild.young_graphs():
+            g1, g2 = self.graph_at(t1), self.graph_at(t2)
+            data = diff_graphs(g1.to_json(), g2.to_json(), t1, t2) if g1 is not None and g2 is not None else None
+            for graph in (g1, g2):
+                if graph is not None:
+                    rebuild.discard(graph)
+            del g1, g2, graph
+        return data
 
     def time_range(self):
         """(first, last): the times the history covers now (None, None when empty)."""

@@ -23,6 +23,11 @@ from .probes import POLL_MS, ProbeOptions, Probes
 log = logging.getLogger(__name__)
 
 LOST_CHECK_S = 0.25
+# Batch subscribers get a poll's events in pieces of about this many.  A poll drains the
+# whole ring (8 MiB: ~80 000 events after the machine did not schedule us for a while);
+# decoding it all before the graph sees any of it held every one of those Events at
+# once, a peak Python's allocator keeps for good (its arenas are freed only when empty).
+DELIVER_EVENTS = 4096
 
 
 class Collector:
@@ -55,7 +60,8 @@ class Collector:
         self._subscribers.append(callback)
 
     def subscribe_batch(self, callback: Callable[[list], None]) -> None:
-        """callback(events) once per poll with everything that poll read, in order.
+        """callback(events) with everything a poll read, in order: once per poll, or in
+        pieces of about DELIVER_EVENTS when the poll drains a backlog.
 
         For consumers whose per-call cost (a lock, a notification) dominates at
         high event rates; the list is empty-free and must not be kept.
@@ -107,12 +113,7 @@ class Collector:
         assert self._probes is not None
         self._probes.poll(timeout_ms)
         if self._batch:
-            batch, self._batch = self._batch, []
-            for callback in self._batch_subscribers:
-                try:
-                    callback(batch)
-                except Exception:
-                    self._subscriber_failed()
+            self._deliver_batch()
         # The loss counters are a map read per CPU (system calls through BCC): at most
         # every LOST_CHECK_S, and before a sync() returns, not on each of ~50 polls a second.
         now = time.monotonic()
@@ -121,6 +122,14 @@ class Collector:
             self._check_lost()
         if self._markers_read:
             self._markers_delivered()
+
+    def _deliver_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        for callback in self._batch_subscribers:
+            try:
+                callback(batch)
+            except Exception:
+                self._subscriber_failed()
 
     def drain(self, quiet_ms: int = 100, limit_s: float = 5.0) -> None:
         """Poll until the buffer has been empty for quiet_ms (tests, shutdown)."""
@@ -204,6 +213,11 @@ class Collector:
                     callback(event)
                 except Exception:
                     self._subscriber_failed()
+        # Per-event subscribers first, as at the end of a poll (the container tagger sets
+        # fields the graph reads).  A sync() marker read here is counted only after the
+        # poll (poll_once), when everything before it has been delivered.
+        if len(self._batch) >= DELIVER_EVENTS:
+            self._deliver_batch()
 
     def _subscriber_failed(self) -> None:
         self.subscriber_errors += 1

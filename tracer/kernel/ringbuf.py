@@ -15,7 +15,7 @@ from __future__ import annotations
 import mmap
 import os
 import select
-from typing import Callable
+from typing import Callable, Optional
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -23,6 +23,10 @@ HEADER_SIZE = 8
 # Records handed over per call: enough to make per-call costs vanish, few enough
 # that the space they hold goes back to the producer quickly.
 BATCH = 1024
+# Records handed over per poll at most.  A consumer slower than the producer (a machine
+# too busy to schedule it) never found the ring empty, so one poll never returned: the
+# poller's other duties (loss counters, sync markers) waited for as long as the overload.
+POLL_RECORDS = 16 * BATCH
 
 
 class RingBufferError(Exception):
@@ -56,9 +60,10 @@ class MappedRingBuffer:
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
 
-    def consume(self, callback: Callable[[list], None]) -> int:
-        """Hand every committed record to callback, as lists of up to BATCH memoryviews
-        in ring order; returns how many records there were.
+    def consume(self, callback: Callable[[list], None], limit: Optional[int] = None) -> int:
+        """Hand the committed records to callback, as lists of up to BATCH memoryviews
+        in ring order, until the ring is empty or `limit` (default POLL_RECORDS) were
+        handed over; returns how many records there were.
 
         The views are only valid during the callback (their space goes back to the
         producer right after it returns): copy one (bytes(view)) to keep it.
@@ -71,6 +76,8 @@ class MappedRingBuffer:
         mask = self.mask
         cons_pos = consumer_pos[0]
         count = 0
+        if limit is None:
+            limit = POLL_RECORDS
         while True:
             prod_pos = words64[0]
             batch = []
@@ -94,11 +101,12 @@ class MappedRingBuffer:
             # One store per batch, not per record: the producer reads this word on
             # every reserve, and each store moves its cache line to this CPU.
             consumer_pos[0] = cons_pos
-            if len(batch) < BATCH and cons_pos >= prod_pos:
+            if (len(batch) < BATCH and cons_pos >= prod_pos) or count >= limit:
                 return count
 
     def poll(self, timeout_ms: int, callback: Callable[[list], None]) -> int:
-        """Wait up to timeout_ms for a wake-up, then consume whatever is there."""
+        """Wait up to timeout_ms for a wake-up, then consume what is there (POLL_RECORDS at
+        most: the next poll finds the rest at once, the ring's readiness is level-triggered)."""
         try:
             self._epoll.poll(timeout_ms / 1000.0)
         except InterruptedError:

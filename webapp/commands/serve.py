@@ -225,6 +225,7 @@ def _run(args) -> int:
         print("nsgraph: %s" % message, file=sys.stderr, flush=True)
 
     malloc.tune()             # before any thread starts: see tracer/malloc.py
+    malloc.trace_from_env()   # $NSGRAPH_TRACEMALLOC: snapshots on SIGUSR2 (diagnosis only)
     malloc.tune_gc()          # full garbage collections only from the loop below
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     limits = ServerLimits(max_connections=args.max_connections, max_streams=args.max_streams)
