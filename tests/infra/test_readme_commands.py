@@ -524,6 +524,9 @@ COMMANDS = {
     "scripts/nsgraph.service": NotRun(MENTION + "; tests/infra/test_provision.py runs the unit under systemd"),
     "sudo .venv/bin/python scripts/dashboard_screenshots.py": NotRun("makes the README's screenshots (a serve with 50 containers, minutes); tests/browser covers the same pages"),
     "sudo .venv/bin/python bench/bench_tracer.py": NotRun("a benchmark: minutes, and meaningful only on a quiet host"),
+    "nsgraph trace --json > /dev/null": NotRun("names bench_tracer.py's stage 3 in the benchmark table "
+                                                "(`nsgraph trace --json` itself is run above)"),
+    "NSGRAPH_TRACEMALLOC=PREFIX": NotRun("an environment variable named in prose (a diagnosis aid of serve)"),
     # nsgraph --help
     "nsgraph trace --json --procs": Run(check_trace_json, until=TRACING, then=trigger_events),
     # nsgraph trace --help
