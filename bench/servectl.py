@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import json
 import os
 import re
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM when the parent ends (prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
 class Serve:
     """`nsgraph serve` from the checkout `repo` (its code on PYTHONPATH, this interpreter)."""
 
@@ -38,6 +48,10 @@ class Serve:
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
         def limit_fds():
+            # Serve runs in its own session (so signals to the bench do not reach it first):
+            # have the kernel stop it if the bench dies without its `finally` (SIGKILL), or a
+            # traced, probe-attached serve outlives the run and skews every later measurement.
+            die_with_parent()
             # What a systemd unit without LimitNOFILE= gives: soft 1 024 (the hard stays).
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, hard))
             if cpus:        # before exec: every thread serve starts inherits it
