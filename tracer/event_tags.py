@@ -37,22 +37,23 @@ class EventTagging:
             # A failed setns (EBADF, EINVAL, EPERM) joined nothing: no session to follow.
             # Storms of them are common (probes, benchmarks, sandboxes trying namespaces).
             if event.ret == 0:
-                self.joining[event.pid] = event.ts
-                if len(self.joining) > 2 * JOINING_LIMIT:
-                    self._prune(event.ts)
+                self._remember(event.pid, event.ts)
         elif self.joining:
             joining = self.joining
             if kind == EventKind.CLONE and event.pid in joining and event.child_pid:
                 # The table's order is recency of use: a caller that forks moves to the
                 # end (its own join time kept), so a fork storm prunes its children, not it.
                 joining[event.pid] = joining.pop(event.pid)
-                joining[event.child_pid] = event.ts
-                if len(joining) > 2 * JOINING_LIMIT:
-                    self._prune(event.ts)
+                self._remember(event.child_pid, event.ts)
             elif kind == EventKind.EXEC and joining.pop(event.pid, None) is not None:
                 self.tagger.tag(event)
             elif kind == EventKind.EXIT:
                 joining.pop(event.pid, None)        # ended without an exec: nothing to name
+
+    def _remember(self, pid: int, ts: float) -> None:
+        self.joining[pid] = ts
+        if len(self.joining) > 2 * JOINING_LIMIT:
+            self._prune(ts)
 
     def _prune(self, now: float) -> None:
         """Drop callers whose exec window has passed, then the least recently used beyond the limit.
