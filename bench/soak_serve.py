@@ -9,6 +9,9 @@ Every minute: RSS, descriptors, threads, CPU, events seen, history database size
 The verdict compares the sample at the end of --warmup with the last one (target:
 <= 50 MB growth).  Loopback only; every loop ends at --minutes.
 
+Another program's storm: --burst N forks N children as fast as it can at minute
+--burst-at (what a build or a test suite does to a host serve traces).
+
 A busy machine: --hog N starts N busy loops at minute --hog-at for --hog-minutes;
 with --cpu C serve and the hogs share CPU C (the workload runs on the others), so serve
 falls behind the events by a deterministic amount and must catch up.  Each sample also
@@ -19,6 +22,8 @@ writer's queue and the kernel's losses (from /metrics, where the serve has them)
     sudo .venv/bin/python bench/soak_serve.py [--minutes 60] [--warmup 5] [--rate 2000]
     sudo .venv/bin/python bench/soak_serve.py --minutes 12 --warmup 3 --sample-s 15 \\
         --cpu 1 --hog 3 --hog-at 4 --hog-minutes 5 [--repo /work/main]
+    sudo .venv/bin/python bench/soak_serve.py --minutes 8 --warmup 3 --sample-s 15 \\
+        --burst 200000 --burst-at 4 [--repo /work/main]
 """
 
 from __future__ import annotations
@@ -115,6 +120,10 @@ def main() -> int:
     ap.add_argument("--hog", type=int, default=0, help="busy loops to start at --hog-at")
     ap.add_argument("--hog-at", type=float, default=0.0, help="minute the busy loops start")
     ap.add_argument("--hog-minutes", type=float, default=5.0)
+    ap.add_argument("--burst", type=int, default=0, metavar="N",
+                    help="at --burst-at, a storm of N fork+exit pairs as fast as they go (another "
+                         "program's storm on a shared machine)")
+    ap.add_argument("--burst-at", type=float, default=0.0, help="minute the storm starts")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra environment for serve (e.g. PYTHONMALLOC=malloc); repeatable")
     ap.add_argument("--cpu", type=int, help="serve and the busy loops on this CPU, the workload on the others")
@@ -131,6 +140,8 @@ def main() -> int:
     all_cpus = os.sched_getaffinity(0)
     if args.cpu is not None and (args.cpu not in all_cpus or len(all_cpus) < 2):
         ap.error("--cpu must be one of %s (and leave another for the workload)" % sorted(all_cpus))
+    if not (0 <= args.burst <= 5_000_000) or args.burst_at < 0:
+        ap.error("--burst must be in [0, 5000000] and --burst-at at least 0")
     if any("=" not in item for item in args.env):
         ap.error("--env takes NAME=VALUE")
     pinned = {args.cpu} if args.cpu is not None else None
@@ -140,7 +151,7 @@ def main() -> int:
     stop = threading.Event()
     counts = {"bytes": 0, "errors": 0}
     samples = []
-    workload = hog = None
+    workload = hog = burst = None
     try:
         serve.wait_running()
         binary = build_workload(tmp)
@@ -164,6 +175,8 @@ def main() -> int:
                 hog = Hog(args.hog, pinned)
             elif hog is not None and minute >= args.hog_at + args.hog_minutes:
                 hog.stop()
+            if args.burst and burst is None and minute >= args.burst_at:
+                burst = subprocess.Popen([binary, "fork", str(args.burst)])
             status = {}
             try:
                 status = serve.status(timeout=30)
@@ -197,8 +210,9 @@ def main() -> int:
         stop.set()
         if hog is not None:
             hog.stop()
-        if workload is not None and workload.poll() is None:
-            workload.terminate()
+        for child in (workload, burst):
+            if child is not None and child.poll() is None:
+                child.terminate()
         serve.stop()
     base = next((s for s in samples if s["minute"] >= args.warmup), samples[0] if samples else None)
     if base and samples:
@@ -217,6 +231,13 @@ def main() -> int:
                   args.hog, args.hog_at, args.hog_at + args.hog_minutes, pre["rss_mb"], peak,
                   samples[-1]["rss_mb"], samples[-1]["rss_mb"] - pre["rss_mb"], pre["anon_mb"],
                   samples[-1]["anon_mb"], pre.get("py_blocks_k", -1), samples[-1].get("py_blocks_k", -1)))
+    before_burst = [s for s in samples if s["minute"] < args.burst_at]
+    if args.burst and before_burst and len(samples) > len(before_burst):
+        pre = before_burst[-1]
+        print("storm (%d forks at minute %g): RSS before %.1f MB, peak %.1f MB, at the end %.1f MB (%+.1f MB kept); "
+              "history inputs dropped %s" % (
+                  args.burst, args.burst_at, pre["rss_mb"], max(s["rss_mb"] for s in samples),
+                  samples[-1]["rss_mb"], samples[-1]["rss_mb"] - pre["rss_mb"], _num(samples[-1].get("hist_dropped"))))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"samples": samples, "counts": counts, "args": vars(args)}, f, indent=1)

@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 400 * 1024 * 1024     # with the WAL, a busy host stays under ~500 MB
 DEFAULT_MAX_AGE_S = 7 * 86400
+# The writer's queue, in inputs.  Steady traffic keeps it short (the writer takes a batch every
+# flush_s: ~1 000 inputs at 5 000 events/s); it fills only in a storm, and whatever it held at
+# its fullest stays as serve's footprint (the freed inputs' memory is reused by later objects
+# scattered over it, not given back): ~600 bytes an input, so 50 000 left +30 MB after each
+# storm a host's other work made.  Past it inputs are dropped and counted, and the forced
+# checkpoint makes the history exact again.
+QUEUE_INPUTS = 10_000
 CAPTURED_MAX = 4            # checkpoints exported but not stored yet (each is a whole graph)
 
 
@@ -61,7 +68,7 @@ class StoreError(Exception):
 class HistoryStore:
     def __init__(self, path: Optional[str] = None, *, retention_s: Optional[float] = DEFAULT_MAX_AGE_S,
                  max_bytes: Optional[int] = DEFAULT_MAX_BYTES, checkpoint_every_s: float = 300.0,
-                 checkpoint_every_inputs: int = 2_500, queue_size: int = 50_000,
+                 checkpoint_every_inputs: int = 2_500, queue_size: int = QUEUE_INPUTS,
                  batch: int = 2000, flush_s: float = 0.2):
         self.path = path or default_path()
         self._encoder = EventEncoder()      # used by the writer thread only
