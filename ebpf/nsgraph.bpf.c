@@ -99,9 +99,12 @@ static __always_inline void count(u32 slot)
  *                   pid_for_children is not their pid namespace, or their
  *                   time_for_children not their time namespace (after unshare or
  *                   setns of pid/time); zero means every fork and exec is plain.
+ *   GATE_READER_ASLEEP  set by the reader before it sleeps on an empty ring
+ *                   (tracer/kernel/probes.py); the first record after that wakes it.
  */
 #define GATE_DIVERGED 0
-BPF_ARRAY(gates, u64, 1);
+#define GATE_READER_ASLEEP 1
+BPF_ARRAY(gates, u64, 2);
 
 /*
  * What an unshare's or setns's entry saw, kept until its exit, by thread id.
@@ -620,6 +623,26 @@ static __always_inline u64 wake_flag(void)
 	}
 	return BPF_RB_NO_WAKEUP;
 }
+
+/*
+ * A reader that found the ring empty for a while sleeps (seconds) instead of polling
+ * every 20 ms, with GATE_READER_ASLEEP set: the first record after that wakes it, so a
+ * lone event is read at once and an idle machine costs the reader nothing.  Checked
+ * after the record's commit, an atomic exchange that orders it before this load: either
+ * the reader's last look at the ring (after it set the gate) saw the record, or this
+ * sees the gate.  The wake-up rides on an empty record discarded at once.
+ */
+static __always_inline void wake_sleeping_reader(void)
+{
+	u32 slot = GATE_READER_ASLEEP;
+	u64 *asleep = gates.lookup(&slot);
+	if (asleep && *asleep) {
+		*asleep = 0;
+		void *nudge = events.ringbuf_reserve(8);
+		if (nudge)
+			events.ringbuf_discard(nudge, BPF_RB_FORCE_WAKEUP);
+	}
+}
 #endif
 
 /* A brief record, written in place in the ring buffer. */
@@ -640,6 +663,7 @@ static __always_inline void brief_submit(void *ctx, struct nsg_brief *e)
 {
 #if NSG_USE_RINGBUF
 	events.ringbuf_submit(e, wake_flag());
+	wake_sleeping_reader();
 #else
 	events.perf_submit(ctx, e, sizeof(struct nsg_brief));
 #endif
@@ -662,6 +686,7 @@ static __always_inline void record_submit(void *ctx, char *rec, u32 size)
 		count(NSG_CNT_RINGBUF_FULL);
 		return;
 	}
+	wake_sleeping_reader();
 #else
 	/* A full perf buffer is counted by the reader's lost-sample callback. */
 	events.perf_submit(ctx, rec, size);

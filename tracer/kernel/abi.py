@@ -44,6 +44,8 @@ CNT_PENDING_FULL = 1
 CNT_EVENTS = 2
 CNT_SLOTS = 4
 
+GATE_READER_ASLEEP = 1  # nsgraph.bpf.c's gates slot a reader sets before it sleeps (ringbuf.py)
+
 # struct nsg_event, field by field, in C order.  Natural alignment with no implicit
 # padding (x86-64 and arm64 agree on it).  Every record starts with it; then come
 # `nchanges` struct nsg_ns_change and, for exec, struct nsg_exec_tail.
