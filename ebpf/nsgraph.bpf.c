@@ -695,9 +695,17 @@ static __always_inline void record_submit(void *ctx, char *rec, u32 size)
 }
 
 /* The fields every brief record has: the current task is the subject. */
-static __always_inline void fill_brief(struct nsg_brief *e, u8 kind, u64 ts_ns)
+static __always_inline void fill_brief(struct nsg_brief *e, u8 kind, u64 ts_ns, const char *task)
 {
+#if NSG_TASK_STORAGE
+	/* Typed loads off the current task: what bpf_get_current_pid_tgid() returns, without the call. */
+	e->pid = CUR_U32(task + OFF_TASK_TGID);
+	e->tid = CUR_U32(task + OFF_TASK_PID);
+#else
 	u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->pid = pid_tgid >> 32;
+	e->tid = (u32)pid_tgid;
+#endif
 	e->size = sizeof(*e);
 	e->version = NSG_ABI_VERSION;
 	e->kind = kind;
@@ -705,8 +713,6 @@ static __always_inline void fill_brief(struct nsg_brief *e, u8 kind, u64 ts_ns)
 	e->nchanges = 0;
 	e->info = NSG_INFO_BRIEF;
 	e->ts_ns = ts_ns;
-	e->pid = pid_tgid >> 32;
-	e->tid = (u32)pid_tgid;
 	e->child_pid = 0;
 	e->exit_code = 0;
 }
@@ -1078,7 +1084,7 @@ static __always_inline int fork_event(void *ctx, u64 parent, const char *child)
 		struct nsg_brief *e = brief_reserve();
 		if (!e)
 			return 0;
-		fill_brief(e, NSG_KIND_CLONE, fork_time(child));
+		fill_brief(e, NSG_KIND_CLONE, fork_time(child), task);
 		cur_comm(e->comm, task);
 		e->child_pid = child_tgid;
 		/* CLONE_PARENT: the child is its grandparent's (runc's first child is). */
@@ -1282,7 +1288,7 @@ static __always_inline int exit_event(void *ctx, int group_dead)
 	struct nsg_brief *e = brief_reserve();
 	if (!e)
 		return 0;
-	fill_brief(e, NSG_KIND_EXIT, bpf_ktime_get_ns());
+	fill_brief(e, NSG_KIND_EXIT, bpf_ktime_get_ns(), task);
 	cur_comm(e->comm, task);
 	e->exit_code = (s32)CUR_U32(task + OFF_TASK_EXIT_CODE);
 	brief_submit(ctx, e);
