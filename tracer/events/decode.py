@@ -73,6 +73,15 @@ def _cstr(raw: bytes) -> str:
     return raw.partition(b"\0")[0].decode("utf-8", "replace")
 
 
+def _new_comm(comms: dict, raw: bytes) -> str:
+    """A command name not in the decoder's cache yet: decoded once and cached (bounded)."""
+    name = _cstr(raw)
+    if len(comms) >= _CACHE_MAX:
+        comms.clear()
+    comms[raw] = name
+    return name
+
+
 def _argv(raw: bytes, full_length: int) -> list:
     """NUL-separated argv as the kernel laid it out; a cut last argument ends in '...'."""
     data = raw[:min(full_length, len(raw))]
@@ -175,10 +184,7 @@ class Decoder:
                     continue
                 name = comms.get(comm)
                 if name is None:
-                    name = _cstr(comm)
-                    if len(comms) >= _CACHE_MAX:
-                        comms.clear()
-                    comms[comm] = name
+                    name = _new_comm(comms, comm)
                 seq += 1
                 if kind_code == kind_clone:
                     flags = _CLONE_PARENT if info & info_clone_parent else 0
@@ -232,10 +238,7 @@ class Decoder:
                 ns_id_before = None
             name = comms.get(comm)
             if name is None:
-                name = _cstr(comm)
-                if len(comms) >= _CACHE_MAX:
-                    comms.clear()
-                comms[comm] = name
+                name = _new_comm(comms, comm)
             seq += 1
             brief = info & info_brief
             if brief:
