@@ -99,9 +99,12 @@ static __always_inline void count(u32 slot)
  *                   pid_for_children is not their pid namespace, or their
  *                   time_for_children not their time namespace (after unshare or
  *                   setns of pid/time); zero means every fork and exec is plain.
+ *   GATE_READER_ASLEEP  set by the reader before it sleeps on an empty ring
+ *                   (tracer/kernel/probes.py); the first record after that wakes it.
  */
 #define GATE_DIVERGED 0
-BPF_ARRAY(gates, u64, 1);
+#define GATE_READER_ASLEEP 1
+BPF_ARRAY(gates, u64, 2);
 
 /*
  * What an unshare's or setns's entry saw, kept until its exit, by thread id.
@@ -620,28 +623,49 @@ static __always_inline u64 wake_flag(void)
 	}
 	return BPF_RB_NO_WAKEUP;
 }
+
+/*
+ * A reader that found the ring empty for a while sleeps (seconds) instead of polling
+ * every 20 ms, with GATE_READER_ASLEEP set: the first record after that wakes it, so a
+ * lone event is read at once and an idle machine costs the reader nothing.  Checked
+ * after the record's commit, an atomic exchange that orders it before this load: either
+ * the reader's last look at the ring (after it set the gate) saw the record, or this
+ * sees the gate.  The wake-up rides on an empty record discarded at once.
+ */
+static __always_inline void wake_sleeping_reader(void)
+{
+	u32 slot = GATE_READER_ASLEEP;
+	u64 *asleep = gates.lookup(&slot);
+	if (asleep && *asleep) {
+		*asleep = 0;
+		void *nudge = events.ringbuf_reserve(8);
+		if (nudge)
+			events.ringbuf_discard(nudge, BPF_RB_FORCE_WAKEUP);
+	}
+}
 #endif
 
-/* A fixed-size record, written in place in the ring buffer. */
-static __always_inline struct nsg_event *brief_reserve(void)
+/* A brief record, written in place in the ring buffer. */
+static __always_inline struct nsg_brief *brief_reserve(void)
 {
 #if NSG_USE_RINGBUF
-	struct nsg_event *e = events.ringbuf_reserve(sizeof(struct nsg_event));
+	struct nsg_brief *e = events.ringbuf_reserve(sizeof(struct nsg_brief));
 #else
 	int zero = 0;
-	struct nsg_event *e = (struct nsg_event *)scratch.lookup(&zero);
+	struct nsg_brief *e = (struct nsg_brief *)scratch.lookup(&zero);
 #endif
 	if (!e)
 		count(NSG_CNT_RINGBUF_FULL);
 	return e;
 }
 
-static __always_inline void brief_submit(void *ctx, struct nsg_event *e)
+static __always_inline void brief_submit(void *ctx, struct nsg_brief *e)
 {
 #if NSG_USE_RINGBUF
 	events.ringbuf_submit(e, wake_flag());
+	wake_sleeping_reader();
 #else
-	events.perf_submit(ctx, e, sizeof(struct nsg_event));
+	events.perf_submit(ctx, e, sizeof(struct nsg_brief));
 #endif
 	count(NSG_CNT_EVENTS);
 }
@@ -662,6 +686,7 @@ static __always_inline void record_submit(void *ctx, char *rec, u32 size)
 		count(NSG_CNT_RINGBUF_FULL);
 		return;
 	}
+	wake_sleeping_reader();
 #else
 	/* A full perf buffer is counted by the reader's lost-sample callback. */
 	events.perf_submit(ctx, rec, size);
@@ -670,29 +695,26 @@ static __always_inline void record_submit(void *ctx, char *rec, u32 size)
 }
 
 /* The fields every brief record has: the current task is the subject. */
-static __always_inline void fill_brief(struct nsg_event *e, u8 kind)
+static __always_inline void fill_brief(struct nsg_brief *e, u8 kind, u64 ts_ns, const char *task)
 {
+#if NSG_TASK_STORAGE
+	/* Typed loads off the current task: what bpf_get_current_pid_tgid() returns, without the call. */
+	e->pid = CUR_U32(task + OFF_TASK_TGID);
+	e->tid = CUR_U32(task + OFF_TASK_PID);
+#else
 	u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->pid = pid_tgid >> 32;
+	e->tid = (u32)pid_tgid;
+#endif
 	e->size = sizeof(*e);
 	e->version = NSG_ABI_VERSION;
 	e->kind = kind;
 	e->syscall = NSG_SYS_NONE;
 	e->nchanges = 0;
 	e->info = NSG_INFO_BRIEF;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->pid = pid_tgid >> 32;
-	e->tid = (u32)pid_tgid;
-	e->ppid = 0;
-	e->uid = 0;
-	e->vpid = 0;
+	e->ts_ns = ts_ns;
 	e->child_pid = 0;
-	e->child_vpid = 0;
-	e->fd = 0;
 	e->exit_code = 0;
-	e->args_len = 0;
-	e->flags = 0;
-	e->ret = 0;
-	e->cgroup_id = 0;
 }
 
 /* Every field of a full record; `task` is cur_task(). */
@@ -734,15 +756,22 @@ static __always_inline struct nsg_ns_change *change_at(char *rec, u32 n)
  * Append one change per slot whose pointer differs between `before` and `after`.
  * Values are read from `after` always, and from `before` only where `live_before`
  * has the slot (its namespace is still alive) or `known` has them (read at entry).
+ *
+ * The running count lives in the record (nchanges, which fill_full zeroed), not in a
+ * register: the verifier tracks a register's exact value, so each of the 2^10 ways the
+ * slots can differ was a path of its own (~0.85 s to load each of the unshare and setns
+ * exit programs, most of `nsgraph trace`'s start-up beside the compile); a count read
+ * back from memory is just "0..15", and the paths meet again after every slot.
  */
 static __always_inline u32 append_changes(char *rec, const u64 *before, const u64 *after, u16 live_before,
                                           const struct nsg_call *known, const char *after_task)
 {
-	u32 n = 0;
+	struct nsg_event *e = (struct nsg_event *)rec;
 #pragma unroll
 	for (int slot = 0; slot < NSG_NS_COUNT; slot++) {
 		if (before[slot] == after[slot])
 			continue;
+		u32 n = e->nchanges & 15;
 		struct nsg_ns_change *c = change_at(rec, n);
 		c->slot = slot;
 		__builtin_memset(c->pad, 0, sizeof(c->pad));
@@ -759,9 +788,9 @@ static __always_inline u32 append_changes(char *rec, const u64 *before, const u6
 			cur_slot_value(after_task, slot, after[slot], &c->id_after, &c->inum_after);
 		else
 			ns_value(after[slot], slot, &c->id_after, &c->inum_after);
-		n++;
+		e->nchanges = n + 1;
 	}
-	return n;
+	return e->nchanges & 15;
 }
 
 /* -- unshare and setns ------------------------------------------------------ */
@@ -1000,6 +1029,18 @@ static __always_inline void child_fields(const char *child, struct nsg_child *c)
 #endif
 }
 
+/* When the fork happened: the child's start_time, which copy_process() took from the
+ * same clock (CLOCK_MONOTONIC) just before this tracepoint; on the tp_btf path a
+ * plain load instead of a clock read (~30-60 ns on a VM). */
+static __always_inline u64 fork_time(const char *child)
+{
+#if NSG_TP_BTF && defined(OFF_TASK_START_TIME)
+	return *(const u64 *)(child + OFF_TASK_START_TIME);
+#else
+	return bpf_ktime_get_ns();
+#endif
+}
+
 static __always_inline u64 child_user_ns(const char *child)
 {
 #if NSG_TP_BTF
@@ -1040,15 +1081,15 @@ static __always_inline int fork_event(void *ctx, u64 parent, const char *child)
 	if (!full) {
 		/* No new namespace: the child's are its parent's, as the consumer can derive. */
 #if NSG_PROC_EVENTS
-		struct nsg_event *e = brief_reserve();
+		struct nsg_brief *e = brief_reserve();
 		if (!e)
 			return 0;
-		fill_brief(e, NSG_KIND_CLONE);
+		fill_brief(e, NSG_KIND_CLONE, fork_time(child), task);
 		cur_comm(e->comm, task);
 		e->child_pid = child_tgid;
 		/* CLONE_PARENT: the child is its grandparent's (runc's first child is). */
 		if (child_parent != parent)
-			e->flags = NSG_CLONE_PARENT;
+			e->info |= NSG_INFO_CLONE_PARENT;
 		brief_submit(ctx, e);
 #endif
 		return 0;
@@ -1244,10 +1285,10 @@ static __always_inline int exit_event(void *ctx, int group_dead)
 		if (signal && CUR_U32(signal + OFF_SIGNAL_STRUCT_LIVE) != 0)
 			return 0;
 	}
-	struct nsg_event *e = brief_reserve();
+	struct nsg_brief *e = brief_reserve();
 	if (!e)
 		return 0;
-	fill_brief(e, NSG_KIND_EXIT);
+	fill_brief(e, NSG_KIND_EXIT, bpf_ktime_get_ns(), task);
 	cur_comm(e->comm, task);
 	e->exit_code = (s32)CUR_U32(task + OFF_TASK_EXIT_CODE);
 	brief_submit(ctx, e);

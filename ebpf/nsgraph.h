@@ -8,6 +8,10 @@
  *
  * A record is a struct nsg_event, then `nchanges` struct nsg_ns_change, then,
  * for exec records only, a struct nsg_exec_tail.  `size` is the whole record.
+ * A plain fork and an exit are a struct nsg_brief alone (NSG_INFO_BRIEF): the
+ * fields such a record has, in 48 bytes, so that with the ring buffer's 8-byte
+ * header it takes less than one cache line of the ring.  Both structs start with
+ * the same 16 bytes (size, version, kind, ..., info, ts_ns).
  * A record names only the namespaces that changed (the consumer knows the rest):
  *   clone    the child's namespaces that differ from its parent's (none for a
  *            plain fork, whose record is the bare struct nsg_event);
@@ -19,7 +23,7 @@
 #ifndef NSGRAPH_H
 #define NSGRAPH_H
 
-#define NSG_ABI_VERSION 5
+#define NSG_ABI_VERSION 6
 
 #define NSG_COMM_LEN 16
 #define NSG_PATH_LEN 96
@@ -57,12 +61,12 @@
 #define NSG_SYS_UNSHARE 3
 #define NSG_SYS_SETNS 4
 
-/* Bits of nsg_event.info. */
-#define NSG_INFO_BRIEF 1        /* a plain fork or an exit: only ts, pid, tid, comm, child_pid,
-                                   flags (fork) and exit_code (exit) are filled in */
+/* Bits of nsg_event.info (and nsg_brief.info). */
+#define NSG_INFO_BRIEF 1        /* a plain fork or an exit: the record is a struct nsg_brief */
 #define NSG_INFO_FLAGS_SEEN 2   /* a clone whose flags are the system call's own (read from the
                                    parent's registers); otherwise flags holds what the fork showed:
                                    CLONE_NEW* of the namespaces it made, and CLONE_PARENT */
+#define NSG_INFO_CLONE_PARENT 4 /* a brief fork whose child is its grandparent's (CLONE_PARENT) */
 
 /* Slots of the per-CPU counters map. */
 #define NSG_CNT_RINGBUF_FULL 0   /* record dropped: ring buffer reserve failed */
@@ -91,6 +95,25 @@ struct nsg_event {
 	__u64 flags;       /* clone/clone3/unshare flags; setns nstype */
 	__s64 ret;         /* return value; clone: child pid as the caller sees it */
 	__u64 cgroup_id;   /* cgroup v2 id of the task at the event (its cgroupfs inode) */
+	char comm[NSG_COMM_LEN];
+};
+
+/* A plain fork (the child has its parent's namespaces) or an exit: every record
+ * the probes send on the machine's hottest paths, so it carries only what the
+ * consumer needs and is half a struct nsg_event (the ring buffer's cost per record
+ * is mostly the cache lines it writes). */
+struct nsg_brief {
+	__u16 size;        /* sizeof(struct nsg_brief) */
+	__u8 version;      /* NSG_ABI_VERSION */
+	__u8 kind;         /* NSG_KIND_CLONE or NSG_KIND_EXIT */
+	__u8 syscall;      /* NSG_SYS_NONE */
+	__u8 nchanges;     /* 0 */
+	__u16 info;        /* NSG_INFO_BRIEF, NSG_INFO_CLONE_PARENT */
+	__u64 ts_ns;       /* CLOCK_MONOTONIC at the event (a fork: the child's start_time) */
+	__u32 pid;         /* thread group id, host view */
+	__u32 tid;         /* thread id, host view */
+	__u32 child_pid;   /* fork: the child's pid, host view */
+	__s32 exit_code;   /* exit: task->exit_code (wait status) */
 	char comm[NSG_COMM_LEN];
 };
 

@@ -112,3 +112,42 @@ def test_records_that_wrap_around_a_one_page_buffer(root):
     assert sum(1 for e in events if e is not None) * (abi.EVENT_SIZE + abi.CHANGE_SIZE + 8) > 4096
     for e in mine:
         assert e.kind == "unshare" and e.changed_types() == ["uts"]
+
+
+def test_a_sleeping_reader_is_woken_by_the_next_record(root):
+    """After ringbuf.EMPTY_POLLS_BEFORE_SLEEP empty polls the reader waits up to idle_ms (an
+    idle machine's reader does not wake 50 times a second); the probes' next record must wake
+    it at once, not when idle_ms ends.  On a busy machine other records wake it too: the test
+    can only fail where the ring goes quiet (CI's machine), which is where it matters."""
+    import threading
+    seen = {}
+    decoder = Decoder(node="t", clock_offset=0.0)
+
+    def sink(record):
+        event = decoder.decode(record)
+        if event is not None and event.kind == "unshare":
+            seen.setdefault(event.pid, time.monotonic())
+
+    made = {}
+
+    def later():
+        time.sleep(1.0)     # the reader has slept since ~25 empty 5 ms polls after the load
+        made["at"] = time.monotonic()
+        made["pids"] = unshare_children(1)
+
+    idle_ms = 20_000
+    p = Probes(sink, options=ProbeOptions(proc_events=False, reader="mapped"))
+    p.load()
+    thread = threading.Thread(target=later)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 3 * idle_ms / 1000
+        while time.monotonic() < deadline and not (made.get("pids") and made["pids"][0] in seen):
+            p.poll(5, idle_ms=idle_ms)
+        thread.join()
+    finally:
+        p.close()
+    pid = made["pids"][0]
+    assert pid in seen, "the unshare was never read"
+    assert seen[pid] - made["at"] < 5.0, "read %.1f s after it happened: the sleeping reader was not woken" % (
+        seen[pid] - made["at"])

@@ -17,7 +17,7 @@ from tracer.kernel import abi
 HEADER = os.path.join(REPO, "ebpf", "nsgraph.h")
 
 # Every mirrored struct: C name -> the mirror's fields (explicit padding has no offsetof).
-STRUCTS = {"nsg_event": abi.EVENT_FIELDS, "nsg_ns_change": abi.CHANGE_FIELDS,
+STRUCTS = {"nsg_event": abi.EVENT_FIELDS, "nsg_brief": abi.BRIEF_FIELDS, "nsg_ns_change": abi.CHANGE_FIELDS,
            "nsg_exec_tail": abi.EXEC_TAIL_FIELDS}
 
 
@@ -44,6 +44,7 @@ def test_constants_match_the_header():
     assert d["NSG_CNT_SLOTS"] == abi.CNT_SLOTS
     assert d["NSG_INFO_BRIEF"] == abi.INFO_BRIEF
     assert d["NSG_INFO_FLAGS_SEEN"] == abi.INFO_FLAGS_SEEN
+    assert d["NSG_INFO_CLONE_PARENT"] == abi.INFO_CLONE_PARENT
 
 
 def test_c_compiler_agrees_on_every_offset(tmp_path):
@@ -66,7 +67,7 @@ def test_c_compiler_agrees_on_every_offset(tmp_path):
     out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
     c_layout = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
     assert c_layout["record_max"] == abi.RECORD_MAX
-    sizes = {"nsg_event": abi.EVENT_SIZE, "nsg_ns_change": abi.CHANGE_SIZE, "nsg_exec_tail": abi.EXEC_TAIL_SIZE}
+    sizes = {"nsg_event": abi.EVENT_SIZE, "nsg_brief": abi.BRIEF_SIZE, "nsg_ns_change": abi.CHANGE_SIZE, "nsg_exec_tail": abi.EXEC_TAIL_SIZE}
     for struct_name, fields in STRUCTS.items():
         assert c_layout[struct_name + ".sizeof"] == sizes[struct_name]
         mirror = {f: off for f, off in abi.field_offsets(fields).items()

@@ -99,8 +99,14 @@ def test_seq_increases():
 
 
 def _valid_record():
+    """A full record (a brief one is shorter than a full record's header)."""
     _truth, records = load_recording()
-    return records[0]
+    return next(r for r in records if len(r) >= abi.EVENT_SIZE)
+
+
+def _brief_record():
+    _truth, records = load_recording()
+    return next(r for r in records if len(r) == abi.BRIEF_SIZE)
 
 
 def test_truncated_records_are_counted_not_raised():
@@ -153,6 +159,40 @@ def test_brief_fork_and_exit_records():
         assert event.to_json()["brief"] is True
     forks = [e for e in briefs if e.kind == "clone"]
     assert forks and all(e.child_pid and e.syscall is None and dict(e.ns_before) == {} for e in forks)
+
+
+def test_brief_records_are_half_a_full_header_and_checked_like_one():
+    """A brief record takes less than a cache line of the ring with its 8-byte header; a cut,
+    resized, re-versioned or re-kinded one is counted, and a perf buffer's padding is fine."""
+    assert abi.BRIEF_SIZE + 8 <= 64 and abi.BRIEF_SIZE < abi.EVENT_SIZE
+    record = _brief_record()
+    decoder = Decoder(node="t", clock_offset=0.0)
+    for cut in (abi.BRIEF_SIZE - 1, 20):
+        assert decoder.decode(record[:cut]) is None
+    bad_size = bytearray(record + b"\0" * 8)
+    struct.pack_into("<H", bad_size, 0, abi.BRIEF_SIZE - 8)
+    bad_version = bytearray(record)
+    bad_version[2] = 99
+    bad_kind = bytearray(record)
+    bad_kind[3] = abi.KIND_SETNS
+    long_size = bytearray(record)
+    struct.pack_into("<H", long_size, 0, abi.BRIEF_SIZE + 8)
+    for raw in (bad_size, bad_version, bad_kind, long_size):
+        assert decoder.decode(bytes(raw)) is None
+    assert dict(decoder.errors) == {"truncated": 3, "size_mismatch": 1, "version_mismatch": 1,
+                                    "unknown_kind": 1}
+    assert decoder.decode(record + b"\0" * 4) is not None
+
+
+def test_brief_fork_with_clone_parent():
+    """CLONE_PARENT travels as an info bit of a brief fork and comes out as the clone flag."""
+    record = bytearray(next(r for r in load_recording()[1] if len(r) == abi.BRIEF_SIZE and r[3] == abi.KIND_CLONE))
+    plain = Decoder(node="t", clock_offset=0.0).decode(bytes(record))
+    assert plain.raw_flags == 0 and plain.child_pid and plain.exit_code is None
+    info = struct.unpack_from("<H", record, 6)[0]
+    struct.pack_into("<H", record, 6, info | abi.INFO_CLONE_PARENT)
+    event = Decoder(node="t", clock_offset=0.0).decode(bytes(record))
+    assert event.flags == ["CLONE_PARENT"] and event.brief and event.child_pid == plain.child_pid
 
 
 def test_change_with_a_bad_slot_is_counted():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno as errno_module
 import os
 import signal
@@ -146,6 +147,19 @@ def format_columns(event: Event) -> str:
                       _fit_list(_ns_types(event), NS_WIDTH), printable(details(event)))
 
 
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT and SIGTERM wait while output is written: CPython's buffered writer loses the
+    rest of a write that a signal interrupts after a partial write to a full pipe (a
+    reader that reads only after Ctrl-C lost every line between the first 64 KiB and the
+    end of that write, and got one line cut in two).  The handlers only note the signal."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
 def _ns_types(event: Event) -> list:
     """The NS column: the namespace types the event is about (a *_for_children slot counts
     as its type: DETAILS names the slot); "any" for setns(fd, 0), none for none."""
@@ -267,7 +281,8 @@ def run(args) -> int:
                 lines.append(line)
         if lines:
             lines.append("")
-            out.write("\n".join(lines))
+            with signals_held():
+                out.write("\n".join(lines))
 
     collector = Collector(options=options)
     collector.subscribe_batch(on_batch)
@@ -301,9 +316,11 @@ def run(args) -> int:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             collector.poll_once()
-            out.flush()
+            with signals_held():
+                out.flush()
         collector.drain(quiet_ms=50, limit_s=1.0)
-        out.flush()
+        with signals_held():
+            out.flush()
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly.
         try:

@@ -3,8 +3,9 @@
 Input is untrusted bytes (a live buffer, a recorded file): a record of the wrong
 size, version or kind is counted in Decoder.errors and skipped, never raised.
 
-A record (ABI 5, ebpf/nsgraph.h) is a fixed header, then the namespace slots the
-event changed, then, for exec, the program's path and argv.
+A record (ABI 6, ebpf/nsgraph.h) is a fixed header, then the namespace slots the
+event changed, then, for exec, the program's path and argv; or, for a plain fork or
+an exit, a brief record alone (shorter than any full record's header).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from .event import EMPTY_MAP, Event
 from .kinds import EventKind
 
 _unpack = abi.EVENT.unpack_from
+_unpack_brief = abi.BRIEF.unpack_from
+_BRIEF_SIZE = abi.BRIEF_SIZE
+_INFO_CLONE_PARENT = abi.INFO_CLONE_PARENT
 _unpack_change = abi.CHANGE.unpack_from
 _unpack_tail = abi.EXEC_TAIL.unpack_from
 _N = abi.NS_COUNT
@@ -40,6 +44,7 @@ _KIND_BY_CODE = tuple(EventKind(abi.KIND_NAMES[code]) if code in abi.KIND_NAMES 
 _SYSCALL_LIMIT = max(abi.SYSCALL_NAMES) + 1
 _SYSCALL_BY_CODE = tuple(abi.SYSCALL_NAMES[code] for code in range(_SYSCALL_LIMIT))
 _CACHE_MAX = 4096
+_CLONE_PARENT = 0x00008000   # the clone flag a brief fork's info bit stands for
 _tuple_new = tuple.__new__
 
 
@@ -66,6 +71,15 @@ def _change_maps(data, count: int):
 
 def _cstr(raw: bytes) -> str:
     return raw.partition(b"\0")[0].decode("utf-8", "replace")
+
+
+def _new_comm(comms: dict, raw: bytes) -> str:
+    """A command name not in the decoder's cache yet: decoded once and cached (bounded)."""
+    name = _cstr(raw)
+    if len(comms) >= _CACHE_MAX:
+        comms.clear()
+    comms[raw] = name
+    return name
 
 
 def _argv(raw: bytes, full_length: int) -> list:
@@ -142,10 +156,47 @@ class Decoder:
         kind_exec, kind_clone, kind_setns, kind_exit = _KIND_EXEC, _KIND_CLONE, _KIND_SETNS, _KIND_EXIT
         kind_limit, syscall_limit, info_brief = _KIND_LIMIT, _SYSCALL_LIMIT, _INFO_BRIEF
         empty_map, event_class = EMPTY_MAP, Event
+        brief_size, unpack_brief, info_clone_parent = _BRIEF_SIZE, _unpack_brief, _INFO_CLONE_PARENT
         for data in records:
             length = len(data)
             if length < header_size:
-                errors["truncated"] += 1
+                # A plain fork or an exit (struct nsg_brief), or a cut record.
+                if length < brief_size:
+                    errors["truncated"] += 1
+                    continue
+                try:
+                    (size, version, kind_code, syscall_code, nchanges, info, ts_ns, pid, tid, child_pid,
+                     exit_code, comm) = unpack_brief(data)
+                except Exception:  # bytes-like objects of any kind
+                    errors["unreadable"] += 1
+                    continue
+                if size > length:
+                    errors["truncated"] += 1
+                    continue
+                if version != version_ok:
+                    errors["version_mismatch"] += 1
+                    continue
+                if kind_code != kind_clone and kind_code != kind_exit:
+                    errors["unknown_kind"] += 1
+                    continue
+                if size != brief_size or not info & info_brief or nchanges or syscall_code:
+                    errors["size_mismatch"] += 1
+                    continue
+                name = comms.get(comm)
+                if name is None:
+                    name = _new_comm(comms, comm)
+                seq += 1
+                if kind_code == kind_clone:
+                    flags = _CLONE_PARENT if info & info_clone_parent else 0
+                    exit_code = None
+                    ns_before = empty_map
+                else:
+                    flags = 0
+                    child_pid = ns_before = None
+                append(new(event_class, (
+                    kinds[kind_code], seq, ts_ns / 1e9 + clock_offset, pid, tid, None, None, None, name,
+                    None, flags, 0, None, child_pid, None, exit_code, None,
+                    empty_map, ns_before, empty_map, None, node, 0, None, True)))
                 continue
             try:
                 (size, version, kind_code, syscall_code, nchanges, info, ts_ns, pid, tid, ppid, uid, vpid,
@@ -187,10 +238,7 @@ class Decoder:
                 ns_id_before = None
             name = comms.get(comm)
             if name is None:
-                name = _cstr(comm)
-                if len(comms) >= _CACHE_MAX:
-                    comms.clear()
-                comms[comm] = name
+                name = _new_comm(comms, comm)
             seq += 1
             brief = info & info_brief
             if brief:

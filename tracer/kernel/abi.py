@@ -11,7 +11,7 @@ import struct
 
 from ..nstypes import NS_SLOTS
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 COMM_LEN = 16
 PATH_LEN = 96
 ARGS_LEN = 128
@@ -35,13 +35,16 @@ SYS_SETNS = 4
 SYSCALL_NAMES = {SYS_NONE: None, SYS_CLONE: "clone", SYS_CLONE3: "clone3",
                  SYS_UNSHARE: "unshare", SYS_SETNS: "setns"}
 
-INFO_BRIEF = 1          # a plain fork or an exit: only ts, pid, tid, comm, child_pid, flags, exit_code, ret
+INFO_BRIEF = 1          # a plain fork or an exit: the record is a struct nsg_brief
 INFO_FLAGS_SEEN = 2     # a clone whose flags come from the system call itself
+INFO_CLONE_PARENT = 4   # a brief fork whose child is its grandparent's (CLONE_PARENT)
 
 CNT_RINGBUF_FULL = 0
 CNT_PENDING_FULL = 1
 CNT_EVENTS = 2
 CNT_SLOTS = 4
+
+GATE_READER_ASLEEP = 1  # nsgraph.bpf.c's gates slot a reader sets before it sleeps (ringbuf.py)
 
 # struct nsg_event, field by field, in C order.  Natural alignment with no implicit
 # padding (x86-64 and arm64 agree on it).  Every record starts with it; then come
@@ -54,6 +57,15 @@ EVENT_FIELDS = (
 )
 EVENT_FORMAT = "<" + "".join(code for _name, code in EVENT_FIELDS)
 EVENT = struct.Struct(EVENT_FORMAT)
+
+# struct nsg_brief: a plain fork or an exit, the whole record.  Its first 16 bytes are
+# nsg_event's.
+BRIEF_FIELDS = (
+    ("size", "H"), ("version", "B"), ("kind", "B"), ("syscall", "B"), ("nchanges", "B"), ("info", "H"),
+    ("ts_ns", "Q"), ("pid", "I"), ("tid", "I"), ("child_pid", "I"), ("exit_code", "i"),
+    ("comm", "%ds" % COMM_LEN),
+)
+BRIEF = struct.Struct("<" + "".join(code for _name, code in BRIEF_FIELDS))
 
 # struct nsg_ns_change: one namespace slot an event changed.
 CHANGE_FIELDS = (("id_before", "Q"), ("id_after", "Q"), ("inum_before", "I"), ("inum_after", "I"),
@@ -75,7 +87,8 @@ def field_offsets(fields=EVENT_FIELDS) -> dict:
     return offsets
 
 
-EVENT_SIZE = EVENT.size  # sizeof(struct nsg_event): a brief record, and every record's start
+EVENT_SIZE = EVENT.size  # sizeof(struct nsg_event): every full record's start
+BRIEF_SIZE = BRIEF.size  # sizeof(struct nsg_brief): a whole brief record, shorter than any full one
 CHANGE_SIZE = CHANGE.size
 EXEC_TAIL_SIZE = EXEC_TAIL.size
 RECORD_MAX = EVENT_SIZE + NS_COUNT * CHANGE_SIZE + EXEC_TAIL_SIZE

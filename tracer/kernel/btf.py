@@ -213,6 +213,16 @@ class BTF:
 
     def func_id(self, name: str) -> Optional[int]:
         """The BTF id of the kernel function `name` (what fentry attaches to), or None."""
+        # The name's own string first (a search of the string section, ~1 ms): naming all
+        # ~60 000 functions took 0.12 s of every start-up.  The full map only when the
+        # name is not there as a string of its own (a blob whose strings share tails).
+        needle = b"\0" + name.encode("ascii", "replace") + b"\0"
+        at = self._data.find(needle, self._strings_start, self._strings_end)
+        while at >= 0:
+            type_id = self._func_offsets.get(at + 1 - self._strings_start)
+            if type_id is not None:
+                return type_id
+            at = self._data.find(needle, at + 1, self._strings_end)
         if self._funcs is None:
             self._funcs = {self._string(off): tid for off, tid in self._func_offsets.items()}
         return self._funcs.get(name)

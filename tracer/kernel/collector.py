@@ -23,6 +23,10 @@ from .probes import POLL_MS, ProbeOptions, Probes
 log = logging.getLogger(__name__)
 
 LOST_CHECK_S = 0.25
+# The poll loop's wait once the ring has been empty for a while (Probes.poll's idle_ms): the
+# probes wake it with their next record, so this bounds only how late stop() and the loss
+# counters (a loss makes no record) are seen on an idle machine.
+IDLE_POLL_MS = 1000
 # Batch subscribers get a poll's events in pieces of about this many.  A poll drains the
 # whole ring (8 MiB: ~80 000 events after the machine did not schedule us for a while);
 # decoding it all before the graph sees any of it held every one of those Events at
@@ -102,16 +106,16 @@ class Collector:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                self.poll_once()
+                self.poll_once(idle_ms=IDLE_POLL_MS)
         except BaseException as exc:  # surfaced through .error and stats()
             if self._stop.is_set():
                 return      # stop() closed the buffer under a poll that outlived its join timeout
             self.error = exc
             log.exception("collector thread died")
 
-    def poll_once(self, timeout_ms: int = POLL_MS) -> None:
+    def poll_once(self, timeout_ms: int = POLL_MS, idle_ms: int = 0) -> None:
         assert self._probes is not None
-        self._probes.poll(timeout_ms)
+        self._probes.poll(timeout_ms, idle_ms)
         if self._batch:
             self._deliver_batch()
         # The loss counters are a map read per CPU (system calls through BCC): at most

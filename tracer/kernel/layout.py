@@ -55,6 +55,8 @@ OPTIONAL_OFFSETS = {
     "NSG_HAVE_NS_ID": (("OFF_NS_COMMON_NS_ID", "ns_common", "ns_id"),),
     "NSG_HAVE_CGROUP_NS": (("OFF_NSPROXY_CGROUP_NS", "nsproxy", "cgroup_ns"),
                            ("OFF_CGROUP_NAMESPACE_NS", "cgroup_namespace", "ns")),
+    # A fork's time on the tp_btf path: the child's start time, read instead of the clock.
+    "NSG_HAVE_START_TIME": (("OFF_TASK_START_TIME", "task_struct", "start_time"),),
     # The exec probe's filename on the tp_btf path (bprm->filename).
     "NSG_HAVE_BPRM": (("OFF_BPRM_FILENAME", "linux_binprm", "filename"),),
     # x86-64 syscall wrappers' register block, for the fentry path's arguments.

@@ -72,10 +72,7 @@ def _detaching_on_failure(bpf_class):
 
 def pending_entries(wanted: int) -> int:
     """The call table's size: a power of two (it is indexed by thread id modulo its size)."""
-    size = 1
-    while size < max(1, wanted):
-        size *= 2
-    return size
+    return 1 << (max(1, wanted) - 1).bit_length()
 
 
 @dataclass
@@ -267,17 +264,21 @@ class Probes:
     def _lost_callback(self, lost):
         self.stats.perf_lost += lost
 
-    def poll(self, timeout_ms: int = POLL_MS) -> None:
+    def poll(self, timeout_ms: int = POLL_MS, idle_ms: int = 0) -> None:
+        """Wait up to timeout_ms, hand over what came; idle_ms: MappedRingBuffer.poll's."""
         if self._bpf is None:
             raise ProbeError("probes are not loaded")
         if self._mapped is not None:
-            self._mapped.poll(timeout_ms, self._deliver)
+            self._mapped.poll(timeout_ms, self._deliver, idle_ms, self._arm_wake)
         elif self.use_ringbuf:
             self._bpf.ring_buffer_poll(timeout_ms)
             # Events submitted without a wake-up do not end epoll_wait; pick them up here.
             self._bpf.ring_buffer_consume()
         else:
             self._bpf.perf_buffer_poll(timeout_ms)
+
+    def _arm_wake(self) -> None:
+        self._bpf[b"gates"][ctypes.c_int(abi.GATE_READER_ASLEEP)] = ctypes.c_uint64(1)
 
     def counters(self) -> dict:
         """Kernel-side counters summed over CPUs, plus user-side losses."""

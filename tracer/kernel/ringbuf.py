@@ -27,6 +27,10 @@ BATCH = 1024
 # too busy to schedule it) never found the ring empty, so one poll never returned: the
 # poller's other duties (loss counters, sync markers) waited for as long as the overload.
 POLL_RECORDS = 16 * BATCH
+# A caller that allows it (poll's idle_ms) sleeps up to idle_ms once this many polls in a
+# row found nothing, and the probes wake it with their next record (they batch wake-ups
+# otherwise): an idle machine's reader wakes once per idle_ms instead of 50 times a second.
+EMPTY_POLLS_BEFORE_SLEEP = 25
 
 
 class RingBufferError(Exception):
@@ -59,6 +63,7 @@ class MappedRingBuffer:
         self._words32 = self._view.cast("I")
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
+        self.empty_polls = 0   # polls in a row that found the ring empty
 
     def consume(self, callback: Callable[[list], None], limit: Optional[int] = None) -> int:
         """Hand the committed records to callback, as lists of up to BATCH memoryviews
@@ -104,14 +109,26 @@ class MappedRingBuffer:
             if (len(batch) < BATCH and cons_pos >= prod_pos) or count >= limit:
                 return count
 
-    def poll(self, timeout_ms: int, callback: Callable[[list], None]) -> int:
+    def poll(self, timeout_ms: int, callback: Callable[[list], None], idle_ms: int = 0,
+             arm: Optional[Callable[[], None]] = None) -> int:
         """Wait up to timeout_ms for a wake-up, then consume what is there (POLL_RECORDS at
-        most: the next poll finds the rest at once, the ring's readiness is level-triggered)."""
+        most: the next poll finds the rest at once, the ring's readiness is level-triggered).
+
+        With idle_ms and arm, after EMPTY_POLLS_BEFORE_SLEEP empty polls: arm() asks the
+        probes to wake the reader with their next record, then, if the ring is still empty,
+        the wait is up to idle_ms.  arm() must be a system call (its atomics order the
+        flag's store before this look at the producer position)."""
+        wait_ms = timeout_ms
+        if idle_ms and arm is not None and self.empty_polls >= EMPTY_POLLS_BEFORE_SLEEP:
+            arm()
+            wait_ms = idle_ms if self._words64[0] == self._consumer_pos[0] else 0
         try:
-            self._epoll.poll(timeout_ms / 1000.0)
+            self._epoll.poll(wait_ms / 1000.0)
         except InterruptedError:
             pass
-        return self.consume(callback)
+        got = self.consume(callback)
+        self.empty_polls = 0 if got else self.empty_polls + 1
+        return got
 
     def close(self) -> None:
         self._epoll.close()
