@@ -36,15 +36,9 @@ for tool in vagrant debootstrap qemu-img mkfs.ext4 flock sha256sum; do
   command -v "$tool" >/dev/null || die "$tool is missing: scripts/setup.sh test installs it"
 done
 
-mkdir -p "$CACHE"
 # shellcheck source=scripts/vm/cache.sh
 . "$VMDIR/cache.sh"
-exec 9>"$CACHE/.lock"
-flock -s 9
-
-ROOTFS_KEY="$(vm_key "$VMDIR/build-rootfs.sh" "$VMDIR/packages.txt")"
-build_rootfs() { bash "$VMDIR/build-rootfs.sh" "$1" "$CACHE/debs"; }
-vm_cached rootfs "$ROOTFS_KEY" rootfs.tar build_rootfs
+vm_shared_rootfs
 
 # What provisioning installs: set-up's own package list (so its apt_install finds
 # nothing missing) and the project's Python dependencies plus its build backend.
@@ -74,7 +68,7 @@ vm_cached wheels "$WHEELS_KEY" . build_wheels
 
 BOX_KEY="$(printf '%s\n' "$ROOTFS_KEY" "$WHEELS_KEY" "${SETUP_PACKAGES[@]}" | vm_key - "$VMDIR/build-box.sh" "$VMDIR/box-packages.txt")"
 build_box() {
-  bash "$VMDIR/build-box.sh" "$1" "$CACHE/rootfs-$ROOTFS_KEY/rootfs.tar" "$CACHE/debs" "$CACHE/wheels-$WHEELS_KEY" \
+  bash "$VMDIR/build-box.sh" "$1" "$ROOTFS_TAR" "$CACHE/debs" "$CACHE/wheels-$WHEELS_KEY" \
     "${BOX_PACKAGES[@]}" "${SETUP_PACKAGES[@]}"
 }
 VM_REBUILD="$REBUILD" vm_cached box "$BOX_KEY" nsgraph-test.box build_box

@@ -70,21 +70,14 @@ done
 [ -d "$PROJECT/tests" ] || die "$PROJECT has no tests/ folder; --project must point at an nsgraph checkout"
 
 T0=$SECONDS
-mkdir -p "$CACHE"
 # shellcheck source=scripts/vm/cache.sh
 . "$VMDIR/cache.sh"
-# One lock for the whole cache (scripts/vm/cache.sh): runs hold it shared, so no run
-# boots an image that is being built or pruned.
-exec 9>"$CACHE/.lock"
-flock -s 9
-# The debootstrap'd root file system is shared with the Vagrant test box
-# (scripts/vagrant-box.sh); the image adds the matrix's own init to it.
-ROOTFS_KEY="$(vm_key "$VMDIR/build-rootfs.sh" "$VMDIR/packages.txt")"
-build_rootfs() { bash "$VMDIR/build-rootfs.sh" "$1" "$CACHE/debs"; }
-vm_cached rootfs "$ROOTFS_KEY" rootfs.tar build_rootfs
+# The root file system is shared with the Vagrant test box (scripts/vagrant-box.sh);
+# the image adds the matrix's own init to it.  The cache's lock is held from here on.
+vm_shared_rootfs
 KEY="$(echo "$ROOTFS_KEY" | vm_key - "$VMDIR/build-image.sh")"
 IMAGE="$CACHE/img-$KEY"
-build_image() { bash "$VMDIR/build-image.sh" "$1" "$CACHE/rootfs-$ROOTFS_KEY/rootfs.tar"; }
+build_image() { bash "$VMDIR/build-image.sh" "$1" "$ROOTFS_TAR"; }
 [ -f "$IMAGE/root.img" ] && [ "$REBUILD" -eq 0 ] && log "reusing the cached image $IMAGE"
 VM_REBUILD="$REBUILD" vm_cached img "$KEY" root.img build_image
 KREL_IMAGE="$(cat "$IMAGE/kernel-release")"

@@ -4,9 +4,11 @@
 # box) lives in $CACHE/NAME-KEY, KEY being a hash of everything it is made from, so an
 # edit to any input builds a new one and nothing stale is ever booted.
 #
-# The caller sets CACHE, opens fd 9 on "$CACHE/.lock" and holds it shared while it
-# uses a product: builds and prunes take it exclusively, so no run boots what is
-# being built or removed.
+# The caller sets CACHE and calls vm_shared_rootfs first: that opens fd 9 on
+# "$CACHE/.lock" and holds it shared while the caller uses a product; builds and
+# prunes take it exclusively, so no run boots what is being built or removed.
+
+VM_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # A key for the content of FILES... (and of any words on standard input, when the
 # first argument is -).
@@ -48,4 +50,21 @@ vm_prune() {
       *) [ -n "$(find "$old/.last-used" -mtime -"${NSGRAPH_VM_KEEP_DAYS:-3}" 2>/dev/null)" ] || rm -rf "$old" ;;
     esac
   done
+}
+
+# The debootstrap'd Debian 12 root file system (build-rootfs.sh) that the kernel-matrix
+# image and the Vagrant test box both start from: built once for both.  Takes the
+# cache's lock (shared) and sets ROOTFS_KEY and ROOTFS_TAR.
+vm_shared_rootfs() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.lock"
+  flock -s 9
+  ROOTFS_KEY="$(vm_key "$VM_SCRIPTS/build-rootfs.sh" "$VM_SCRIPTS/packages.txt")"
+  vm_cached rootfs "$ROOTFS_KEY" rootfs.tar _vm_build_rootfs
+  # shellcheck disable=SC2034  # read by the scripts that source this file
+  ROOTFS_TAR="$CACHE/rootfs-$ROOTFS_KEY/rootfs.tar"
+}
+
+_vm_build_rootfs() {
+  bash "$VM_SCRIPTS/build-rootfs.sh" "$1" "$CACHE/debs"
 }

@@ -173,9 +173,16 @@ def test_dashboard_needs_the_token_through_the_forward(vm, token):
 def test_docker_exec_in_the_vm_shows_as_a_join(vm, token):
     vagrant, _ = vm
     name = "nsgtest-vagrant-exec"
-    # The image provisioning made (nsgraph demo-image prints its reference).
-    vagrant.ssh("img=$(sudo nsgraph demo-image --quiet) && sudo docker run -d --name %s \"$img\" sleep 600 "
-                "&& sleep 2 && sudo docker exec %s ps aux" % (name, name), timeout=300)
+    # The image provisioning made (nsgraph demo-image prints its reference); then the
+    # container's own namespaces as the VM's /proc sees them, the ground truth.
+    out = vagrant.ssh(
+        "img=$(sudo nsgraph demo-image --quiet) && sudo docker run -d --name {0} \"$img\" sleep 600 >/dev/null "
+        "&& sleep 2 && sudo docker exec {0} ps aux >/dev/null "
+        "&& pid=$(sudo docker inspect -f '{{{{.State.Pid}}}}' {0}) "
+        "&& for t in ipc uts net pid mnt cgroup; do echo \"NS $t $(sudo stat -L -c %i /proc/$pid/ns/$t)\"; done"
+        .format(name), timeout=300)
+    truth = {t: inode for _, t, inode in (line.split() for line in out.splitlines() if line.startswith("NS "))}
+    assert len(truth) == 6, out
     path = "/api/graph?token=" + urllib.parse.quote(token)
     deadline = time.monotonic() + 120
     joins = []
@@ -186,7 +193,12 @@ def test_docker_exec_in_the_vm_shows_as_a_join(vm, token):
             break
         time.sleep(3)
     assert len(joins) == 1, joins
-    assert joins[0]["types"] == ["ipc", "uts", "net", "pid", "mnt"]
+    join = joins[0]
+    # runc joins the container's five namespaces, and its cgroup one too on cgroup v2
+    # (the box's systemd mounts v2 only), in that order.
+    assert join["types"][:5] == ["ipc", "uts", "net", "pid", "mnt"] and join["types"][5:] in ([], ["cgroup"]), join
+    for t in join["types"]:
+        assert join["target"][t].split(":")[2] == truth[t], (t, join["target"], truth)
 
 
 def test_halt_then_up_brings_the_service_back(vm, token):
