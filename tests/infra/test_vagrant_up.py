@@ -116,16 +116,16 @@ def vm():
     box = proc.stdout.strip().splitlines()[-1]
     TIMES["box"] = time.monotonic() - t0
     sandbox = Sandbox()
-    sandbox.start()
     vagrant = Vagrant(sandbox, box)
     try:
+        sandbox.start()
         t0 = time.monotonic()
         up = vagrant("up", "--provider", "libvirt", timeout=UP_TIMEOUT)
         TIMES["first up"] = time.monotonic() - t0
         yield vagrant, up
     finally:
         try:
-            if sandbox.virsh("list", "--all", "--name"):
+            if sandbox.libvirtd is not None and sandbox.virsh("list", "--all", "--name"):
                 vagrant("destroy", "-f", timeout=HALT_TIMEOUT)
         finally:
             sandbox.stop()
@@ -186,12 +186,16 @@ def test_docker_exec_in_the_vm_shows_as_a_join(vm, token):
     path = "/api/graph?token=" + urllib.parse.quote(token)
     deadline = time.monotonic() + 120
     joins = []
-    while time.monotonic() < deadline:
-        joins = [j for j in _get_json(vagrant.sandbox, path)["joins"]
-                 if j["container"] == name and j["command"] == "ps aux" and not j["open"]]
-        if joins:
-            break
-        time.sleep(3)
+    try:
+        while time.monotonic() < deadline:
+            joins = [j for j in _get_json(vagrant.sandbox, path)["joins"]
+                     if j["container"] == name and j["command"] == "ps aux" and not j["open"]]
+            if joins:
+                break
+            time.sleep(3)
+    finally:
+        # Its `sleep` ignores SIGTERM: left running, it would hold up the halt below by 10 s.
+        vagrant.ssh("sudo docker rm -f %s" % name)
     assert len(joins) == 1, joins
     join = joins[0]
     # runc joins the container's five namespaces, and its cgroup one too on cgroup v2

@@ -92,6 +92,7 @@ class Sandbox:
         self.root = os.path.join(STATE_ROOT, self.ns)
         self.libvirtd: subprocess.Popen | None = None
         self.log = os.path.join(self.root, "libvirtd.log")
+        self.reaped: list[str] = []
 
     def start(self, wait: float = 90.0) -> None:
         self.reaped = reap_stale()
