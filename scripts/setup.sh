@@ -233,8 +233,14 @@ if [ "$MODE" = test ]; then
   apt_install "${TEST_PACKAGES[@]}"
   # vagrant is packaged by Debian but not by every Ubuntu release.
   # vagrant-libvirt is only a Recommends of vagrant, and without a provider plugin
-  # `vagrant validate` finds "no usable default provider".
-  if apt_has vagrant; then apt_install vagrant vagrant-libvirt; else log "vagrant is not packaged here; the Vagrantfile tests will say so"; fi
+  # `vagrant validate` finds "no usable default provider".  The `vagrant up` test
+  # (tests/infra/test_vagrant_up.py) runs its own libvirtd: its management network
+  # needs dnsmasq (only a Recommends) and iptables for the NAT.
+  if apt_has vagrant; then
+    apt_install vagrant vagrant-libvirt libvirt-daemon-system dnsmasq-base iptables
+  else
+    log "vagrant is not packaged here; the Vagrantfile tests will say so"
+  fi
   # bpftool cross-checks BTF offsets; Ubuntu ships it only inside linux-tools.
   if apt_has bpftool; then apt_install bpftool; fi
 fi

@@ -7,7 +7,8 @@
 #
 # The VM image (Debian 12 + linux-image-amd64, linux-headers-amd64, BCC, pytest) is
 # built once with debootstrap and cached under $NSGRAPH_VM_CACHE, keyed by a hash of
-# scripts/vm/build-image.sh and scripts/vm/packages.txt.  Each run boots a throwaway
+# scripts/vm/build-rootfs.sh, build-image.sh and packages.txt (scripts/vm/cache.sh).
+# Each run boots a throwaway
 # copy-on-write snapshot of it with a fresh copy of the project, runs the tests as root
 # with CI=true and reads the junit report back.  Exit status: 0 when the tests ran and
 # passed, 1 when they failed, ran no test, timed out or the VM broke, 2 on bad usage.
@@ -69,35 +70,16 @@ done
 [ -d "$PROJECT/tests" ] || die "$PROJECT has no tests/ folder; --project must point at an nsgraph checkout"
 
 T0=$SECONDS
-mkdir -p "$CACHE"
-KEY="$(cat "$VMDIR/build-image.sh" "$VMDIR/packages.txt" | sha256sum | cut -c1-16)"
+# shellcheck source=scripts/vm/cache.sh
+. "$VMDIR/cache.sh"
+# The root file system is shared with the Vagrant test box (scripts/vagrant-box.sh);
+# the image adds the matrix's own init to it.  The cache's lock is held from here on.
+vm_shared_rootfs
+KEY="$(echo "$ROOTFS_KEY" | vm_key - "$VMDIR/build-image.sh")"
 IMAGE="$CACHE/img-$KEY"
-
-# One lock for the whole cache: builds hold it exclusively, runs share it, so no run
-# boots an image that is being built or pruned.  A run whose image is there takes the
-# shared lock at once (runs of other checkouts may be booting meanwhile); only a build
-# waits for them to finish.
-exec 9>"$CACHE/.lock"
-flock -s 9
-if [ "$REBUILD" -eq 1 ] || [ ! -f "$IMAGE/root.img" ]; then
-  flock -u 9
-  flock -x 9
-fi
-if [ "$REBUILD" -eq 1 ] || [ ! -f "$IMAGE/root.img" ]; then
-  log "building the VM image $IMAGE (cold cache; later runs reuse it)"
-  rm -rf "$IMAGE" "$IMAGE.partial"
-  tb=$SECONDS
-  bash "$VMDIR/build-image.sh" "$IMAGE.partial" "$CACHE/debs"
-  mv "$IMAGE.partial" "$IMAGE"
-  # Images of older package lists are never booted again.
-  for old in "$CACHE"/img-*; do
-    [ "$old" = "$IMAGE" ] || rm -rf "$old"
-  done
-  log "image built in $((SECONDS - tb)) s"
-else
-  log "reusing the cached image $IMAGE"
-fi
-flock -s 9
+build_image() { bash "$VMDIR/build-image.sh" "$1" "$ROOTFS_TAR"; }
+[ -f "$IMAGE/root.img" ] && [ "$REBUILD" -eq 0 ] && log "reusing the cached image $IMAGE"
+VM_REBUILD="$REBUILD" vm_cached img "$KEY" root.img build_image
 KREL_IMAGE="$(cat "$IMAGE/kernel-release")"
 
 RUN="$(mktemp -d "${TMPDIR:-/var/tmp}/nsgraph-vm-run.XXXXXX")"

@@ -8,7 +8,7 @@ what a machine can run:
   tests/kernel   the running kernel (eBPF, /proc, nsfs, its BTF): kernel
   tests/docker   a running Docker engine: docker
   tests/browser  Chromium and Playwright: browser
-  tests/infra    the Vagrantfile, provisioning, the VM kernel matrix (their own vm /
+  tests/infra    the Vagrantfile and a real `vagrant up`, provisioning, the VM kernel matrix (their own vm /
                  provision markers, set in the files), and the unit lane run as nobody
   tests/fleet    a NATS JetStream cluster, agents on this host and in the 6.1 VM, the
                  fleet dashboard: fleet (and root, through the root fixture)

@@ -441,6 +441,8 @@ def check_inspect_example(missing: str):
     return check
 
 
+VAGRANT_UP = ("tests/infra/test_vagrant_up.py runs it for real, in a libvirt sandbox with the local test "
+              "box (scripts/vagrant-box.sh)")
 NO_VM = ("needs a hypervisor and a Vagrant box download (no network here); "
          "tests/infra/test_vagrant.py checks the Vagrantfile with vagrant and ruby themselves")
 MENTION = "names a command or file in prose, not a command line"
@@ -483,14 +485,17 @@ COMMANDS = {
     # README: the VM
     "vagrant plugin install vagrant-libvirt": NotRun("downloads from rubygems.org (no network here); set-up "
                                                      "installs Debian's vagrant-libvirt instead"),
-    "vagrant up": NotRun(NO_VM),
+    "vagrant up": NotRun(VAGRANT_UP),
     "vagrant reload": NotRun(NO_VM),
-    "vagrant ssh -c 'sudo cat /var/lib/nsgraph/url'": NotRun(NO_VM),
+    "vagrant ssh -c 'sudo cat /var/lib/nsgraph/url'": NotRun(VAGRANT_UP),
     "NSGRAPH_HOST_PORT=5050 vagrant up": NotRun(NO_VM),
     "vagrant rsync && vagrant provision": NotRun(NO_VM),
     "vagrant ssh -c 'journalctl -u nsgraph -f'": NotRun(NO_VM),
     "NSGRAPH_MEMORY=8192 NSGRAPH_CPUS=4 vagrant up": NotRun(NO_VM),
-    "vagrant destroy -f": NotRun(NO_VM),
+    "vagrant destroy -f": NotRun(VAGRANT_UP),
+    "NSGRAPH_LIBVIRT_DRIVER=kvm": NotRun(MENTION + "; tests/infra/test_vagrant.py checks both drivers' configuration"),
+    "NSGRAPH_VAGRANT_BOX=<that name>": NotRun(MENTION + "; tests/infra/test_vagrant_up.py sets it"),
+    "sudo scripts/vagrant-box.sh": NotRun(VAGRANT_UP),
     "scripts/provision.sh": NotRun(MENTION + "; tests/infra/test_provision.py runs it in containers"),
     # README: kernel matrix, benchmarks
     "sudo scripts/vm-kernel-matrix.sh": NotRun("tests/infra/test_vm_kernel_matrix.py runs it (minutes of qemu)"),

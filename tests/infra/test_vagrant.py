@@ -34,7 +34,7 @@ providers = {}
 vm.instance_variable_get(:@__providers).each_key do |name|
   pc = vm.get_provider_config(name)
   fields = {"class" => pc.class.name}
-  %w[memory cpus customizations].each do |f|
+  %w[memory cpus customizations driver cpu_mode cpu_model].each do |f|
     fields[f] = pc.public_send(f) if pc.respond_to?(f)
   end
   providers[name.to_s] = fields
@@ -58,16 +58,30 @@ def _need(tool: str) -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def vagrant_config(tmp_path_factory):
+# The Vagrantfile's own environment knobs: each test states the ones it means.
+VAGRANT_KNOBS = ("NSGRAPH_VAGRANT_BOX", "NSGRAPH_LIBVIRT_DRIVER", "NSGRAPH_HOST_PORT", "NSGRAPH_MEMORY", "NSGRAPH_CPUS")
+
+
+def _load_config(workdir, **knobs):
+    """Vagrant's reading of the Vagrantfile with the NSGRAPH_* knobs given (others unset)."""
     _need("vagrant")
     ruby = _need("ruby")
-    script = tmp_path_factory.mktemp("vagrant") / "dump.rb"
+    script = workdir / "dump.rb"
     script.write_text(DUMP_RB)
-    env = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1")
-    proc = subprocess.run([ruby, str(script), REPO], capture_output=True, text=True, timeout=120, env=env)
+    env = {k: v for k, v in os.environ.items() if k not in VAGRANT_KNOBS}
+    env.update(knobs, VAGRANT_CHECKPOINT_DISABLE="1")
+    return subprocess.run([ruby, str(script), REPO], capture_output=True, text=True, timeout=120, env=env)
+
+
+def _config(workdir, **knobs):
+    proc = _load_config(workdir, **knobs)
     assert proc.returncode == 0, "evaluating the Vagrantfile failed:\n%s" % proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def vagrant_config(tmp_path_factory):
+    return _config(tmp_path_factory.mktemp("vagrant"))
 
 
 def test_vagrant_validate():
@@ -80,6 +94,39 @@ def test_vagrant_validate():
 
 def test_box_has_btf_kernel_with_packaged_headers(vagrant_config):
     assert vagrant_config["box"] == "bento/ubuntu-24.04"
+
+
+def test_box_comes_from_the_environment_when_given(tmp_path):
+    assert _config(tmp_path, NSGRAPH_VAGRANT_BOX="nsgraph-test-0123")["box"] == "nsgraph-test-0123"
+    # Empty is the same as unset: users get the default box.
+    assert _config(tmp_path, NSGRAPH_VAGRANT_BOX="")["box"] == "bento/ubuntu-24.04"
+
+
+def _kvm_boots_stock_kernels():
+    # Ground truth from the system: a stock kernel needs the CPU's virtualization module.
+    return os.path.exists("/dev/kvm") and any(os.path.isdir("/sys/module/" + m) for m in ("kvm_intel", "kvm_amd"))
+
+
+def test_libvirt_driver_follows_what_kvm_can_boot(vagrant_config):
+    libvirt = vagrant_config["providers"]["libvirt"]
+    if _kvm_boots_stock_kernels():
+        assert libvirt["driver"] == "kvm"
+    else:
+        # qemu's emulation, with a CPU model it can emulate (host-model needs KVM).
+        assert (libvirt["driver"], libvirt["cpu_mode"], libvirt["cpu_model"]) == ("qemu", "custom", "qemu64")
+
+
+@pytest.mark.parametrize("driver", ["kvm", "qemu"])
+def test_libvirt_driver_can_be_forced(tmp_path, driver):
+    libvirt = _config(tmp_path, NSGRAPH_LIBVIRT_DRIVER=driver)["providers"]["libvirt"]
+    assert libvirt["driver"] == driver
+    assert libvirt["cpu_mode"] == ("custom" if driver == "qemu" else "host-model")
+
+
+def test_unknown_libvirt_driver_is_refused_in_one_line(tmp_path):
+    proc = _load_config(tmp_path, NSGRAPH_LIBVIRT_DRIVER="xen")
+    assert proc.returncode != 0
+    assert "NSGRAPH_LIBVIRT_DRIVER must be kvm or qemu, not 'xen'" in proc.stderr
 
 
 def test_dashboard_port_forwarded_to_host_loopback_only(vagrant_config):
