@@ -46,6 +46,8 @@ from typing import Dict, Iterable, List, Optional, Set
 # Packages whose files a program opens when they happen to be installed, without
 # needing them: using them proves nothing about a fresh machine.  Each needs a reason.
 USED_WHEN_PRESENT = {
+    "xz-utils": "debootstrap (the VM root file system) fetches Packages.xz and runs unxz when it is on "
+                "the PATH, Packages.gz otherwise; it unpacks .debs with dpkg-deb (Essential), not xzcat",
     "locales": "glibc reads /etc/locale.alias when it exists; the tests need no locale",
     "fonts-dejavu-extra": "fontconfig hands Chromium the closest installed face (an oblique one); "
                           "fonts-dejavu-core, which set-up names, serves when it is absent",

@@ -41,7 +41,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tracer.exitcodes import EXIT_NO_PRIVILEGES, EXIT_OK  # noqa: E402
-from servectl import Serve, build_workload, load_text  # noqa: E402
+from servectl import Serve, build_workload, die_with_parent, load_text  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,8 +156,12 @@ def main() -> int:
         serve.wait_running()
         binary = build_workload(tmp)
         total = (args.minutes + args.warmup) * 60
+        def workload_child():      # dies with the soak, like serve (a killed soak left it running)
+            die_with_parent()
+            if others:
+                os.sched_setaffinity(0, others)
         workload = subprocess.Popen([binary, "mix-rate", str(args.rate), str(total)], stdout=subprocess.PIPE,
-                                    preexec_fn=(lambda: os.sched_setaffinity(0, others)) if others else None)
+                                    preexec_fn=workload_child)
         threads = [threading.Thread(target=reader, args=(serve.port, serve.token, stop, counts), daemon=True)
                    for _ in range(args.readers)]
         threads.append(threading.Thread(target=poller, args=(serve.port, serve.token, stop, counts), daemon=True))
@@ -176,7 +180,7 @@ def main() -> int:
             elif hog is not None and minute >= args.hog_at + args.hog_minutes:
                 hog.stop()
             if args.burst and burst is None and minute >= args.burst_at:
-                burst = subprocess.Popen([binary, "fork", str(args.burst)])
+                burst = subprocess.Popen([binary, "fork", str(args.burst)], preexec_fn=die_with_parent)
             status = {}
             try:
                 status = serve.status(timeout=30)

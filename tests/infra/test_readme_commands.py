@@ -500,6 +500,7 @@ COMMANDS = {
     # README: kernel matrix, benchmarks
     "sudo scripts/vm-kernel-matrix.sh": NotRun("tests/infra/test_vm_kernel_matrix.py runs it (minutes of qemu)"),
     "sudo scripts/vm-kernel-matrix.sh -- -k clone3 -s": NotRun("tests/infra/test_vm_kernel_matrix.py runs the script"),
+    "scripts/vm/build-rootfs.sh": NotRun(MENTION),
     "scripts/vm/build-image.sh": NotRun(MENTION),
     "scripts/vm/packages.txt": NotRun(MENTION),
     # The fleet (README: Fleet): its own lane runs it end to end.

@@ -47,9 +47,9 @@ DEFAULT_MAX_AGE_S = 7 * 86400
 # The writer's queue, in inputs.  Steady traffic keeps it short (the writer takes a batch every
 # flush_s: ~1 000 inputs at 5 000 events/s); it fills only in a storm, and whatever it held at
 # its fullest stays as serve's footprint (the freed inputs' memory is reused by later objects
-# scattered over it, not given back): ~600 bytes an input, so 50 000 left +30 MB after each
-# storm a host's other work made.  Past it inputs are dropped and counted, and the forced
-# checkpoint makes the history exact again.
+# scattered over it, not given back): ~600 bytes an input, so 50 000 left serve ~30 MB bigger
+# after the first storm a host's other work made.  Past it inputs are dropped and counted, and
+# the forced checkpoint makes the history exact again.
 QUEUE_INPUTS = 10_000
 CAPTURED_MAX = 4            # checkpoints exported but not stored yet (each is a whole graph)
 
