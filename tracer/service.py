@@ -77,6 +77,11 @@ class NsgraphService:
         self._health = Health(self)
         self._maintenance = Maintenance(self, self._stop, self._wake, self._health)
 
+    @property
+    def maintenance(self) -> Maintenance:
+        """The maintenance loop (its `ticks` say how often it woke; tests watch it)."""
+        return self._maintenance
+
     def health(self) -> List[dict]:
         """What is degraded now, each with a message a person can act on (tracer/health.py)."""
         return self._health.check()

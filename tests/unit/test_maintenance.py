@@ -63,7 +63,7 @@ def test_the_thread_sleeps_on_a_quiet_graph_and_a_change_wakes_it():
     svc = NsgraphService(ServiceConfig(db="none", docker=False, reconcile_s=3600))
     g = fresh_graph(pids=(1, 50))
     svc.use_graph(g)
-    maintenance = svc._maintenance
+    maintenance = svc.maintenance
     svc.reconcile = lambda since_version=None, full=True: 0
     thread = threading.Thread(target=maintenance.run, daemon=True)
     thread.start()
