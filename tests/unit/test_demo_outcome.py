@@ -312,3 +312,31 @@ def test_a_namespace_of_the_runs_container_known_only_from_proc_was_created_by_i
     data = graph(mine + other, [proc(902, {**HOST_IDS, **{n["type"]: n["id"] for n in mine}}, "nsgraph-demo-ls-ns-s")])
     out = namespaces_for_run(run("ls-ns", T0, T0 + 2, container="nsgraph-demo-ls-ns-s"), data)
     assert out["namespaces"]["created"] == ids(mine)
+
+
+class _LateLogs:
+    """A container whose log copier writes its output only after `wait` answered."""
+
+    def __init__(self, empty_reads: int, text: bytes = b"net -> net:[4026532000]\n"):
+        self.empty_reads, self.text, self.reads = empty_reads, text, 0
+
+    def logs(self, stdout: bool, stderr: bool) -> bytes:
+        self.reads += 1
+        return b"" if self.reads <= self.empty_reads else self.text
+
+
+def test_empty_logs_of_a_successful_container_are_read_again():
+    from webapp.demos.runner import container_output
+    late = _LateLogs(empty_reads=3)
+    assert container_output(late, 0, settle_s=2.0) == late.text
+    assert late.reads == 4
+
+
+def test_empty_logs_are_believed_after_the_bound_or_on_failure():
+    from webapp.demos.runner import container_output
+    never = _LateLogs(empty_reads=10 ** 6)
+    assert container_output(never, 0, settle_s=0.3) == b""
+    assert 2 <= never.reads <= 5
+    failed = _LateLogs(empty_reads=10 ** 6)
+    assert container_output(failed, 1, settle_s=2.0) == b""
+    assert failed.reads == 1

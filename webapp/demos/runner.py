@@ -31,6 +31,7 @@ from .scenarios import (DOCKER, EXPIRES_LABEL, LAUNCHER_LABEL, LINGER_S, MYAPP, 
                         UNSHARE_TYPES, Scenario, container_options, nsenter_argv, nsenter_shown)
 
 CONTAINER_WAIT_S = 60
+LOGS_SETTLE_S = 3.0     # how long empty logs of a successful container are read again
 NSENTER_TIMEOUT_S = 30
 READY_TIMEOUT_S = 10
 DOCKER_RECHECK_S = 15.0
@@ -141,7 +142,7 @@ class DemoRunner:
             else:
                 result = container.wait(timeout=CONTAINER_WAIT_S)
                 run.exit_code = int(result.get("StatusCode", -1))
-            run.append_output(container.logs(stdout=True, stderr=True).decode("utf-8", "replace"),
+            run.append_output(container_output(container, run.exit_code).decode("utf-8", "replace"),
                               self.config.demo_output_cap)
         finally:
             # `docker run --rm`: created, started, waited for and removed by us
@@ -335,6 +336,22 @@ def child_of(pid: int) -> Optional[int]:
             return kids[0]
         time.sleep(0.02)
     return None
+
+
+def container_output(container, exit_code: Optional[int], settle_s: float = LOGS_SETTLE_S) -> bytes:
+    """The container's stdout and stderr once it has exited or lingers.
+
+    dockerd can answer `wait` before its log copier has written the last of a
+    short-lived container's output (it gives the copier 2 s when the host is
+    busy), so empty logs from a container that succeeded are read again for a
+    bounded moment before they are believed.
+    """
+    output = container.logs(stdout=True, stderr=True)
+    deadline = time.monotonic() + settle_s
+    while not output and exit_code == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        output = container.logs(stdout=True, stderr=True)
+    return output
 
 
 def wait_for_sleep(pid: int, timeout: float = CONTAINER_WAIT_S) -> bool:
