@@ -18,6 +18,7 @@
 #                      (default: a new /tmp/nsgraph-vm-results.* folder)
 #   --project DIR      the tree copied into the VM (default: this checkout)
 #   --rebuild          rebuild the cached image even if it is up to date
+#   --build-only       build (or find) the cached image and exit 0 without booting it
 #   --guest-mode MODE  kernel-tests (default): pytest's kernel lane; fleet: the fleet tests' guest
 #                      side (tests/fleet/vm_guest.py: an nsgraph agent driven by the host test)
 #   --net SPEC         a qemu -nic SPEC (default none), e.g. user,restrict=on,guestfwd=... so the
@@ -39,6 +40,7 @@ ACCEL="${NSGRAPH_VM_ACCEL:-tcg}"
 PROJECT="$REPO"
 RESULTS_DIR=""
 REBUILD=0
+BUILD_ONLY=0
 PYTEST_EXTRA=()
 GUEST_MODE=kernel-tests
 NET=none
@@ -52,10 +54,11 @@ while [ $# -gt 0 ]; do
     --results-dir) RESULTS_DIR="${2:?--results-dir needs a folder}"; shift 2 ;;
     --project) PROJECT="$(cd "${2:?--project needs a folder}" && pwd)"; shift 2 ;;
     --rebuild) REBUILD=1; shift ;;
+    --build-only) BUILD_ONLY=1; shift ;;
     --guest-mode) GUEST_MODE="${2:?--guest-mode needs kernel-tests or fleet}"; shift 2 ;;
     --net) NET="${2:?--net needs a qemu -nic specification}"; shift 2 ;;
     --guest-files) GUEST_FILES="$(cd "${2:?--guest-files needs a folder}" && pwd)"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; PYTEST_EXTRA=("$@"); break ;;
     *) die "unknown argument '$1' (see --help)" 2 ;;
   esac
@@ -81,6 +84,10 @@ build_image() { bash "$VMDIR/build-image.sh" "$1" "$ROOTFS_TAR"; }
 [ -f "$IMAGE/root.img" ] && [ "$REBUILD" -eq 0 ] && log "reusing the cached image $IMAGE"
 VM_REBUILD="$REBUILD" vm_cached img "$KEY" root.img build_image
 KREL_IMAGE="$(cat "$IMAGE/kernel-release")"
+if [ "$BUILD_ONLY" -eq 1 ]; then
+  log "the image for Debian's $KREL_IMAGE is ready: $IMAGE ($((SECONDS - T0)) s)"
+  exit 0
+fi
 
 RUN="$(mktemp -d "${TMPDIR:-/var/tmp}/nsgraph-vm-run.XXXXXX")"
 if [ -z "$RESULTS_DIR" ]; then

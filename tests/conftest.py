@@ -72,6 +72,31 @@ def pytest_collection_modifyitems(items):
                                 "tests/kernel, tests/docker or tests/browser): %s" % ", ".join(misplaced))
 
 
+_prefetch = None     # vm_prefetch.Prefetch while the VM cache is built in the background
+
+
+def pytest_collection_finish(session):
+    global _prefetch
+    if session.config.option.collectonly:
+        return
+    import vm_prefetch
+    _prefetch = vm_prefetch.start(session.items, os.path.join(REPO, "test-artifacts"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    global _prefetch
+    if _prefetch is not None:
+        terminalreporter.write_line(_prefetch.finish())
+        _prefetch = None
+
+
+def pytest_unconfigure(config):
+    global _prefetch
+    if _prefetch is not None:       # a run that ended before its summary
+        _prefetch.finish()
+        _prefetch = None
+
+
 def wait_until(predicate, timeout=15.0, step=0.2):
     """predicate()'s first true value within timeout seconds, else its last value."""
     import time

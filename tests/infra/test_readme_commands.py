@@ -501,6 +501,11 @@ COMMANDS = {
     "sudo scripts/vm-kernel-matrix.sh": NotRun("tests/infra/test_vm_kernel_matrix.py runs it (minutes of qemu)"),
     "sudo scripts/vm-kernel-matrix.sh -- -k clone3 -s": NotRun("tests/infra/test_vm_kernel_matrix.py runs the script"),
     "scripts/vm/build-rootfs.sh": NotRun(MENTION),
+    "scripts/vm/prefetch.sh": NotRun(MENTION + "; tests/conftest.py starts it in every run that boots a VM"),
+    "NSGRAPH_VM_PREFETCH=0": NotRun(MENTION + "; tests/unit/test_vm_prefetch.py checks what it would build"),
+    "NSGRAPH_PROVISION_MACHINES=plain,systemd": NotRun(MENTION + "; two more minutes of provisioning in a container, "
+                                                       "which test_vagrant_up.py's real VM covers in CI"),
+    "vagrant provision": NotRun(MENTION + "; tests/infra/test_vagrant_up.py runs it in the VM"),
     "scripts/vm/build-image.sh": NotRun(MENTION),
     "scripts/vm/packages.txt": NotRun(MENTION),
     # The fleet (README: Fleet): its own lane runs it end to end.

@@ -9,8 +9,9 @@ the box carries the packages and wheels it would fetch (the VM reaches no regist
 
 The tests run in order on one VM: up and provisioned, the dashboard through the
 forwarded port (401 without the token, 200 with the token read over `vagrant ssh`),
-a `docker exec` inside the VM as a join in /api/graph, halt and up again (the service
-comes back by itself), destroy (nothing left in libvirt).  Every wait is bounded.
+a `docker exec` inside the VM as a join in /api/graph, `vagrant provision` again (the
+unit restarted under systemd, the token kept), halt and up again (the service comes
+back by itself), destroy (nothing left in libvirt).  Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -203,6 +204,27 @@ def test_docker_exec_in_the_vm_shows_as_a_join(vm, token):
     assert join["types"][:5] == ["ipc", "uts", "net", "pid", "mnt"] and join["types"][5:] in ([], ["cgroup"]), join
     for t in join["types"]:
         assert join["target"][t].split(":")[2] == truth[t], (t, join["target"], truth)
+
+
+def test_provisioning_again_restarts_the_service(vm, token):
+    """`vagrant provision` on a running machine: provision.sh restarts the unit under the
+    VM's real systemd, keeps the token, and finds everything installed."""
+    vagrant, _ = vm
+    main_pid = "systemctl show -p MainPID --value nsgraph.service"
+    old_pid = vagrant.ssh(main_pid).strip()
+    assert old_pid not in ("", "0"), "nsgraph.service has no main process before provisioning again"
+    t0 = time.monotonic()
+    again = vagrant("provision", timeout=REUP_TIMEOUT)
+    TIMES["provision again"] = time.monotonic() - t0
+    assert again.returncode == 0
+    assert "Running provisioner" in again.stdout
+    new_pid = vagrant.ssh(main_pid).strip()
+    assert new_pid not in ("", "0", old_pid), (old_pid, new_pid)
+    assert vagrant.ssh("test -e /proc/%s && echo alive || echo gone" % old_pid).strip() == "gone"
+    assert vagrant.ssh("sudo cat %s" % TOKEN_FILE).strip() == token      # a bookmarked URL keeps working
+    assert "apt-get update" not in again.stdout, "a second run should find every package installed"
+    path = "/api/status?token=" + urllib.parse.quote(token)
+    assert _wait_status(vagrant.sandbox, path, "200", SERVICE_WAIT) == "200"
 
 
 def test_halt_then_up_brings_the_service_back(vm, token):

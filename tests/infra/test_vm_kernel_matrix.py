@@ -23,7 +23,7 @@ from tests.conftest import REPO, require
 SCRIPT = os.path.join(REPO, "scripts", "vm-kernel-matrix.sh")
 VM_SCRIPTS = [SCRIPT, os.path.join(REPO, "scripts", "vagrant-box.sh")] + [
     os.path.join(REPO, "scripts", "vm", f)
-    for f in ("build-rootfs.sh", "build-image.sh", "build-box.sh", "cache.sh", "guest-run.sh")]
+    for f in ("build-rootfs.sh", "build-image.sh", "build-box.sh", "cache.sh", "guest-run.sh", "prefetch.sh")]
 # A cold image build (~3 min) plus the VM leg's own hard limit (15 min) plus slack.
 WHOLE_RUN_TIMEOUT = 30 * 60
 
