@@ -229,6 +229,11 @@ TEST_PACKAGES=(chromium shellcheck debootstrap qemu-system-x86 qemu-utils e2fspr
 
 log "nsgraph set-up ($MODE) in $REPO"
 apt_install "${BASE_PACKAGES[@]}"
+# docker.io only recommends apparmor, but where the kernel enables AppArmor (Debian's and
+# Ubuntu's do) dockerd without apparmor_parser refuses to start any container.
+if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ]; then
+  apt_install apparmor
+fi
 if [ "$MODE" = test ]; then
   apt_install "${TEST_PACKAGES[@]}"
   # vagrant is packaged by Debian but not by every Ubuntu release.

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from tests.kernel.test_ringbuf import unshare_children
+from tests.kernel.test_ringbuf import unshare_children, unshare_in_one_child
 
 
 def test_sync_returns_after_everything_before_it_reached_a_slow_graph(root):
@@ -69,7 +69,7 @@ def test_a_drained_backlog_reaches_the_graph_in_pieces(root, monkeypatch):
     collector.subscribe_batch(graph)
     collector.load()            # recording, but nobody reads the ring: a stalled serve
     try:
-        pids = set(unshare_children(1500))
+        pids = {unshare_in_one_child(1500)}
         collector.poll_once(0)
         # A poll hands over POLL_RECORDS at most: a consumer slower than the producer must
         # still come back from it (loss counters, sync markers), not decode forever.

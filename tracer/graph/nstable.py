@@ -88,6 +88,14 @@ class NamespaceTable:
         old = self.alive.get(inode)
         if old is not None:
             if old.type == ns_type and nid is not None and old.ns_id == nid:
+                # The same namespace, found first by a snapshot taken after the call and
+                # before its event was applied: the event says who made it, and when.
+                if old.creator is None and creator is not None:
+                    old.creator = creator
+                    if ts is not None and (old.created is None or ts < old.created):
+                        old.created = ts
+                    self.changes.record("update", "namespace", old.id)
+                    old.version = self.changes.version
                 return old
             self.end_recycled(old, ts)
         return self.add(ns_type, inode, nid, ts, creator)
