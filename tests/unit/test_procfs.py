@@ -309,3 +309,20 @@ def test_forked_helpers_give_the_same_snapshot(fake_root):
         assert split.namespaces == one.namespaces
         assert split.errors == one.errors
         assert "helper_failed" not in split.errors
+
+
+def test_find_pins_reads_a_member_that_is_not_chrooted(tmp_path):
+    """A chrooted member's mountinfo lacks the host's /run/netns pins: another member is read."""
+    root = tmp_path / "proc"
+    chroot_dir = tmp_path / "build-root"
+    chroot_dir.mkdir()
+    for pid, text, member_root in ((50, "", str(chroot_dir)), (51, MOUNTINFO, "/")):
+        (root / str(pid)).mkdir(parents=True)
+        (root / str(pid) / "mountinfo").write_text(text)
+        os.symlink(member_root, root / str(pid) / "root")
+    own = ("mnt", 4, 1)
+    assert pins.readers_first([50, 51], str(root)) == [51, 50]
+    found = pins.find_pins({own: [50, 51]}, str(root), own, tries=1)
+    assert "/run/netns/a" in {p.path for p in found}
+    # Only chrooted members: their own view is still read.
+    assert pins.readers_first([50, 99], str(root)) == [99, 50]

@@ -85,6 +85,30 @@ def parse_nsfs_mounts(text: str, errors: Optional[Counter] = None) -> list:
     return out
 
 
+# Members of one mount namespace looked at for a reader that is not chrooted.
+READER_CANDIDATES = 64
+
+
+def readers_first(members, proc_root: str = "/proc", limit: int = READER_CANDIDATES) -> list:
+    """The members whose mountinfo to read, best first.
+
+    A chrooted process (debootstrap's dpkg, a daemon's privilege-separated child) sees
+    only the mounts under its root in its mountinfo, so read from it, the host's
+    /run/netns pins would be missing and a settle would end namespaces that are pinned.
+    Members whose root is "/" come first, then those whose root could not be read, then
+    the chrooted ones (a mount namespace of only chrooted processes still shows their pins).
+    """
+    rooted, unknown, chrooted = [], [], []
+    for pid in list(members)[:limit]:
+        try:
+            root = os.readlink("%s/%d/root" % (proc_root, pid))
+        except OSError:
+            unknown.append(pid)
+            continue
+        (rooted if root == "/" else chrooted).append(pid)
+    return rooted + unknown + chrooted
+
+
 def find_pins(mnt_members: dict, proc_root: str = "/proc", own_mnt: Optional[tuple] = None,
               errors: Optional[Counter] = None, tries: int = 3) -> list:
     """Every nsfs bind mount in every mount namespace.
@@ -99,7 +123,7 @@ def find_pins(mnt_members: dict, proc_root: str = "/proc", own_mnt: Optional[tup
         errors = Counter()
     seen = {}
     for mnt, members in mnt_members.items():
-        for pid in list(members)[:tries]:
+        for pid in readers_first(members, proc_root)[:tries]:
             try:
                 with open("%s/%d/mountinfo" % (proc_root, pid), "r", encoding="utf-8",
                           errors="surrogateescape") as handle:
