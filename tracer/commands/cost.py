@@ -58,10 +58,13 @@ def run_cost(args) -> int:
         print("nsgraph doctor: no nsgraph tracer is running (start `nsgraph serve` or `nsgraph trace`, "
               "then measure it with --cost)", file=sys.stderr)
         return EXIT_FAILURE
-    print("measuring %d tracer(s) for %.0f s with the kernel's BPF statistics switched on..."
-          % (len(tracers), args.seconds), file=sys.stderr, flush=True)
+    def window_open() -> None:
+        # Printed once the statistics are on and sampled: tests start their workload on it.
+        print("measuring %d tracer(s) for %.0f s with the kernel's BPF statistics switched on..."
+              % (len(tracers), args.seconds), file=sys.stderr, flush=True)
+
     try:
-        reports = probecost.measure(tracers, args.seconds)
+        reports = probecost.measure(tracers, args.seconds, on_open=window_open)
     except BPFStatsError as exc:
         print("nsgraph doctor: %s" % exc, file=sys.stderr)
         return EXIT_FAILURE

@@ -94,12 +94,17 @@ def _counters(samples: Dict[int, bpfstats.ProgramSample]) -> Optional[List[int]]
     return bpfstats.percpu_array_sums(map_ids, "counters")
 
 
-def measure(tracers: List[Tracer], seconds: float, sleep: Callable[[float], None] = time.sleep) -> List[CostReport]:
-    """Sample every tracer's programs `seconds` apart, statistics on in between."""
+def measure(tracers: List[Tracer], seconds: float, sleep: Callable[[float], None] = time.sleep,
+            on_open: Callable[[], None] = lambda: None) -> List[CostReport]:
+    """Sample every tracer's programs `seconds` apart, statistics on in between.
+
+    on_open() is called once the statistics are on and the first sample taken: what
+    happens from then on is in the window (before it, a run may be counted or not)."""
     with bpfstats.enabled():
         before = {t.pid: bpfstats.sample_all(t.prog_ids) for t in tracers}
         counters_before = {t.pid: _counters(before[t.pid]) for t in tracers}
         started = time.monotonic()
+        on_open()
         sleep(seconds)
         after = {t.pid: bpfstats.sample_all(t.prog_ids) for t in tracers}
         elapsed = time.monotonic() - started
