@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +40,6 @@ def products_for(paths, have=shutil.which) -> list:
 class Prefetch:
     def __init__(self, products: list, log_path: str):
         self.products, self.log_path = products, log_path
-        self.started = time.monotonic()
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(["nice", "-n", "19", "ionice", "-c3", "bash", SCRIPT, *products],

@@ -16,6 +16,7 @@ files are told apart from namespaces by the link text alone, without a stat.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
 from collections import Counter
@@ -89,7 +90,8 @@ def parse_nsfs_mounts(text: str, errors: Optional[Counter] = None) -> list:
 READER_CANDIDATES = 64
 
 
-def readers_first(members, proc_root: str = "/proc", limit: int = READER_CANDIDATES) -> list:
+def readers_first(members, proc_root: str = "/proc", limit: int = READER_CANDIDATES,
+                  enough: int = READER_CANDIDATES) -> list:
     """The members whose mountinfo to read, best first.
 
     A chrooted process (debootstrap's dpkg, a daemon's privilege-separated child) sees
@@ -97,15 +99,18 @@ def readers_first(members, proc_root: str = "/proc", limit: int = READER_CANDIDA
     /run/netns pins would be missing and a settle would end namespaces that are pinned.
     Members whose root is "/" come first, then those whose root could not be read, then
     the chrooted ones (a mount namespace of only chrooted processes still shows their pins).
+    The scan stops at `enough` members whose root is "/" (the host's namespace has thousands).
     """
     rooted, unknown, chrooted = [], [], []
-    for pid in list(members)[:limit]:
+    for pid in itertools.islice(members, limit):
         try:
             root = os.readlink("%s/%d/root" % (proc_root, pid))
         except OSError:
             unknown.append(pid)
             continue
         (rooted if root == "/" else chrooted).append(pid)
+        if len(rooted) >= enough:
+            break
     return rooted + unknown + chrooted
 
 
@@ -123,7 +128,7 @@ def find_pins(mnt_members: dict, proc_root: str = "/proc", own_mnt: Optional[tup
         errors = Counter()
     seen = {}
     for mnt, members in mnt_members.items():
-        for pid in readers_first(members, proc_root)[:tries]:
+        for pid in readers_first(members, proc_root, enough=tries)[:tries]:
             try:
                 with open("%s/%d/mountinfo" % (proc_root, pid), "r", encoding="utf-8",
                           errors="surrogateescape") as handle:
