@@ -325,6 +325,12 @@ def main() -> int:
     parser.add_argument("--storms", default=",".join(STORMS), help="comma-separated storms to run")
     parser.add_argument("--skip", default="", help="stages to skip: cost,wall,cpu,rate")
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    parser.add_argument("--modes", default="trace,serve",
+                        help="tracer modes to measure: trace, serve or both (serve needs the dashboard's "
+                             "packages; a minimal VM has only the tracer's)")
+    parser.add_argument("--workload", metavar="BINARY",
+                        help="a bench/workload.c built elsewhere (e.g. gcc -static, for a machine with no "
+                             "compiler); default: built here with cc")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (loading eBPF probes, reading BPF statistics)", file=sys.stderr)
@@ -334,20 +340,32 @@ def main() -> int:
     if unknown:
         print("unknown storm(s) %s; known: %s" % (", ".join(sorted(unknown)), ", ".join(STORMS)), file=sys.stderr)
         return EXIT_USAGE
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - {"trace", "serve"}:
+        print("--modes takes trace, serve or trace,serve", file=sys.stderr)
+        return EXIT_USAGE
     cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        print("bench needs a C compiler: apt-get install gcc", file=sys.stderr)
+    if args.workload:
+        if not os.access(args.workload, os.X_OK):
+            print("--workload %s is not an executable file" % args.workload, file=sys.stderr)
+            return EXIT_USAGE
+    elif not cc:
+        print("bench needs a C compiler (apt-get install gcc) or --workload BINARY", file=sys.stderr)
         return EXIT_FAILURE
     skip = set(args.skip.split(","))
+    if "serve" not in modes:
+        skip |= {"cpu", "rate"}                 # both stages measure serve
     scale = QUICK_SCALE if args.quick else 1.0
     rounds = 2 if args.quick else args.rounds
     results = {"machine": machine_load(), "storms": {s: STORMS[s] for s in storms}}
     print("== %s; workload on CPU %s, tracers on CPU %s" % (results["machine"], sorted(WORKLOAD_CPUS),
                                                            sorted(TRACER_CPUS)))
     with tempfile.TemporaryDirectory() as tmp:
-        workload = build_workload(cc, tmp)
+        workload = args.workload or build_workload(cc, tmp)
         hooks = {}
         for label, make in (("trace", trace_mode), ("serve", lambda: serve_mode(tmp))):
+            if label not in modes:
+                continue
             mode = make().start()
             try:
                 hooks[label] = hooks_of(mode)
@@ -368,14 +386,17 @@ def main() -> int:
 
         if "wall" not in skip:
             print("== wall clock: %d rounds of every storm under each mode" % rounds)
-            makers = {"off": Off, "floor-trace": lambda: floor_mode(hooks["trace"]), "trace": trace_mode,
-                      "floor-serve": lambda: floor_mode(hooks["serve"]), "serve": lambda: serve_mode(tmp)}
+            makers = {"off": Off}
+            if "trace" in modes:
+                makers.update({"floor-trace": lambda: floor_mode(hooks["trace"]), "trace": trace_mode})
+            if "serve" in modes:
+                makers.update({"floor-serve": lambda: floor_mode(hooks["serve"]), "serve": lambda: serve_mode(tmp)})
             times = wall_clock(workload, makers, storms, rounds, scale)
             results["wall_seconds"] = times
             print("   %-12s %-8s %-26s %-26s %s" % ("storm", "mode", "vs nothing (median, range)",
                                                     "vs floor (median, range)", "floor vs nothing"))
             for storm in storms:
-                for label in ("trace", "serve"):
+                for label in modes:
                     vs_off = ratio_summary(times, label, "off", storm)
                     vs_floor = ratio_summary(times, label, "floor-" + label, storm)
                     floor_off = ratio_summary(times, "floor-" + label, "off", storm)

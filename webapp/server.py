@@ -117,6 +117,16 @@ class _Channel(HTTPChannel):
             super().service()
         finally:
             self.waiting_since = time.time()
+            self.server.changed_elsewhere(self)      # the request is done: read the next one
+
+    def write_soon(self, data):
+        try:
+            return super().write_soon(data)
+        finally:
+            # Sent at once (a client that keeps up): nothing for the loop to do.  Otherwise the
+            # loop must watch for the socket to drain, or see the connection closed.
+            if self.total_outbufs_len or not self.connected:
+                self.server.changed_elsewhere(self)
 
 
 class NsgraphHTTPServer(TcpWSGIServer):
@@ -153,6 +163,14 @@ class NsgraphHTTPServer(TcpWSGIServer):
             self.loop.touch(channel.socket.fileno())
         except (AttributeError, OSError):
             pass
+
+    def changed_elsewhere(self, channel) -> None:
+        """A worker thread changed this channel: the loop looks at it in its next pass."""
+        try:
+            self.loop.changed(channel.socket.fileno())
+        except (AttributeError, OSError):
+            return
+        self.trigger.pull_trigger()
 
     # -- connection policy (runs in the event loop thread) ------------------------------------
 

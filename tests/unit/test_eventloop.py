@@ -61,7 +61,7 @@ def test_idle_connections_are_asked_on_the_full_pass_only_and_still_get_their_in
     for _ in range(5):
         loop.run_once(0.01)
     assert [d.asked for d in idle] == [1] * 49          # the first (full) pass only
-    assert busy.asked == 5                               # a worker may change it: every pass
+    assert busy.asked == 1                               # being served, but nobody said it changed
     pairs[7][1].send(b"hello")
     loop.run_once(0.5)
     assert idle[7].read == b"hello"
@@ -90,6 +90,36 @@ def test_a_touched_connection_is_asked_again_and_its_new_interest_registered():
     assert theirs.recv(10) == b"w"
     ours.close()
     theirs.close()
+    loop.close()
+
+
+def test_a_connection_a_worker_thread_changed_is_asked_at_the_next_pass():
+    import threading
+    pairs = _pairs(3)
+    socket_map = {}
+    ds = [Dispatcher(ours, busy=True) for ours, _ in pairs]
+    for d in ds:
+        socket_map[d.socket.fileno()] = d
+    loop = EpollLoop(socket_map, full_every_s=3600)
+    loop.run_once(0.01)
+    loop.run_once(0.01)
+    assert [d.asked for d in ds] == [1, 1, 1]
+
+    def worker():                    # a response written but not all sent (write_soon)
+        ds[1].want_write = True
+        loop.changed(ds[1].socket.fileno())
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    loop.run_once(0.01)              # asked: registers POLLOUT
+    loop.run_once(0.5)               # and the socket's readiness writes
+    theirs = pairs[1][1]
+    theirs.settimeout(1)
+    assert theirs.recv(10) == b"w"
+    assert ds[0].asked == 1 and ds[2].asked == 1
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()
     loop.close()
 
 

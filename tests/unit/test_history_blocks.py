@@ -67,3 +67,26 @@ def test_the_encoders_row_text_is_the_rows_json():
     encoder = EventEncoder()
     for event in _events() * 2:          # twice: the second time from the encoder's caches
         assert json.loads(encoder.encode_row(event)) == json.loads(json.dumps(event.row()))
+
+
+def test_rows_of_a_storm_share_their_text_but_keep_their_own_seq_time_and_tags():
+    """encode_row keeps what follows ts per (fields, map identities, tags): events that differ
+    only in seq and ts reuse it; any other difference, or a map that is equal but another
+    object, is encoded afresh."""
+    import json
+    from types import MappingProxyType
+    from tracer.events.event import Event
+    ns = MappingProxyType({"uts": 4026532001})
+    before = MappingProxyType({"uts": 4026531838})
+    encoder = EventEncoder()
+
+    def setns(seq, ts, pid=7, ns_map=ns, container=None):
+        return Event("setns", seq, ts, pid, pid, 1, 0, pid, "sw", container=container, syscall="setns",
+                     raw_flags=0x04000000, ret=0, fd=3, ns=ns_map, ns_before=before)
+    storm = [setns(1, 10.5), setns(2, 10.25), setns(3, 11.0, pid=8), setns(4, 12.0, container="web"),
+             setns(5, 13.0, ns_map=MappingProxyType({"uts": 4026532002})), setns(6, 14.0)]
+    for event in storm:
+        assert json.loads(encoder.encode_row(event)) == json.loads(json.dumps(event.row()))
+    rows = [json.loads(encoder.encode_row(e)) for e in storm]
+    assert [r[1] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[1][2] == 10.25
+    assert rows[3][-3] == "web" and rows[5][-3] is None

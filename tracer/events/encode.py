@@ -32,6 +32,7 @@ class EventEncoder:
         self._flags: dict = {}
         self._seconds: dict = {}
         self._tails: dict = {}     # what follows "seq" (see _tail)
+        self._rows: dict = {}      # what follows ts in encode_row's form
 
     def _map(self, mapping) -> str:
         if mapping is None:
@@ -137,17 +138,31 @@ class EventEncoder:
         return text
 
     def encode_row(self, event: Event) -> str:
-        """json.dumps(event.row()) (the history's compact form), from the same cached pieces."""
+        """json.dumps(event.row()) (the history's compact form), from the same cached pieces;
+        what follows ts is kept like _tail's text (a storm's rows differ only in seq and ts)."""
         (kind, seq, ts, pid, tid, ppid, uid, vpid, comm, syscall, raw_flags, ret, fd, child_pid, child_vpid,
          exit_code, filename, ns, ns_before, ns_id, ns_id_before, node, cgroup_id, args, brief) = event
+        key = None
+        if args is None:
+            key = (kind, event[3:17], id(ns), id(ns_before), id(ns_id), id(ns_id_before), node, cgroup_id,
+                   brief, event.container, event.container_id, event.target_container)
+            hit = self._rows.get(key)
+            if hit is not None and hit[1] is ns and hit[2] is ns_before and hit[3] is ns_id and hit[4] is ns_id_before:
+                return '[%s,%s,%s,%s' % (hit[5], seq, repr(float(ts)), hit[0])
         text, number, mapping = self._str, _num, self._map
-        return "[%s]" % ",".join((
-            text(kind), str(seq), repr(float(ts)), number(pid), number(tid), number(ppid), number(uid),
+        head = text(kind)
+        rest = ",".join((
+            number(pid), number(tid), number(ppid), number(uid),
             number(vpid), text(comm), text(syscall), str(raw_flags), str(ret), number(fd), number(child_pid),
             number(child_vpid), number(exit_code), text(filename), mapping(ns), mapping(ns_before),
             mapping(ns_id), mapping(ns_id_before), text(node), str(cgroup_id),
             "null" if args is None else _dumps(args, separators=(",", ":")), "true" if brief else "false",
-            text(event.container), text(event.container_id), text(event.target_container)))
+            text(event.container), text(event.container_id), text(event.target_container))) + "]"
+        if key is not None:
+            if len(self._rows) >= _CACHE_MAX:
+                self._rows.clear()
+            self._rows[key] = (rest, ns, ns_before, ns_id, ns_id_before, head)
+        return "[%s,%s,%s,%s" % (head, seq, repr(float(ts)), rest)
 
 
 def _num(value: Optional[int]) -> str:

@@ -77,6 +77,14 @@ def expand(base: dict, ev, inherit: bool = False):
     return before, after, id_before, id_after
 
 
+def expand_after(base: dict, ev):
+    """expand()'s (after, id_after) alone, for a move that creates nothing (setns): the
+    before maps only serve to find what an unshare created."""
+    after, id_after = _values(base)
+    _overlay(after, id_after, ev.ns, ev.ns_id)
+    return after, id_after
+
+
 def _task_base(proc, tid) -> dict:
     """The model's namespaces of thread tid of proc: its own, if it has some, else its process's."""
     if proc.threads and tid != proc.pid:
@@ -180,8 +188,13 @@ class EventHandlers:
             self.want_repair()
         if not ev.ns:
             return
-        before, after, _id_before, id_after = expand(_task_base(proc, ev.tid), ev)
-        creation = creation_of(ev, before, after) if ev.kind == EventKind.UNSHARE else None
+        base = _task_base(proc, ev.tid)
+        if ev.kind == EventKind.UNSHARE:
+            before, after, _id_before, id_after = expand(base, ev)
+            creation = creation_of(ev, before, after)
+        else:
+            after, id_after = expand_after(base, ev)
+            creation = None
         if ev.tid != ev.pid and ev.tid:
             processes = self.processes
             tmap = processes.thread_map(proc, ev.tid)

@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -81,7 +80,9 @@ class HistoryStore:
         self.checkpoint_every_inputs = checkpoint_every_inputs
         self.batch = batch
         self.flush_s = flush_s
-        self._queue = queue.Queue(maxsize=queue_size)
+        # Not a queue.Queue (a lock and a notify per input): append is atomic, and the writer
+        # is woken only when it sleeps idle.
+        self._inputs, self._queue_size, self._input_ready = collections.deque(), queue_size, threading.Event()
         self._queued = self._handled = 0    # inputs queued, and taken by the writer (flush())
         self._graph = None
         self._thread = None
@@ -152,8 +153,7 @@ class HistoryStore:
 
     def close(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)        # the writer may sleep in its idle wait
+        self._input_ready.set()                 # the writer may sleep in its idle wait
         if self._thread is not None:
             self._thread.join(timeout)
         if self._graph is not None:
@@ -179,12 +179,15 @@ class HistoryStore:
         # read is journaled in the middle of another input).
         if seq - self._checkpoint_seq > self.checkpoint_every_inputs and kind != "op":
             self._capture(seq)
-        try:
-            self._queue.put_nowait((seq, time.time(), kind, payload))
-            self._queued += 1
-        except queue.Full:
+        inputs = self._inputs
+        if len(inputs) >= self._queue_size:
             self.counters["dropped"] += 1
             self._force_checkpoint = True
+            return
+        inputs.append((seq, time.time(), kind, payload))
+        self._queued += 1
+        if not self._input_ready.is_set():      # set() takes a lock: only when the writer waits
+            self._input_ready.set()
 
     def _capture(self, seq: int) -> None:
         """The graph as it is before input `seq`, for the writer to store as a checkpoint."""
@@ -197,17 +200,14 @@ class HistoryStore:
         self._checkpoint_seq = seq - 1
 
     def _run(self) -> None:
-        while not self._stop.is_set() or not self._queue.empty():
-            rows = []
-            try:
-                rows.append(self._queue.get(timeout=5.0))   # idle: an input or close() wakes it
-                if self._queue.qsize() < self.batch:    # one block and commit per flush_s, not per poll
-                    self._stop.wait(self.flush_s)
-                while len(rows) < self.batch:
-                    rows.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            rows = [row for row in rows if row is not None]     # None: close() waking the writer
+        inputs, ready = self._inputs, self._input_ready
+        while not self._stop.is_set() or inputs:
+            ready.clear()               # before looking: an input appended after this sets it again
+            if not inputs:
+                ready.wait(timeout=5.0)                 # idle: an input or close() wakes it
+            if 0 < len(inputs) < self.batch:            # one block and commit per flush_s, not per poll
+                self._stop.wait(self.flush_s)
+            rows = [inputs.popleft() for _ in range(min(len(inputs), self.batch))]
             try:
                 with self._writer_lock:
                     if self._db is None:           # closed under us (shutdown)
@@ -385,7 +385,7 @@ class HistoryStore:
 
     def stats(self) -> dict:
         out = dict(self.counters)
-        out["queued"] = self._queue.qsize()
+        out["queued"] = len(self._inputs)
         out["path"] = self.path
         out["run_id"] = self.run_id
         out["error"] = self.error
