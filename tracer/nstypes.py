@@ -8,6 +8,8 @@ membership).  Slot order is the order of struct nsg_ns_set in ebpf/nsgraph.h
 
 from __future__ import annotations
 
+import functools
+
 # Slot order of struct nsg_ns_set (NSG_NS_* in ebpf/nsgraph.h).
 NS_SLOTS = (
     "mnt",
@@ -72,9 +74,15 @@ TYPE_FLAGS = {name: flag for flag, name in NS_FLAG_TYPES.items()}
 
 
 def flag_types(flags: int) -> list:
-    """Namespace types named by CLONE_NEW* bits, in NS_SLOTS order."""
+    """Namespace types named by CLONE_NEW* bits, in NS_SLOTS order (a new list)."""
+    return list(_flag_types(flags & NS_FLAGS_MASK))
+
+
+@functools.lru_cache(maxsize=512)
+def _flag_types(flags: int) -> tuple:
+    # Asked for every clone, unshare and setns event, with a few distinct values.
     present = {t for flag, t in NS_FLAG_TYPES.items() if flags & flag}
-    return [t for t in NS_SLOTS if t in present]
+    return tuple(t for t in NS_SLOTS if t in present)
 
 
 def parse_type_list(values, allowed=MEMBER_TYPES) -> set:

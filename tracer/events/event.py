@@ -11,6 +11,8 @@ from typing import Optional
 from ..nstypes import NS_SLOTS, flag_types
 from .flags import CSIGNAL, decode_clone_flags, decode_setns_nstype, decode_unshare_flags
 
+_SLOT_ORDER = {slot: i for i, slot in enumerate(NS_SLOTS)}
+
 EMPTY_MAP = MappingProxyType({})
 
 
@@ -104,10 +106,13 @@ class Event(tuple):
 
     def changed_types(self) -> list:
         """Namespace types whose inode differs between before and after."""
-        if self.ns_before is None:
+        before, after = self.ns_before, self.ns
+        if before is None or not after:
             return []
-        return [t for t in NS_SLOTS
-                if t in self.ns and self.ns.get(t) != self.ns_before.get(t)]
+        changed = [t for t in after if t in _SLOT_ORDER and after[t] != before.get(t)]
+        if len(changed) > 1:           # events name only what changed: usually one slot
+            changed.sort(key=_SLOT_ORDER.__getitem__)
+        return changed
 
     def ns_types(self) -> list:
         """Every namespace type this event is about: asked for, or actually changed."""
