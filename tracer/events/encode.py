@@ -95,14 +95,10 @@ class EventEncoder:
         from (an exec's argv, a list, is not kept: execs are encoded whole)."""
         (kind, _seq, _ts, pid, tid, ppid, uid, vpid, comm, syscall, raw_flags, ret, fd, child_pid, child_vpid,
          exit_code, filename, ns, ns_before, ns_id, ns_id_before, node, cgroup_id, args, brief) = event
-        key = None
-        if args is None:
-            key = (kind, event[3:17], id(ns), id(ns_before), id(ns_id), id(ns_id_before), node, cgroup_id, brief,
-                   event.container, event.container_id, event.target_container)
-            hit = self._tails.get(key)
-            # The cached entry holds the maps, so their ids cannot be reused while it exists.
-            if hit is not None and hit[1] is ns and hit[2] is ns_before and hit[3] is ns_id and hit[4] is ns_id_before:
-                return hit[0]
+        key = _storm_key(event)
+        hit = _kept(self._tails, key, event)
+        if hit is not None:
+            return hit[0]
         err = None if kind in ("exec", "exit") or ret >= 0 else -ret
         parts = [
             ',"node":', self._str(node),
@@ -131,10 +127,7 @@ class EventEncoder:
             parts += [',"ns_id_before":', self._map(ns_id_before)]
         parts.append("}")
         text = "".join(parts)
-        if key is not None:
-            if len(self._tails) >= _CACHE_MAX:
-                self._tails.clear()
-            self._tails[key] = (text, ns, ns_before, ns_id, ns_id_before)
+        _keep(self._tails, key, event, text)
         return text
 
     def encode_row(self, event: Event) -> str:
@@ -142,13 +135,10 @@ class EventEncoder:
         what follows ts is kept like _tail's text (a storm's rows differ only in seq and ts)."""
         (kind, seq, ts, pid, tid, ppid, uid, vpid, comm, syscall, raw_flags, ret, fd, child_pid, child_vpid,
          exit_code, filename, ns, ns_before, ns_id, ns_id_before, node, cgroup_id, args, brief) = event
-        key = None
-        if args is None:
-            key = (kind, event[3:17], id(ns), id(ns_before), id(ns_id), id(ns_id_before), node, cgroup_id,
-                   brief, event.container, event.container_id, event.target_container)
-            hit = self._rows.get(key)
-            if hit is not None and hit[1] is ns and hit[2] is ns_before and hit[3] is ns_id and hit[4] is ns_id_before:
-                return '[%s,%s,%s,%s' % (hit[5], seq, repr(float(ts)), hit[0])
+        key = _storm_key(event)
+        hit = _kept(self._rows, key, event)
+        if hit is not None:
+            return '[%s,%s,%s,%s' % (hit[5], seq, repr(float(ts)), hit[0])
         text, number, mapping = self._str, _num, self._map
         head = text(kind)
         rest = ",".join((
@@ -158,11 +148,37 @@ class EventEncoder:
             mapping(ns_id), mapping(ns_id_before), text(node), str(cgroup_id),
             "null" if args is None else _dumps(args, separators=(",", ":")), "true" if brief else "false",
             text(event.container), text(event.container_id), text(event.target_container))) + "]"
-        if key is not None:
-            if len(self._rows) >= _CACHE_MAX:
-                self._rows.clear()
-            self._rows[key] = (rest, ns, ns_before, ns_id, ns_id_before, head)
+        _keep(self._rows, key, event, rest, head)
         return "[%s,%s,%s,%s" % (head, seq, repr(float(ts)), rest)
+
+
+def _storm_key(event: Event):
+    """What an event's text after seq and ts depends on (None: not kept; an exec's argv is a
+    list).  Maps count by identity: decoded events share them."""
+    if event[23] is not None:           # args
+        return None
+    return (event[0], event[3:17], id(event[17]), id(event[18]), id(event[19]), id(event[20]), event[21],
+            event[22], event[24], event.container, event.container_id, event.target_container)
+
+
+def _kept(table: dict, key, event: Event):
+    """The entry kept for key, if it was made from this event's very maps.  The entry holds
+    the maps, so their ids cannot be reused while it exists."""
+    if key is None:
+        return None
+    hit = table.get(key)
+    if hit is not None and hit[1] is event[17] and hit[2] is event[18] and hit[3] is event[19] \
+            and hit[4] is event[20]:
+        return hit
+    return None
+
+
+def _keep(table: dict, key, event: Event, text: str, *extra) -> None:
+    if key is None:
+        return
+    if len(table) >= _CACHE_MAX:
+        table.clear()
+    table[key] = (text, event[17], event[18], event[19], event[20]) + extra
 
 
 def _num(value: Optional[int]) -> str:
