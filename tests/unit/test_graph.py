@@ -124,6 +124,24 @@ def test_diff_since_and_too_old():
     assert d["changes"] == [{"op": "remove", "entity": "process", "id": 1000, "data": None}]
 
 
+def test_a_diff_tells_when_a_namespace_pending_its_end_is_joined_again():
+    """A setns (with the changed slot only, as the probes send it) into a namespace nobody
+    was in any more clears its pending_end: the diff carries the namespace, as it did
+    when it was orphaned, or a page applying diffs would show it ending."""
+    g = fresh_graph(pids=(1, 30, 31))
+    g.apply(ev("unshare", 31, ns={"uts": 500}, before={"uts": 103}, raw_flags=nstypes.CLONE_NEWUTS))
+    v = g.version
+    g.apply(ev("setns", 31, ns={"uts": 103}, before={"uts": 500}, fd=3))
+    orphaned = {c["id"]: c["data"] for c in g.diff_since(v)["changes"] if c["entity"] == "namespace"}
+    assert orphaned["uts:4:500:0"]["pending_end"] is True
+    v = g.version
+    g.apply(ev("setns", 30, ns={"uts": 500}, before={"uts": 103}, fd=3))
+    back = {c["id"]: c["data"] for c in g.diff_since(v)["changes"] if c["entity"] == "namespace"}
+    assert back["uts:4:500:0"]["pending_end"] is False and back["uts:4:500:0"]["pids"] == [30]
+    assert g.process(30)["ns"]["uts"] == "uts:4:500:0" and g.process(30)["ns"]["net"] == "net:4:102:0"
+    assert g.check_invariants() == []
+
+
 def test_state_round_trip_and_exports():
     g = fresh_graph(pids=(1, 50))
     g.apply(ev("clone", 50, ns=with_(HOST, pid=700, pid_for_children=700, mnt=701), before=HOST,

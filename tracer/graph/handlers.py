@@ -77,14 +77,6 @@ def expand(base: dict, ev, inherit: bool = False):
     return before, after, id_before, id_after
 
 
-def expand_after(base: dict, ev):
-    """expand()'s (after, id_after) alone, for a move that creates nothing (setns): the
-    before maps only serve to find what an unshare created."""
-    after, id_after = _values(base)
-    _overlay(after, id_after, ev.ns, ev.ns_id)
-    return after, id_after
-
-
 def _task_base(proc, tid) -> dict:
     """The model's namespaces of thread tid of proc: its own, if it has some, else its process's."""
     if proc.threads and tid != proc.pid:
@@ -193,7 +185,10 @@ class EventHandlers:
             before, after, _id_before, id_after = expand(base, ev)
             creation = creation_of(ev, before, after)
         else:
-            after, id_after = expand_after(base, ev)
+            # A setns creates nothing, so the event's own slots are all set_ns needs: the
+            # full after map (the model's slots with these over them) would only add slots
+            # set_ns skips one by one.  An event with a full set (an old recording) works too.
+            after, id_after = ev.ns, ev.ns_id
             creation = None
         if ev.tid != ev.pid and ev.tid:
             processes = self.processes

@@ -152,8 +152,11 @@ class NamespaceTable:
             self.check_orphan(ns, ts)
 
     def unorphan(self, ns: Namespace) -> None:
+        """ns is held again: its JSON's pending_end goes back to false, a change like the
+        orphaning was (a diff that left it out would show it ending for good)."""
         ns.orphaned_at = None
         self.orphans.pop(ns.id, None)
+        self.changes.record("update", "namespace", ns.id)
 
     def check_orphan(self, ns: Namespace, ts) -> None:
         if ns.ended is not None or ns.orphaned_at is not None or ns.referenced():
