@@ -11,7 +11,7 @@ import zlib
 from tracer import nstypes
 from tracer.graph.model import NamespaceGraph
 from tracer.history.diff import diff_graphs
-from tracer.history import retention
+from tracer.history import blocks, retention
 from tracer.history.store import HistoryStore
 
 from test_graph import DEV, HOST, ev, host_snapshot, with_
@@ -72,7 +72,11 @@ def test_graph_at_rebuilds_each_moment_and_diff(tmp_path):
         json.loads(line)[2] for (data,) in db.execute("SELECT data FROM input_blocks")
         for line in zlib.decompress(data).split(b"\n"))
     assert kinds["e"] == 8            # events as compact rows (tracer/history/blocks.py)
-    assert db.execute("SELECT count(*) FROM changes").fetchone()[0] > 0
+    # Every change the graph logged while the store was attached, in order, one block per batch.
+    stored = [(v, op, entity, ident) for v, _ts, op, entity, ident in blocks.change_records(db)]
+    assert stored and stored == list(g.changes.since(stored[0][0] - 1))
+    assert ("remove", "process", 51) in {r[1:] for r in stored}
+    assert db.execute("SELECT count(*) FROM changes").fetchone()[0] == 0
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

@@ -36,6 +36,23 @@ def line(seq: int, ts: float, kind: str, payload, encoder) -> str:
     return "[%s,%s,%s,%s]" % (seq, repr(float(ts)), _dumps(kind), text)
 
 
+def change_block(records) -> bytes:
+    """A writer batch of change records (version, op, entity, ident) as one zlib'd JSON list."""
+    return zlib.compress(_dumps(records).encode("utf-8"), 1)
+
+
+def change_records(db, since_ts: float = 0.0):
+    """(version, ts, op, entity, ident) of every change stored at or after since_ts, oldest first:
+    the change blocks, and the one-row-per-change table older files hold."""
+    for row in db.execute("SELECT version, ts, op, entity, ident FROM changes WHERE ts >= ? ORDER BY ts, rowid",
+                          (since_ts,)):
+        yield tuple(row)
+    for ts, data in db.execute("SELECT ts, data FROM change_blocks WHERE ts >= ? ORDER BY ts, first_version",
+                               (since_ts,)):
+        for version, op, entity, ident in json.loads(zlib.decompress(data)):
+            yield version, ts, op, entity, ident
+
+
 def lines(blocks):
     """(seq, ts, kind, data) of every input in the blocks (rows of one `data` column), in order."""
     for (data,) in blocks:

@@ -1,8 +1,8 @@
 """Retention of the history database: by age and by size, oldest first, always replayable.
 
 History is cut at a checkpoint C: everything older than C (checkpoints, input
-blocks, change-log rows, runs left empty) is deleted, and C itself stays, so any
-time from C on still rebuilds exactly.  The size limit counts the pages in use;
+blocks, change-log blocks and older files' change rows, runs left empty) is
+deleted, and C itself stays, so any time from C on still rebuilds exactly.  The size limit counts the pages in use;
 freed pages go back to the file system (auto_vacuum=INCREMENTAL, set when the
 file is created), so the file shrinks too.
 
@@ -43,11 +43,13 @@ def _cut_for_size(db, max_bytes: Optional[int]) -> Optional[float]:
     excess = used_bytes(db) - int(max_bytes * HEADROOM)
     if excess <= 0:
         return None
-    # Bytes older than each checkpoint, accumulated oldest first (blocks + older checkpoints).
+    # Bytes older than each checkpoint, accumulated oldest first (input and change blocks +
+    # older checkpoints).
     stamps = [r[0] for r in db.execute("SELECT ts FROM checkpoints ORDER BY ts")]
     if len(stamps) < 2:
         return None                                  # nothing can go: keep the only checkpoint
-    blocks = db.execute("SELECT last_ts, nbytes FROM input_blocks ORDER BY last_ts").fetchall()
+    blocks = db.execute("SELECT last_ts, nbytes FROM input_blocks UNION ALL "
+                        "SELECT ts, nbytes FROM change_blocks ORDER BY 1").fetchall()
     sizes = dict(db.execute("SELECT ts, nbytes FROM checkpoints").fetchall())
     freed, i, before = 0, 0, 0
     for n, ts in enumerate(stamps[1:], start=1):
@@ -72,6 +74,7 @@ def prune(db: sqlite3.Connection, *, max_bytes: Optional[int], max_age_s: Option
     blocks = db.execute("DELETE FROM input_blocks WHERE last_ts < ?", (cut,)).rowcount
     checkpoints = db.execute("DELETE FROM checkpoints WHERE ts < ?", (cut,)).rowcount
     db.execute("DELETE FROM changes WHERE ts < ?", (cut,))
+    db.execute("DELETE FROM change_blocks WHERE ts < ?", (cut,))
     db.execute("DELETE FROM runs WHERE run_id != ? AND run_id NOT IN (SELECT DISTINCT run_id FROM checkpoints)",
                (keep_run or "",))
     db.commit()

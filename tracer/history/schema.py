@@ -9,7 +9,14 @@ process, can never overwrite another run's rows.
   input_blocks(run_id, first_seq, last_seq, first_ts, last_ts, count, nbytes, data)
                                                   the graph's inputs, a writer batch per row:
                                                   zlib'd JSON lines [seq, ts, kind, data]
-  changes(version, ts, op, entity, ident)         the change log (audits; a run is told by ts)
+  change_blocks(run_id, first_version, last_version, ts, count, nbytes, data)
+                                                  the change log (audits), a writer batch per row:
+                                                  zlib'd JSON [[version, op, entity, ident], ...]
+                                                  (blocks.change_records reads them)
+  changes(version, ts, op, entity, ident)         the change log as files before change_blocks
+                                                  wrote it, a row per change (3x the disk, and
+                                                  a third of the writer's time); read, pruned,
+                                                  no longer written
   meta(key, value)                                schema = 2
 
 Schema 1 (tables `inputs`/`checkpoints` keyed by the per-run sequence, written with
@@ -48,6 +55,11 @@ CREATE INDEX IF NOT EXISTS input_blocks_ts ON input_blocks(last_ts);
 CREATE TABLE IF NOT EXISTS changes (version INTEGER NOT NULL, ts REAL NOT NULL, op TEXT NOT NULL,
                                     entity TEXT NOT NULL, ident TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS changes_ts ON changes(ts);
+CREATE TABLE IF NOT EXISTS change_blocks (run_id TEXT NOT NULL, first_version INTEGER NOT NULL,
+                                          last_version INTEGER NOT NULL, ts REAL NOT NULL,
+                                          count INTEGER NOT NULL, nbytes INTEGER NOT NULL,
+                                          data BLOB NOT NULL, PRIMARY KEY (run_id, first_version));
+CREATE INDEX IF NOT EXISTS change_blocks_ts ON change_blocks(ts);
 """
 
 

@@ -277,9 +277,9 @@ class HistoryStore:
         if not records:
             return
         self._last_change_version = records[-1][0]
-        now = time.time()
-        self._db.executemany("INSERT INTO changes VALUES (?, ?, ?, ?, ?)",
-                             [(v, now, op, entity, str(ident)) for v, op, entity, ident in records])
+        data = blocks.change_block(records)
+        self._db.execute("INSERT OR IGNORE INTO change_blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (self.run_id, records[0][0], records[-1][0], time.time(), len(records), len(data), data))
         self.counters["changes"] += len(records)
 
     def _checkpoint_due(self) -> bool:
