@@ -12,15 +12,21 @@ the tracepoint or the fentry path): what any tracer on those hooks must pay.
    events only) and `nsgraph serve` (process events on, the dashboard's consumer),
    each storm, each program: runs per operation, ns per run, ns per operation; the
    floor's beside them; and ns per event handed to the ring buffer.
-2. Wall-clock overhead: every storm under off / floor / nsgraph, for `trace` and
+2. The same overhead estimated from the kernel's counters (estimate.py): the
+   slow path every system call pays while a syscall tracepoint is attached
+   (getppid under off and floor) times the system calls an operation makes
+   (counted in its own cgroup, syscalls.py), plus the floor's and nsgraph's BPF
+   time per operation, over the operation's time with nothing attached.  Precise
+   where the wall clock is not: printed as floor, nsgraph's own, and both.
+3. Wall-clock overhead: every storm under off / floor / nsgraph, for `trace` and
    `serve`, in rotating order over several rounds (identical runs differ by up to
    +-10 % on a shared 2-core VM: medians and the spread are reported).  The
    workload runs on CPU 0, the tracer on the others.
-3. Loss: the kernel's counters (ring buffer full, syscall entries not remembered)
+4. Loss: the kernel's counters (ring buffer full, syscall entries not remembered)
    after each storm, per mode.
-4. serve's CPU time, idle and with 1 000 namespace events/s (setns calls that each
+5. serve's CPU time, idle and with 1 000 namespace events/s (setns calls that each
    move the caller between two uts namespaces), as a share of one core.
-5. The highest rate of back-to-back unshare(CLONE_NEWUTS) calls `nsgraph serve`
+6. The highest rate of back-to-back unshare(CLONE_NEWUTS) calls `nsgraph serve`
    follows for 5 s without loss (the kernel's ring-buffer-full counter).
 
 Storms (bench/workload.c): fork+exit, fork+exec, back-to-back unshare(CLONE_NEWUTS),
@@ -45,6 +51,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+from bench import estimate, syscalls  # noqa: E402
 from bench.bench_tracer import TRACER_CPUS, WORKLOAD_CPUS, build_workload  # noqa: E402
 from tracer.exitcodes import EXIT_FAILURE, EXIT_NO_PRIVILEGES, EXIT_OK, EXIT_USAGE  # noqa: E402
 from tracer.kernel import bpfstats  # noqa: E402
@@ -219,7 +226,42 @@ def print_costs(label: str, mine: dict, floor: dict) -> None:
                 name, runs / ops, ns / runs, ns / ops, fns / fr if fr else float("nan")))
 
 
-# -- stage 2: wall clock -----------------------------------------------------------------------
+# -- stage 2: the overhead from the kernel's counters ------------------------------------------
+
+def counter_estimate(workload: str, storms, modes, hooks: dict, results: dict, rounds: int, scale: float):
+    """storm -> mode -> estimate.estimate(); None when system calls cannot be counted here."""
+    measured = [s for s in storms if s != estimate.SLOW_PATH_STORM]
+    print("== estimate from the kernel's counters: slow path x system calls + BPF time, over the "
+          "operation's time with nothing attached")
+    try:
+        calls = syscalls.per_operation(workload, {STORMS[s][0]: storm_ops(s, QUICK_SCALE) for s in measured},
+                                       WORKLOAD_CPUS)
+    except (syscalls.CountError, OSError, subprocess.CalledProcessError) as exc:
+        print("   skipped: %s" % exc)
+        return None
+
+    def ns_per_op(storm):
+        return run_storm(workload, storm, scale) / storm_ops(storm, scale) * 1e9
+    slow = estimate.slow_path(ns_per_op, lambda: floor_mode(hooks[modes[-1]]).start(), rounds)
+    print("   getppid: %.0f ns off, %.0f ns under the floor: the slow path costs %.1f ns a system call "
+          "(rounds %+.1f..%+.1f)" % (slow["off_ns"], slow["floor_ns"], slow["slow_ns"], slow["min_ns"],
+                                       slow["max_ns"]))
+    out = {"slow_path": slow, "calls_per_op": calls, "storms": {}}
+    print("   %-12s %-6s %9s %6s %-22s %-22s %s" % ("storm", "mode", "op (off)", "calls", "floor",
+                                                 "nsgraph's own", "nsgraph vs nothing"))
+    for storm in measured:
+        op_ns = statistics.median(ns_per_op(storm) for _ in range(5))
+        for label in modes:
+            e = estimate.estimate(results["cost_" + label][storm], results["cost_floor_" + label][storm],
+                                  calls[STORMS[storm][0]], slow["slow_ns"], op_ns)
+            out["storms"].setdefault(storm, {})[label] = e
+            print("   %-12s %-6s %7.0f ns %6.0f %6.0f ns (%+5.2f %%)   %6.0f ns (%+5.2f %%)   %+5.2f %%" % (
+                storm, label, op_ns, e["calls_per_op"], e["floor_ns"], e["floor_pct"], e["own_ns"],
+                e["own_pct"], e["vs_off_pct"]))
+    return out
+
+
+# -- stage 3: wall clock -----------------------------------------------------------------------
 
 def wall_clock(workload: str, makers: dict, storms, rounds: int, scale: float) -> dict:
     """mode label -> storm -> [seconds per round]."""
@@ -245,7 +287,7 @@ def ratio_summary(times: dict, num: str, den: str, storm: str) -> dict:
             "max_pct": (max(ratios) - 1) * 100}
 
 
-# -- stage 4: serve's CPU ------------------------------------------------------------------------
+# -- stage 5: serve's CPU ------------------------------------------------------------------------
 
 def cpu_seconds(pid: int) -> float:
     with open("/proc/%d/stat" % pid) as f:
@@ -285,7 +327,7 @@ def serve_cpu(workload: str, tmp: str, seconds: float, rate: int) -> dict:
             "pct_per_1000_per_s": (busy["cpu_pct"] - idle["cpu_pct"]) / extra * 1000 if extra > 0 else None}
 
 
-# -- stage 5: serve's zero-loss unshare rate ------------------------------------------------
+# -- stage 6: serve's zero-loss unshare rate ------------------------------------------------
 
 UNSHARE_RATES = (20_000, 50_000, 100_000, 150_000, 200_000, 300_000, 400_000)
 
@@ -323,7 +365,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7, help="wall-clock rounds (each runs every mode)")
     parser.add_argument("--quick", action="store_true", help="smaller storms, 2 rounds (a smoke run)")
     parser.add_argument("--storms", default=",".join(STORMS), help="comma-separated storms to run")
-    parser.add_argument("--skip", default="", help="stages to skip: cost,wall,cpu,rate")
+    parser.add_argument("--skip", default="", help="stages to skip: cost,estimate,wall,cpu,rate "
+                        "(estimate needs cost)")
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     parser.add_argument("--modes", default="trace,serve",
                         help="tracer modes to measure: trace, serve or both (serve needs the dashboard's "
@@ -383,6 +426,9 @@ def main() -> int:
                     floor.stop()
                 print_costs("nsgraph " + label, results["cost_" + label], results["cost_floor_" + label])
         results["machine_after_cost"] = machine_load()
+
+        if not {"cost", "estimate"} & skip:
+            results["estimate"] = counter_estimate(workload, storms, modes, hooks, results, rounds, scale)
 
         if "wall" not in skip:
             print("== wall clock: %d rounds of every storm under each mode" % rounds)
